@@ -1,0 +1,29 @@
+/// The optional `herald-*` record headers (PROTOCOL.md §1), and one header as it travels on a record.
+public struct HeraldHeader: Hashable, Sendable {
+    public var name: String
+    public var value: [UInt8]
+
+    public init(name: String, value: [UInt8]) {
+        self.name = name
+        self.value = value
+    }
+
+    public init(name: String, string: String) {
+        self.init(name: name, value: Array(string.utf8))
+    }
+
+    public var stringValue: String? { String(validating: value, as: UTF8.self) }
+
+    public static let kind = "herald-kind"
+    public static let id = "herald-id"
+    public static let contentType = "herald-content-type"
+    public static let exclude = "herald-exclude"
+    public static let expiresAt = "herald-expires-at"
+}
+
+/// What a record's payload is, from `herald-content-type`.
+public enum HeraldContentType: String, Sendable, CaseIterable {
+    case json = "application/json"
+    case text = "text/plain"
+    case binary = "application/octet-stream"
+}

@@ -1,0 +1,263 @@
+internal import CKafka
+public import Logging
+public import ServiceLifecycle
+import Foundation
+import NIOCore
+import Synchronization
+
+/// Where a live consumer begins on each partition.
+public enum KafkaStartPosition: Sendable, Hashable {
+    /// At each partition's end when the consumer starts: only what is produced from now on.
+    case end
+    /// At each partition's first kept offset.
+    case beginning
+    /// At the given offset per partition; partitions not listed begin at their end.
+    case offsets([Int32: Int64])
+}
+
+public struct KafkaLiveConsumerConfiguration: Sendable, Hashable {
+    public var kafka: KafkaConfiguration
+    public var topic: String
+    public var start: KafkaStartPosition = .end
+    /// Most records handed over in one batch.
+    public var maxBatchSize: Int = 2_000
+    /// Batches that may wait unread before the poll thread stops fetching.
+    public var bufferedBatches: Int = 4
+    /// How often the topic's partition count is checked for new partitions.
+    public var partitionCheckInterval: Duration = .seconds(5)
+    /// `fetch.wait.max.ms`: how long a broker may hold a fetch for more data. Low, for latency.
+    public var fetchWaitMaxMilliseconds: Int = 10
+
+    public init(kafka: KafkaConfiguration, topic: String) {
+        self.kafka = kafka
+        self.topic = topic
+    }
+
+    var properties: [String: String] {
+        kafka.properties(
+            [
+                "fetch.wait.max.ms": String(fetchWaitMaxMilliseconds),
+                "queued.max.messages.kbytes": "65536",
+                // A live consumer that fell behind retention can only go on from what is kept; it
+                // logs the jump loudly (it is a loss) rather than stopping every delivery.
+                "auto.offset.reset": "earliest",
+            ],
+            enforced: [
+                // group.id only enables the consumer queue: partitions are assigned by hand, no group
+                // is joined and nothing is committed, so every node reads every partition.
+                "group.id": "herald-live-\(UUID().uuidString)",
+                "enable.auto.commit": "false",
+                "enable.auto.offset.store": "false",
+                "enable.partition.eof": "false",
+            ]
+        )
+    }
+}
+
+/// Reads every partition of one topic without a consumer group, so that each Herald node sees every
+/// event, and hands batches of records to one reader with backpressure.
+///
+/// `run()` polls on a dedicated thread until graceful shutdown or cancellation. New partitions added
+/// to the topic while it runs are noticed and read from their beginning.
+public final class KafkaLiveConsumer: Service, Sendable {
+    public let batches: KafkaRecordBatches
+
+    private let configuration: KafkaLiveConsumerConfiguration
+    private let logger: Logger
+    private let client: RDKafkaClient
+    private let pipe: RecordBatchPipe
+    private let stopRequested = Atomic<Bool>(false)
+    private let assignment = Mutex<[Int32: Int64]>([:])
+    private let started = Mutex<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    public init(configuration: KafkaLiveConsumerConfiguration, logger: Logger) throws(KafkaError) {
+        self.configuration = configuration
+        self.logger = logger
+        self.client = try RDKafkaClient(kind: .consumer, properties: configuration.properties, logger: logger)
+        self.pipe = RecordBatchPipe(capacity: configuration.bufferedBatches)
+        self.batches = KafkaRecordBatches(pipe: pipe)
+    }
+
+    /// The offset each assigned partition started at (`.end` resolved to a concrete offset).
+    public var startOffsets: [Int32: Int64] { startOffsetsStorage.withLock { $0 } }
+    private let startOffsetsStorage = Mutex<[Int32: Int64]>([:])
+
+    /// The partitions being read.
+    public var assignedPartitions: [Int32] { assignment.withLock { $0.keys.sorted() } }
+
+    /// Returns once the first assignment has been made (the topic exists and every partition's
+    /// starting offset is fixed), so that a caller can produce knowing the consumer will see it.
+    public func waitUntilAssigned() async {
+        await withCheckedContinuation { continuation in
+            let ready = started.withLock { state in
+                if state.done { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if ready { continuation.resume() }
+        }
+    }
+
+    public func run() async throws {
+        let finished = Mutex<CheckedContinuation<Void, any Error>?>(nil)
+        try await withGracefulShutdownHandler {
+            try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                    finished.withLock { $0 = continuation }
+                    let thread = Thread { [self] in
+                        let result: Result<Void, KafkaError>
+                        do throws(KafkaError) {
+                            try self.pollLoop()
+                            result = .success(())
+                        } catch {
+                            result = .failure(error)
+                        }
+                        self.shutdownClient()
+                        finished.withLock { $0.take() }?.resume(with: result.mapError { $0 as any Error })
+                    }
+                    thread.name = "herald-kafka-live"
+                    thread.start()
+                }
+            } onCancel: {
+                self.stopRequested.store(true, ordering: .releasing)
+            }
+        } onGracefulShutdown: {
+            self.stopRequested.store(true, ordering: .releasing)
+        }
+    }
+
+    private var shouldStop: Bool { stopRequested.load(ordering: .acquiring) }
+
+    private func shutdownClient() {
+        rd_kafka_consumer_close(client.handle)
+        client.destroy()
+        pipe.finish()
+        // Anyone waiting for an assignment that never came is released too.
+        let waiters = started.withLock { state in
+            state.done = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        waiters.forEach { $0.resume() }
+    }
+
+    private func pollLoop() throws(KafkaError) {
+        // The topic may not exist yet (created by another process): wait for it, without giving up.
+        var partitionCount: Int32 = 0
+        while !shouldStop {
+            do throws(KafkaError) {
+                if let count = try client.partitionCount(topic: configuration.topic, timeoutMs: 2_000), count > 0 {
+                    partitionCount = count
+                    break
+                }
+                logger.warning("waiting for the topic to exist", metadata: ["kafka.topic": "\(configuration.topic)"])
+            } catch {
+                logger.warning("cannot read the topic's metadata yet", metadata: ["error": "\(error)"])
+            }
+            Thread.sleep(forTimeInterval: 0.5)
+        }
+        if shouldStop { return }
+        try assign(newPartitions: Array(0..<partitionCount), initial: true)
+        let waiters = started.withLock { state in
+            state.done = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        waiters.forEach { $0.resume() }
+
+        guard let queue = rd_kafka_queue_get_consumer(client.handle) else {
+            throw KafkaError(.consumer, "librdkafka gave no consumer queue")
+        }
+        defer { rd_kafka_queue_destroy(queue) }
+
+        let allocator = ByteBufferAllocator()
+        let capacity = configuration.maxBatchSize
+        let messages = UnsafeMutablePointer<UnsafeMutablePointer<rd_kafka_message_t>?>.allocate(capacity: capacity)
+        defer { messages.deallocate() }
+        var nextPartitionCheck = ContinuousClock.now + configuration.partitionCheckInterval
+
+        while !shouldStop {
+            let count = rd_kafka_consume_batch_queue(queue, 100, messages, capacity)
+            if count > 0 {
+                var batch: [KafkaRecord] = []
+                batch.reserveCapacity(count)
+                var consumed: [Int32: Int64] = [:]
+                for index in 0..<count {
+                    guard let message = messages[index] else { continue }
+                    defer { rd_kafka_message_destroy(message) }
+                    if message.pointee.err != RD_KAFKA_RESP_ERR_NO_ERROR {
+                        logConsumeError(message)
+                        continue
+                    }
+                    batch.append(KafkaRecord(copying: message, topic: configuration.topic, allocator: allocator))
+                    consumed[message.pointee.partition] = message.pointee.offset + 1
+                }
+                if !consumed.isEmpty {
+                    assignment.withLock { $0.merge(consumed) { _, new in new } }
+                }
+                if !batch.isEmpty, pipe.push(batch, shouldStop: { shouldStop }) == .closed {
+                    return
+                }
+            }
+            if ContinuousClock.now >= nextPartitionCheck {
+                nextPartitionCheck = ContinuousClock.now + configuration.partitionCheckInterval
+                checkForNewPartitions()
+            }
+        }
+    }
+
+    private func logConsumeError(_ message: UnsafeMutablePointer<rd_kafka_message_t>) {
+        let err = message.pointee.err
+        let error = KafkaError(.consumer, "reading \(configuration.topic)[\(message.pointee.partition)]", err)
+        if err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET || err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE {
+            logger.error("the live consumer fell behind what Kafka keeps; records were skipped", metadata: ["error": "\(error)"])
+        } else {
+            logger.warning("consumer error", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func checkForNewPartitions() {
+        do throws(KafkaError) {
+            guard let count = try client.partitionCount(topic: configuration.topic, timeoutMs: 2_000) else { return }
+            let known = assignment.withLock { Int32($0.count) }
+            guard count > known else { return }
+            logger.info("the topic gained partitions", metadata: ["kafka.partitions": "\(known) -> \(count)"])
+            try assign(newPartitions: Array(known..<count), initial: false)
+        } catch {
+            logger.warning("cannot check the topic's partitions", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Adds partitions to the assignment. librdkafka replaces the whole assignment, so the partitions
+    /// already read are re-assigned at the next offset this consumer has not yet handed over: nothing
+    /// is skipped and nothing is read twice.
+    private func assign(newPartitions: [Int32], initial: Bool) throws(KafkaError) {
+        var added: [Int32: Int64] = [:]
+        for partition in newPartitions {
+            let start: Int64
+            switch (configuration.start, initial) {
+            case (.beginning, true), (_, false):
+                // A partition created after start holds only records newer than the start.
+                start = try client.watermarks(topic: configuration.topic, partition: partition, timeoutMs: 5_000).low
+            case (.end, true):
+                start = try client.watermarks(topic: configuration.topic, partition: partition, timeoutMs: 5_000).high
+            case (.offsets(let offsets), true):
+                if let offset = offsets[partition] {
+                    start = offset
+                } else {
+                    start = try client.watermarks(topic: configuration.topic, partition: partition, timeoutMs: 5_000).high
+                }
+            }
+            added[partition] = start
+        }
+        let all = assignment.withLock { state in
+            state.merge(added) { old, _ in old }
+            return state.sorted { $0.key < $1.key }.map { (partition: $0.key, offset: $0.value) }
+        }
+        startOffsetsStorage.withLock { $0.merge(added) { old, _ in old } }
+        let err = withPartitionList(topic: configuration.topic, all) { rd_kafka_assign(client.handle, $0) }
+        guard err == RD_KAFKA_RESP_ERR_NO_ERROR else {
+            throw KafkaError(.consumer, "assigning \(configuration.topic)", err)
+        }
+    }
+}

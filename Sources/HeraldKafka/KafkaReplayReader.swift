@@ -1,0 +1,159 @@
+internal import CKafka
+public import Logging
+import Foundation
+import NIOCore
+
+public struct KafkaReplayReaderConfiguration: Sendable, Hashable {
+    public var kafka: KafkaConfiguration
+    public var topic: String
+    /// How long one read may take in all before it fails with `timedOut`.
+    public var readTimeout: Duration = .seconds(30)
+    public var fetchWaitMaxMilliseconds: Int = 10
+
+    public init(kafka: KafkaConfiguration, topic: String) {
+        self.kafka = kafka
+        self.topic = topic
+    }
+
+    var properties: [String: String] {
+        kafka.properties(
+            [
+                "fetch.wait.max.ms": String(fetchWaitMaxMilliseconds),
+                "queued.max.messages.kbytes": "16384",
+            ],
+            enforced: [
+                // An offset Kafka no longer keeps must be an error, never a silent jump to another one:
+                // that jump would hand a client a replay with a hole in it.
+                "auto.offset.reset": "error",
+                "group.id": "herald-replay-\(UUID().uuidString)",
+                "enable.auto.commit": "false",
+                "enable.auto.offset.store": "false",
+                "enable.partition.eof": "true",
+            ]
+        )
+    }
+}
+
+/// What a replay read returns: the records in offset order and the bound it read up to.
+public struct KafkaReplay: Sendable {
+    public var records: [KafkaRecord]
+    /// The offset the read stopped before: every offset in `[from, end)` was considered.
+    public var end: Int64
+}
+
+/// Reads one partition from an offset up to a bound, on demand, for resumes older than what a node
+/// keeps in memory.
+///
+/// An offset below the log start (`offsetExpired`) and one beyond its end (`offsetAhead`) are distinct
+/// errors, decided against the partition's watermarks; if retention overtakes a read already under way,
+/// librdkafka's reset is an error too (`auto.offset.reset=error`). Reads are served one at a time on the
+/// reader's own thread.
+public final class KafkaReplayReader: Sendable {
+    private let configuration: KafkaReplayReaderConfiguration
+    private let client: RDKafkaClient
+    private let worker: BlockingWorker
+    private let logger: Logger
+
+    public init(configuration: KafkaReplayReaderConfiguration, logger: Logger) throws(KafkaError) {
+        self.configuration = configuration
+        self.logger = logger
+        self.client = try RDKafkaClient(kind: .consumer, properties: configuration.properties, logger: logger)
+        self.worker = BlockingWorker(name: "herald-kafka-replay")
+    }
+
+    /// Reads `partition` from offset `from` (inclusive) up to `until` (exclusive; `nil` = the partition's
+    /// end now). With `key`, only records with that key are returned; with `limit`, the read fails with
+    /// `tooMany` rather than return a partial replay.
+    public func read(
+        partition: Int32, from: Int64, until: Int64? = nil, key: [UInt8]? = nil, limit: Int? = nil
+    ) async throws(KafkaError) -> KafkaReplay {
+        try await worker.run { [self] () throws(KafkaError) -> KafkaReplay in
+            try self.readBlocking(partition: partition, from: from, until: until, key: key, limit: limit)
+        }
+    }
+
+    /// The partition's watermarks, asked on the reader's thread.
+    public func watermarks(partition: Int32) async throws(KafkaError) -> (low: Int64, high: Int64) {
+        try await worker.run { [self] () throws(KafkaError) -> (low: Int64, high: Int64) in
+            try self.client.watermarks(topic: self.configuration.topic, partition: partition, timeoutMs: 5_000)
+        }
+    }
+
+    public func close() async {
+        await worker.stop()
+        rd_kafka_consumer_close(client.handle)
+        client.destroy()
+    }
+
+    private func readBlocking(partition: Int32, from: Int64, until: Int64?, key: [UInt8]?, limit: Int?) throws(KafkaError) -> KafkaReplay {
+        let topic = configuration.topic
+        let (low, high) = try client.watermarks(topic: topic, partition: partition, timeoutMs: 5_000)
+        if from < low {
+            throw KafkaError(.offsetExpired, "offset \(from) of \(topic)[\(partition)] is no longer kept; the log starts at \(low)")
+        }
+        if from > high {
+            throw KafkaError(.offsetAhead, "offset \(from) of \(topic)[\(partition)] is beyond the end of the log (\(high))")
+        }
+        let end = min(until ?? high, high)
+        guard from < end else { return KafkaReplay(records: [], end: max(from, end)) }
+
+        let assignError = withPartitionList(topic: topic, [(partition, from)]) { rd_kafka_assign(client.handle, $0) }
+        guard assignError == RD_KAFKA_RESP_ERR_NO_ERROR else {
+            throw KafkaError(.consumer, "assigning \(topic)[\(partition)] for replay", assignError)
+        }
+        defer { _ = rd_kafka_assign(client.handle, nil) }
+        guard let queue = rd_kafka_queue_get_consumer(client.handle) else {
+            throw KafkaError(.consumer, "librdkafka gave no consumer queue")
+        }
+        defer { rd_kafka_queue_destroy(queue) }
+
+        let allocator = ByteBufferAllocator()
+        let capacity = 1_000
+        let messages = UnsafeMutablePointer<UnsafeMutablePointer<rd_kafka_message_t>?>.allocate(capacity: capacity)
+        defer { messages.deallocate() }
+        let deadline = ContinuousClock.now + configuration.readTimeout
+        var records: [KafkaRecord] = []
+        var position = from
+
+        while position < end {
+            if ContinuousClock.now >= deadline {
+                throw KafkaError(.timedOut, "replay of \(topic)[\(partition)] from \(from) reached only \(position) of \(end) in time")
+            }
+            let count = rd_kafka_consume_batch_queue(queue, 100, messages, capacity)
+            var failure: KafkaError? = nil
+            for index in 0..<max(count, 0) {
+                guard let message = messages[index] else { continue }
+                defer { rd_kafka_message_destroy(message) }
+                let m = message.pointee
+                // A message of an earlier read that was still queued: not ours.
+                guard m.partition == partition else { continue }
+                switch m.err {
+                case RD_KAFKA_RESP_ERR_NO_ERROR:
+                    guard m.offset >= position, m.offset < end else { continue }
+                    position = m.offset + 1
+                    if let key, !keyMatches(message, key) { continue }
+                    records.append(KafkaRecord(copying: message, topic: topic, allocator: allocator))
+                    if let limit, records.count > limit, failure == nil {
+                        failure = KafkaError(.tooMany, "more than \(limit) records to replay from \(topic)[\(partition)] offset \(from)")
+                    }
+                case RD_KAFKA_RESP_ERR__PARTITION_EOF:
+                    // Offsets may have holes (transaction markers, compaction): the end of the log
+                    // means everything up to it was seen.
+                    position = max(position, min(m.offset, end))
+                case RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET, RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE:
+                    failure = failure ?? KafkaError(.offsetExpired, "offset \(position) of \(topic)[\(partition)] was removed during replay", m.err)
+                default:
+                    logger.warning("replay fetch error", metadata: ["error": "\(KafkaError(.consumer, "replay", m.err))"])
+                }
+            }
+            if let failure { throw failure }
+        }
+        return KafkaReplay(records: records, end: end)
+    }
+
+    private func keyMatches(_ message: UnsafeMutablePointer<rd_kafka_message_t>, _ key: [UInt8]) -> Bool {
+        let m = message.pointee
+        guard let pointer = m.key, m.key_len == key.count else { return false }
+        return key.withUnsafeBytes { memcmp($0.baseAddress!, pointer, key.count) == 0 }
+    }
+}
