@@ -91,7 +91,7 @@ public final class KafkaAdmin: Sendable {
             }
         }
         try withAdminResult(
-            request: { queue in rd_kafka_CreateTopics(client.handle, &newTopics, newTopics.count, nil, queue) },
+            request: { queue, options in rd_kafka_CreateTopics(client.handle, &newTopics, newTopics.count, options, queue) },
             topics: { event, count in rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(event), count) }
         )
     }
@@ -104,26 +104,31 @@ public final class KafkaAdmin: Sendable {
         defer { rd_kafka_NewPartitions_destroy(request) }
         var requests: [OpaquePointer?] = [request]
         try withAdminResult(
-            request: { queue in rd_kafka_CreatePartitions(client.handle, &requests, 1, nil, queue) },
+            request: { queue, options in rd_kafka_CreatePartitions(client.handle, &requests, 1, options, queue) },
             topics: { event, count in rd_kafka_CreatePartitions_result_topics(rd_kafka_event_CreatePartitions_result(event), count) }
         )
     }
 
     /// Sends an admin request, waits for its result event and turns per-topic errors into one error.
     private func withAdminResult(
-        request: (OpaquePointer?) -> Void,
+        request: (OpaquePointer?, OpaquePointer?) -> Void,
         topics: (OpaquePointer?, UnsafeMutablePointer<Int>) -> UnsafeMutablePointer<OpaquePointer?>?
     ) throws(KafkaError) {
         let queue = rd_kafka_queue_new(client.handle)
         defer { rd_kafka_queue_destroy(queue) }
-        request(queue)
+        let options = rd_kafka_AdminOptions_new(client.handle, RD_KAFKA_ADMIN_OP_ANY)
+        defer { rd_kafka_AdminOptions_destroy(options) }
+        var errorText = [CChar](repeating: 0, count: 512)
+        _ = rd_kafka_AdminOptions_set_request_timeout(options, timeoutMs, &errorText, errorText.count)
+        _ = rd_kafka_AdminOptions_set_operation_timeout(options, timeoutMs, &errorText, errorText.count)
+        request(queue, options)
         guard let event = rd_kafka_queue_poll(queue, timeoutMs + 1_000) else {
             throw KafkaError(.timedOut, "the admin request got no answer within \(timeoutMs) ms")
         }
         defer { rd_kafka_event_destroy(event) }
         let eventError = rd_kafka_event_error(event)
         guard eventError == RD_KAFKA_RESP_ERR_NO_ERROR else {
-            throw KafkaError(.admin, String(cString: rd_kafka_event_error_string(event)), eventError)
+            throw KafkaError(eventError == RD_KAFKA_RESP_ERR__TIMED_OUT ? .timedOut : .admin, String(cString: rd_kafka_event_error_string(event)), eventError)
         }
         var count = 0
         guard let results = topics(event, &count) else { return }

@@ -12,6 +12,7 @@ final class RDKafkaClient: Sendable {
     // The handle is created in init and destroyed once in `destroy()`; librdkafka's API is
     // thread-safe for every call we make on it. `handle` itself never changes.
     nonisolated(unsafe) let handle: OpaquePointer
+    let kind: Kind
     let context: Unmanaged<ClientContext>
     private let destroyed = Atomic<Bool>(false)
 
@@ -46,6 +47,7 @@ final class RDKafkaClient: Sendable {
             throw KafkaError(.clientCreation, String(cBuffer: errorText))
         }
         self.handle = handle
+        self.kind = kind
         self.context = context
     }
 
@@ -59,13 +61,21 @@ final class RDKafkaClient: Sendable {
     var isDestroyed: Bool { destroyed.load(ordering: .acquiring) }
 
     /// The number of partitions of `topic`, or `nil` when the cluster does not know the topic.
+    ///
+    /// A consumer handle asks for the one topic (consumers never make a broker auto-create it); a
+    /// producer handle asks for all topics, because asking a broker about one topic on behalf of a
+    /// producer may create it.
     func partitionCount(topic: String, timeoutMs: Int32) throws(KafkaError) -> Int32? {
-        guard let rkt = rd_kafka_topic_new(handle, topic, nil) else {
-            throw KafkaError(.unknownTopicOrPartition, "cannot open topic \(topic)")
+        var rkt: OpaquePointer? = nil
+        if kind == .consumer {
+            guard let opened = rd_kafka_topic_new(handle, topic, nil) else {
+                throw KafkaError(.unknownTopicOrPartition, "cannot open topic \(topic)")
+            }
+            rkt = opened
         }
-        defer { rd_kafka_topic_destroy(rkt) }
+        defer { if let rkt { rd_kafka_topic_destroy(rkt) } }
         var metadata: UnsafePointer<rd_kafka_metadata>?
-        let err = rd_kafka_metadata(handle, 0, rkt, &metadata, timeoutMs)
+        let err = rd_kafka_metadata(handle, rkt == nil ? 1 : 0, rkt, &metadata, timeoutMs)
         guard err == RD_KAFKA_RESP_ERR_NO_ERROR, let metadata else {
             throw KafkaError(err == RD_KAFKA_RESP_ERR__TIMED_OUT ? .timedOut : .admin, "metadata for \(topic)", err)
         }

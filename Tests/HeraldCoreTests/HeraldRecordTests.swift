@@ -1,0 +1,67 @@
+import HeraldCore
+import Testing
+
+@Suite("The record format of PROTOCOL.md §1")
+struct HeraldRecordTests {
+    @Test func plainKeyIsAUserMessage() throws {
+        let record = try HeraldRecord.decode(key: Array("alice".utf8), headers: [])
+        #expect(record.stream == .user("alice"))
+        #expect(record.stream.wireName == "u")
+        #expect(record.id == nil && record.contentType == nil && record.exclude == nil && record.expiresAt == nil)
+    }
+
+    @Test(arguments: [
+        HeraldStream.user("bob"), .channel("news"), .broadcast,
+    ])
+    func headersRoundTrip(stream: HeraldStream) throws {
+        let original = HeraldRecord(stream: stream, id: "m-1", contentType: .text, exclude: "session-9", expiresAt: 1_800_000_000_000)
+        let decoded = try HeraldRecord.decode(key: Array(original.key.utf8), headers: original.headers)
+        #expect(decoded == original)
+    }
+
+    @Test func userStreamCarriesNoKindHeader() {
+        let headers = HeraldRecord(stream: .user("alice")).headers
+        #expect(!headers.contains { $0.name == HeraldHeader.kind })
+        #expect(HeraldRecord(stream: .channel("news")).headers.contains(HeraldHeader(name: "herald-kind", string: "channel")))
+    }
+
+    @Test func wireNamesAndKeys() {
+        #expect(HeraldStream.channel("news").wireName == "c:news")
+        #expect(HeraldStream.channel("news").kafkaKey == "news")
+        #expect(HeraldStream.broadcast.wireName == "*")
+        #expect(HeraldStream.broadcast.kafkaKey == "*")
+        #expect(HeraldStream.user("alice").kafkaKey == "alice")
+    }
+
+    @Test func unknownHeadersAreIgnored() throws {
+        let record = try HeraldRecord.decode(
+            key: Array("alice".utf8), headers: [HeraldHeader(name: "traceparent", string: "00-abc")]
+        )
+        #expect(record.stream == .user("alice"))
+    }
+
+    @Test func expiry() {
+        let record = HeraldRecord(stream: .broadcast, expiresAt: 1_000)
+        #expect(!record.isExpired(atUnixMillis: 999))
+        #expect(record.isExpired(atUnixMillis: 1_000))
+        #expect(!HeraldRecord(stream: .broadcast).isExpired(atUnixMillis: .max))
+    }
+
+    @Test(arguments: [
+        ([UInt8]?.none, [HeraldHeader](), HeraldRecordError.Code.missingKey),
+        ([], [], .missingKey),
+        ([0xff, 0xfe], [], .invalidKey),
+        (Array("alice".utf8), [HeraldHeader(name: "herald-kind", string: "group")], .invalidHeader),
+        (Array("alice".utf8), [HeraldHeader(name: "herald-expires-at", string: "soon")], .invalidHeader),
+        (Array("alice".utf8), [HeraldHeader(name: "herald-content-type", string: "image/png")], .invalidHeader),
+        (Array("alice".utf8), [HeraldHeader(name: "herald-id", value: [0xc3])], .invalidHeader),
+        (Array("news".utf8), [HeraldHeader(name: "herald-kind", string: "broadcast")], .invalidKey),
+    ])
+    func malformedRecordsAreNamed(key: [UInt8]?, headers: [HeraldHeader], code: HeraldRecordError.Code) {
+        #expect {
+            try HeraldRecord.decode(key: key, headers: headers)
+        } throws: { error in
+            (error as? HeraldRecordError)?.code == code
+        }
+    }
+}

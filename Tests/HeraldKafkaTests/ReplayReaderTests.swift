@@ -1,0 +1,86 @@
+import HeraldKafka
+import NIOCore
+import Testing
+
+@Suite("Replay reader: exact tails and honest errors")
+struct ReplayReaderTests {
+    private func reader(_ cluster: EmbeddedKafkaCluster, _ topic: String) throws -> KafkaReplayReader {
+        try KafkaReplayReader(
+            configuration: KafkaReplayReaderConfiguration(kafka: KafkaConfiguration(bootstrapServers: cluster.bootstrapServers), topic: topic),
+            logger: testLogger
+        )
+    }
+
+    @Test func midOffsetReturnsExactlyTheTail() async throws {
+        try await withCluster(partitions: 2) { cluster, topic in
+            let producer = try KafkaProducer(configuration: producerConfiguration(cluster), logger: testLogger)
+            let records = (0..<100).map { i in
+                KafkaOutgoingRecord(topic: topic, key: Array((i % 3 == 0 ? "alice" : "bob").utf8), value: ByteBuffer(string: "m\(i)"), partition: 0)
+            }
+            for result in await producer.send(records) { _ = try result.get() }
+            await producer.shutdown()
+
+            let replay = try reader(cluster, topic)
+            let tail = try await replay.read(partition: 0, from: 40)
+            #expect(tail.records.map(\.offset) == Array(40..<100))
+            #expect(tail.records.map(\.valueString) == (40..<100).map { "m\($0)" })
+            #expect(tail.end == 100)
+
+            let window = try await replay.read(partition: 0, from: 10, until: 20)
+            #expect(window.records.map(\.offset) == Array(10..<20))
+
+            let alice = try await replay.read(partition: 0, from: 0, key: Array("alice".utf8))
+            #expect(alice.records.map(\.offset) == Array(stride(from: 0, to: 100, by: 3)))
+
+            let atEnd = try await replay.read(partition: 0, from: 100)
+            #expect(atEnd.records.isEmpty && atEnd.end == 100)
+
+            // Reads in sequence do not see each other's records.
+            let again = try await replay.read(partition: 0, from: 95)
+            #expect(again.records.map(\.offset) == Array(95..<100))
+
+            await #expect {
+                _ = try await replay.read(partition: 0, from: 0, key: Array("bob".utf8), limit: 10)
+            } throws: { error in
+                (error as? KafkaError)?.code == .tooMany
+            }
+            await replay.close()
+        }
+    }
+
+    @Test func offsetsBeyondTheEndAndBelowTheStartAreDistinctErrors() async throws {
+        try await withCluster(partitions: 1) { cluster, topic in
+            let producer = try KafkaProducer(configuration: producerConfiguration(cluster), logger: testLogger)
+            // The mock keeps about 5 MiB per partition: 8 MiB of incompressible records push the log
+            // start forward.
+            var generator = SystemRandomNumberGenerator()
+            for _ in 0..<8 {
+                let results = await producer.send((0..<64).map { _ in
+                    let bytes = (0..<(16 * 1024)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+                    return KafkaOutgoingRecord(topic: topic, key: nil, value: ByteBuffer(bytes: bytes))
+                })
+                for result in results { _ = try result.get() }
+            }
+            await producer.shutdown()
+
+            let replay = try reader(cluster, topic)
+            let (low, high) = try await replay.watermarks(partition: 0)
+            #expect(high == 512)
+            #expect(low > 0, "the mock dropped the oldest records")
+
+            await #expect {
+                _ = try await replay.read(partition: 0, from: 0)
+            } throws: { error in
+                (error as? KafkaError)?.code == .offsetExpired
+            }
+            await #expect {
+                _ = try await replay.read(partition: 0, from: high + 5)
+            } throws: { error in
+                (error as? KafkaError)?.code == .offsetAhead
+            }
+            let kept = try await replay.read(partition: 0, from: low)
+            #expect(kept.records.map(\.offset) == Array(low..<high))
+            await replay.close()
+        }
+    }
+}
