@@ -218,7 +218,7 @@ public final class KafkaLiveConsumer: Service, Sendable {
 
     private func checkForNewPartitions() {
         do throws(KafkaError) {
-            guard let count = try client.partitionCount(topic: configuration.topic, timeoutMs: 2_000) else { return }
+            guard let count = try client.partitionCount(topic: configuration.topic, timeoutMs: 2_000, knownToExist: true) else { return }
             let known = assignment.withLock { Int32($0.count) }
             guard count > known else { return }
             logger.info("the topic gained partitions", metadata: ["kafka.partitions": "\(known) -> \(count)"])

@@ -12,7 +12,6 @@ final class RDKafkaClient: Sendable {
     // The handle is created in init and destroyed once in `destroy()`; librdkafka's API is
     // thread-safe for every call we make on it. `handle` itself never changes.
     nonisolated(unsafe) let handle: OpaquePointer
-    let kind: Kind
     let context: Unmanaged<ClientContext>
     private let destroyed = Atomic<Bool>(false)
 
@@ -47,7 +46,6 @@ final class RDKafkaClient: Sendable {
             throw KafkaError(.clientCreation, String(cBuffer: errorText))
         }
         self.handle = handle
-        self.kind = kind
         self.context = context
     }
 
@@ -62,12 +60,12 @@ final class RDKafkaClient: Sendable {
 
     /// The number of partitions of `topic`, or `nil` when the cluster does not know the topic.
     ///
-    /// A consumer handle asks for the one topic (consumers never make a broker auto-create it); a
-    /// producer handle asks for all topics, because asking a broker about one topic on behalf of a
-    /// producer may create it.
-    func partitionCount(topic: String, timeoutMs: Int32) throws(KafkaError) -> Int32? {
+    /// Asking a broker about one named topic may make it auto-create the topic with its defaults (the
+    /// mock cluster does, whatever `allow.auto.create.topics` says), so whether a topic exists is asked
+    /// with an all-topics request; `knownToExist` allows the cheaper one-topic request.
+    func partitionCount(topic: String, timeoutMs: Int32, knownToExist: Bool = false) throws(KafkaError) -> Int32? {
         var rkt: OpaquePointer? = nil
-        if kind == .consumer {
+        if knownToExist {
             guard let opened = rd_kafka_topic_new(handle, topic, nil) else {
                 throw KafkaError(.unknownTopicOrPartition, "cannot open topic \(topic)")
             }
