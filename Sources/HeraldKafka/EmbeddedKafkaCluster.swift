@@ -19,7 +19,7 @@ public final class EmbeddedKafkaCluster: Sendable {
 
     public init(brokers: Int32 = 1, topics: [KafkaTopicSpec] = [], logger: Logger) throws(KafkaError) {
         // A dedicated handle hosts the cluster; it never produces or consumes.
-        host = try RDKafkaClient(kind: .producer, properties: ["client.id": "herald-embedded-kafka"], logger: logger)
+        host = try RDKafkaClient(kind: .producer, properties: ["client.id": "herald-embedded-kafka", "log_level": "3"], logger: logger)
         guard let cluster = rd_kafka_mock_cluster_new(host.handle, brokers) else {
             host.destroy()
             throw KafkaError(.mockCluster, "librdkafka could not start a mock cluster of \(brokers) brokers")

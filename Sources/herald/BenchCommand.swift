@@ -1,0 +1,9 @@
+import ArgumentParser
+
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure Herald. Each subcommand prints a table, or one JSON line with --json.",
+        subcommands: [KafkaBenchCommand.self]
+    )
+}

@@ -1,0 +1,72 @@
+import ArgumentParser
+import Foundation
+import HeraldKafka
+import Logging
+
+/// Options every command shares. Each may also come from a `HERALD_*` environment variable (as
+/// Kubernetes passes configuration); a flag on the command line wins over the environment.
+struct CommonOptions: ParsableArguments {
+    @Option(help: "Kafka bootstrap servers (host:port,...). Without it, an embedded Kafka is started. Env: HERALD_KAFKA_BROKERS.")
+    var kafkaBrokers: String?
+
+    @Option(help: "The events topic. Env: HERALD_EVENTS_TOPIC. Default: herald.events.")
+    var eventsTopic: String?
+
+    @Option(help: "The upstream topic (client publishes). Env: HERALD_UPSTREAM_TOPIC. Default: herald.upstream.")
+    var upstreamTopic: String?
+
+    @Option(help: "Extra librdkafka properties, key=value,key=value (e.g. security.protocol=SSL). Env: HERALD_KAFKA_PROPERTIES.")
+    var kafkaProperties: String?
+
+    @Option(help: "trace, debug, info, notice, warning, error or critical. Env: HERALD_LOG_LEVEL. Default: info.")
+    var logLevel: String?
+
+    func resolve(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ResolvedOptions {
+        func value(_ flag: String?, _ variable: String) -> String? {
+            if let flag, !flag.isEmpty { return flag }
+            if let env = environment[variable], !env.isEmpty { return env }
+            return nil
+        }
+        let levelName = value(logLevel, "HERALD_LOG_LEVEL") ?? "info"
+        guard let level = Logger.Level(rawValue: levelName) else {
+            throw ValidationError("log level \(levelName) is not one of trace, debug, info, notice, warning, error, critical")
+        }
+        return ResolvedOptions(
+            kafkaBrokers: value(kafkaBrokers, "HERALD_KAFKA_BROKERS"),
+            eventsTopic: value(eventsTopic, "HERALD_EVENTS_TOPIC") ?? "herald.events",
+            upstreamTopic: value(upstreamTopic, "HERALD_UPSTREAM_TOPIC") ?? "herald.upstream",
+            kafkaProperties: try Self.parseProperties(value(kafkaProperties, "HERALD_KAFKA_PROPERTIES") ?? ""),
+            logLevel: level
+        )
+    }
+
+    static func parseProperties(_ text: String) throws -> [String: String] {
+        var properties: [String: String] = [:]
+        for pair in text.split(separator: ",") where !pair.trimmingCharacters(in: .whitespaces).isEmpty {
+            let parts = pair.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2, !parts[0].isEmpty else {
+                throw ValidationError("Kafka property \"\(pair)\" is not key=value")
+            }
+            properties[parts[0].trimmingCharacters(in: .whitespaces)] = parts[1].trimmingCharacters(in: .whitespaces)
+        }
+        return properties
+    }
+}
+
+struct ResolvedOptions {
+    var kafkaBrokers: String?
+    var eventsTopic: String
+    var upstreamTopic: String
+    var kafkaProperties: [String: String]
+    var logLevel: Logger.Level
+
+    func kafka(bootstrapServers: String, clientID: String) -> KafkaConfiguration {
+        KafkaConfiguration(bootstrapServers: bootstrapServers, clientID: clientID, extraProperties: kafkaProperties)
+    }
+
+    func logger(_ label: String) -> Logger {
+        var logger = Logger(label: label)
+        logger.logLevel = logLevel
+        return logger
+    }
+}

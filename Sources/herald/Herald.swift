@@ -1,0 +1,11 @@
+import ArgumentParser
+
+@main
+struct Herald: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "herald",
+        abstract: "A WebSocket long-connection gateway on Kafka.",
+        subcommands: [ServeCommand.self, KafkaCommand.self, TopicsCommand.self, BenchCommand.self],
+        defaultSubcommand: ServeCommand.self
+    )
+}
