@@ -20,11 +20,15 @@ struct KafkaBenchCommand: AsyncParsableCommand {
     @Option(help: "Send calls in flight at once.") var concurrency = 4
     @Option(help: "Runs; the median is reported.") var runs = 3
     @Option(help: "A real cluster to measure instead of the embedded Kafka.") var kafkaBrokers: String?
+    @Option(help: "Extra librdkafka properties for the bench's clients, key=value,...") var kafkaProperties = ""
+    @Option(help: "Producer linger in milliseconds.") var lingerMs = 5
     @Flag(help: "One JSON line instead of a table.") var json = false
 
     struct Run {
         var produceSeconds: Double
         var consumeSeconds: Double
+        var consumed: Int
+        var consumeRate: Double { Double(consumed) / consumeSeconds }
     }
 
     func run() async throws {
@@ -36,11 +40,11 @@ struct KafkaBenchCommand: AsyncParsableCommand {
             results.append(run)
             if !json {
                 print(String(format: "run %d: produce %.0f rec/s, consume %.0f rec/s", index + 1,
-                             Double(records) / run.produceSeconds, Double(records) / run.consumeSeconds))
+                             Double(records) / run.produceSeconds, run.consumeRate))
             }
         }
         let produce = median(results.map { Double(records) / $0.produceSeconds })
-        let consume = median(results.map { Double(records) / $0.consumeSeconds })
+        let consume = median(results.map(\.consumeRate))
         let megabytes = Double(valueSize) / 1_000_000
         if json {
             print(#"{"bench":"kafka","records":\#(records),"value_bytes":\#(valueSize),"keys":\#(keys),"partitions":\#(partitions),"runs":\#(runs),"produce_records_per_second":\#(Int(produce)),"consume_records_per_second":\#(Int(consume))}"#)
@@ -64,7 +68,9 @@ struct KafkaBenchCommand: AsyncParsableCommand {
             bootstrap = started.bootstrapServers
         }
         defer { cluster?.shutdown() }
-        let kafka = KafkaConfiguration(bootstrapServers: bootstrap, clientID: "herald-bench")
+        let kafka = KafkaConfiguration(
+            bootstrapServers: bootstrap, clientID: "herald-bench", extraProperties: try CommonOptions.parseProperties(kafkaProperties)
+        )
         if cluster == nil {
             let admin = try KafkaAdmin(kafka: kafka, logger: logger)
             try await admin.createTopics([KafkaTopicSpec(name: topic, partitions: partitions)])
@@ -74,7 +80,9 @@ struct KafkaBenchCommand: AsyncParsableCommand {
         let value = ByteBuffer(repeating: UInt8(ascii: "x"), count: valueSize)
         let keyBytes = (0..<keys).map { Array("user-\($0)".utf8) }
         let header = [KafkaHeader(name: "herald-id", value: Array("bench".utf8))]
-        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(kafka: kafka), logger: logger)
+        var producerConfiguration = KafkaProducerConfiguration(kafka: kafka)
+        producerConfiguration.lingerMilliseconds = lingerMs
+        let producer = try KafkaProducer(configuration: producerConfiguration, logger: logger)
 
         let produceStart = ContinuousClock.now
         let failures = try await withThrowingTaskGroup(of: Int.self) { group in
@@ -98,6 +106,15 @@ struct KafkaBenchCommand: AsyncParsableCommand {
         await producer.shutdown()
         guard failures == 0 else { throw ValidationError("\(failures) records were not acknowledged") }
 
+        // The embedded Kafka keeps about 5 MiB per partition: the consumer reads what is still kept.
+        let admin = try KafkaAdmin(kafka: kafka, logger: logger)
+        var kept = 0
+        for partition in 0..<partitions {
+            let marks = try await admin.watermarks(topic: topic, partition: partition)
+            kept += Int(marks.high - marks.low)
+        }
+        await admin.close()
+
         var consumerConfiguration = KafkaLiveConsumerConfiguration(kafka: kafka, topic: topic)
         consumerConfiguration.start = .beginning
         let consumer = try KafkaLiveConsumer(configuration: consumerConfiguration, logger: logger)
@@ -108,14 +125,14 @@ struct KafkaBenchCommand: AsyncParsableCommand {
             var count = 0
             for await batch in consumer.batches {
                 count += batch.count
-                if count >= records { break }
+                if count >= kept { break }
             }
             let seconds = (ContinuousClock.now - start).seconds
             group.cancelAll()
             try await group.waitForAll()
             return seconds
         }
-        return Run(produceSeconds: produceSeconds, consumeSeconds: consumeSeconds)
+        return Run(produceSeconds: produceSeconds, consumeSeconds: consumeSeconds, consumed: kept)
     }
 }
 
