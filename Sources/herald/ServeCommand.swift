@@ -1,12 +1,14 @@
 import ArgumentParser
 import Foundation
+import HeraldGateway
 import HeraldKafka
 import Logging
+import NIOCore
+import NIOPosix
 import ServiceLifecycle
 
-/// Runs a Herald node: today the Kafka side (producer, live consumer over every partition, and the
-/// event reader that the WebSocket data plane will replace), on the embedded Kafka unless
-/// `--kafka-brokers` names a real cluster.
+/// Runs a Herald node: the Kafka side (producer, live consumer over every partition) and the
+/// WebSocket data plane, on the embedded Kafka unless `--kafka-brokers` names a real cluster.
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
@@ -15,9 +17,13 @@ struct ServeCommand: AsyncParsableCommand {
 
     @OptionGroup var common: CommonOptions
     @OptionGroup var embedded: EmbeddedKafkaOptions
+    @OptionGroup var gateway: GatewayOptions
 
     @Option(help: "This node's id, shown to clients and in logs. Env: HERALD_NODE_ID. Default: the host name.")
     var nodeID: String?
+
+    @Flag(help: "Development mode: a random token secret when none is set (an example token is printed), and the /v1/echo endpoint for the Autobahn suite.")
+    var dev = false
 
     func run() async throws {
         let options = try common.resolve()
@@ -25,6 +31,11 @@ struct ServeCommand: AsyncParsableCommand {
         let node = nodeID ?? environment["HERALD_NODE_ID"] ?? ProcessInfo.processInfo.hostName
         var logger = options.logger("herald")
         logger[metadataKey: "node"] = "\(node)"
+
+        let devSecret = dev ? (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined() : nil
+        let tokenConfiguration = try gateway.tokenConfiguration(devSecret: devSecret, environment: environment)
+        let gatewayConfiguration = try gateway.gatewayConfiguration(nodeID: node, dev: dev, environment: environment)
+        let tokens = try await TokenVerifier(configuration: tokenConfiguration)
 
         var cluster: EmbeddedKafkaCluster? = nil
         let bootstrap: String
@@ -43,22 +54,39 @@ struct ServeCommand: AsyncParsableCommand {
             configuration: KafkaLiveConsumerConfiguration(kafka: kafka, topic: options.eventsTopic),
             logger: logger
         )
-        let reader = EventReader(consumer: consumer, logger: logger)
+        let admin = try KafkaAdmin(kafka: kafka, logger: logger)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let dataPlane = Gateway(
+            configuration: gatewayConfiguration, consumer: consumer, admin: admin, topic: options.eventsTopic,
+            tokens: tokens, group: group, logger: logger
+        )
+
+        if let devSecret {
+            let example = try await TokenIssuer(hmacSecret: devSecret).token(
+                user: "alice", device: "laptop", channels: ["news"], expiresAt: Date().addingTimeInterval(3_600)
+            )
+            logger.notice("development mode: tokens are signed with a random secret", metadata: [
+                "HERALD_JWT_SECRET": "\(devSecret)",
+                "example": "ws://127.0.0.1:\(gatewayConfiguration.port)/v1/ws?channels=news&token=\(example)",
+            ])
+        }
 
         logger.info("herald node starting", metadata: ["kafka.bootstrap": "\(bootstrap)", "kafka.events": "\(options.eventsTopic)"])
-        // Started in this order, stopped in reverse: the reader stops first, the producer flushes last.
-        let group = ServiceGroup(
+        // Started in this order, stopped in reverse: the data plane stops first, the producer flushes last.
+        let serviceGroup = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [
                     .init(service: producer, serviceName: "kafka-producer"),
                     .init(service: consumer, serviceName: "kafka-live-consumer"),
-                    .init(service: reader, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "event-reader"),
+                    .init(service: dataPlane, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "gateway"),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )
         )
-        try await group.run()
+        try await serviceGroup.run()
+        await admin.close()
+        try await group.shutdownGracefully()
         logger.info("herald node stopped")
     }
 }

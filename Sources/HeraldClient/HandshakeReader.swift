@@ -1,0 +1,146 @@
+import NIOCore
+import NIOWebSocket
+
+/// Reads the server's handshake response; on 101 replaces itself with the WebSocket frame handlers
+/// and passes on whatever bytes followed the response (the server may send its first frame at once).
+final class HandshakeReader: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
+    // Used only on its channel's event loop; `result` is a promise made for that loop. That is what
+    // makes the @unchecked Sendable safe (the bootstrap's initializer needs a Sendable value).
+    typealias InboundIn = ByteBuffer
+
+    private var buffer = ByteBuffer()
+    private let continuation: AsyncStream<WebSocketClientConnection.Event>.Continuation
+    private let maxFrameSize: Int
+    private let resultBox = ResultBox()
+
+    init(continuation: AsyncStream<WebSocketClientConnection.Event>.Continuation, maxFrameSize: Int) {
+        self.continuation = continuation
+        self.maxFrameSize = maxFrameSize
+    }
+
+    var result: EventLoopFuture<Void> { resultBox.promise!.futureResult }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        resultBox.promise = context.eventLoop.makePromise()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        buffer.writeBuffer(&incoming)
+        guard let view = buffer.readableBytesView.firstRange(of: Array("\r\n\r\n".utf8)) else { return }
+        let headEnd = view.upperBound - buffer.readerIndex
+        let head = buffer.getString(at: buffer.readerIndex, length: headEnd) ?? ""
+        let lines = head.split(separator: "\r\n").map(String.init)
+        let status = lines.first.flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") } ?? 0
+        let headers = lines.dropFirst().compactMap { line -> (String, String)? in
+            guard let colon = line.firstIndex(of: ":") else { return nil }
+            return (String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces))
+        }
+        if status != 101 {
+            let length = headers.first { $0.0.lowercased() == "content-length" }.flatMap { Int($0.1) } ?? 0
+            guard buffer.readableBytes >= headEnd + length else { return }
+            buffer.moveReaderIndex(forwardBy: headEnd)
+            let body = buffer.readString(length: length) ?? ""
+            resultBox.promise?.fail(HandshakeRejected(status: status, headers: headers, body: body))
+            continuation.finish()
+            context.close(promise: nil)
+            return
+        }
+        buffer.moveReaderIndex(forwardBy: headEnd)
+        let leftover = buffer
+        do {
+            let pipeline = context.pipeline.syncOperations
+            try pipeline.addHandler(WebSocketFrameEncoder(), position: .after(self))
+            try pipeline.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maxFrameSize)), position: .last)
+            try pipeline.addHandler(ClientFrameHandler(continuation: continuation), position: .last)
+            resultBox.promise?.succeed()
+            pipeline.removeHandler(self, promise: nil)
+            if leftover.readableBytes > 0 { context.fireChannelRead(NIOAny(leftover)) }
+        } catch {
+            resultBox.promise?.fail(error)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        resultBox.promise?.fail(ChannelError.eof)
+        continuation.yield(.closed(code: nil, reason: "connection closed during the handshake"))
+        continuation.finish()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        resultBox.promise?.fail(error)
+        context.close(promise: nil)
+    }
+
+    private final class ResultBox {
+        var promise: EventLoopPromise<Void>?
+    }
+}
+
+/// Turns server frames into events, assembles fragmented messages, answers pings and the close handshake.
+final class ClientFrameHandler: ChannelInboundHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    private let continuation: AsyncStream<WebSocketClientConnection.Event>.Continuation
+    private var fragments: ByteBuffer?
+    private var fragmentsAreText = false
+    private var closeCode: UInt16?
+    private var closeReason = ""
+    private var sentClose = false
+
+    init(continuation: AsyncStream<WebSocketClientConnection.Event>.Continuation) {
+        self.continuation = continuation
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        switch frame.opcode {
+        case .ping:
+            var pong = WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.unmaskedData)
+            if let key = pong.maskKey { var data = pong.data; data.webSocketMask(key); pong.data = data }
+            context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
+        case .pong:
+            continuation.yield(.pong(frame.unmaskedData))
+        case .connectionClose:
+            var payload = frame.unmaskedData
+            closeCode = payload.readInteger(as: UInt16.self)
+            closeReason = payload.readString(length: payload.readableBytes) ?? ""
+            if !sentClose {
+                sentClose = true
+                var echo = ByteBuffer()
+                if let closeCode { echo.writeInteger(closeCode) }
+                let key = WebSocketMaskingKey.random()
+                echo.webSocketMask(key)
+                context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: key, data: echo)), promise: nil)
+            }
+        case .text, .binary, .continuation:
+            if frame.opcode != .continuation {
+                fragments = ByteBuffer()
+                fragmentsAreText = frame.opcode == .text
+            }
+            var data = frame.unmaskedData
+            fragments?.writeBuffer(&data)
+            guard frame.fin, let message = fragments else { return }
+            fragments = nil
+            if fragmentsAreText {
+                continuation.yield(.text(String(buffer: message)))
+            } else {
+                continuation.yield(.binary(message))
+            }
+        default:
+            break
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        continuation.yield(.closed(code: closeCode, reason: closeReason))
+        continuation.finish()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,71 @@
+import Foundation
+public import NIOCore
+
+/// Connects to a Herald node as an app would: a token, optional channels, and a stream of parsed
+/// events. Reconnect, backoff and resume come with the replay work (issue 9 brings it to full SDK
+/// behaviour); this is the connection those build on, and what the tests and the load tool use.
+public struct HeraldClient: Sendable {
+    public var host: String
+    public var port: Int
+    public var group: any EventLoopGroup
+
+    public init(host: String, port: Int, group: any EventLoopGroup) {
+        self.host = host
+        self.port = port
+        self.group = group
+    }
+
+    /// Opens `/v1/ws` with the token in the Authorization header (or the query, as browsers must).
+    public func connect(
+        token: String, channels: [String] = [], tokenInQuery: Bool = false, origin: String? = nil,
+        sourceAddress: String? = nil
+    ) async throws -> HeraldSession {
+        var query: [String] = []
+        if !channels.isEmpty { query.append("channels=" + channels.joined(separator: ",")) }
+        var headers: [(String, String)] = []
+        if tokenInQuery {
+            query.append("token=" + (token.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? token))
+        } else {
+            headers.append(("Authorization", "Bearer \(token)"))
+        }
+        if let origin { headers.append(("Origin", origin)) }
+        let path = "/v1/ws" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
+        let connection = try await WebSocketClientConnection.connect(
+            host: host, port: port, path: path, headers: headers, group: group, sourceAddress: sourceAddress
+        )
+        return HeraldSession(connection: connection)
+    }
+}
+
+/// One open connection to Herald.
+public struct HeraldSession: Sendable {
+    public let connection: WebSocketClientConnection
+
+    /// Parsed server events; frames that are not Herald frames are skipped.
+    public var events: AsyncCompactMapSequence<AsyncStream<WebSocketClientConnection.Event>, ServerEvent> {
+        connection.events.compactMap { event in
+            switch event {
+            case .text(let text): ServerEvent.parse(text)
+            case .closed(let code, let reason): .closed(code: code, reason: reason)
+            case .binary, .pong: nil
+            }
+        }
+    }
+
+    public func subscribe(_ channel: String, offset: Int64? = nil) {
+        connection.send(text: offset.map { #"{"type":"subscribe","channel":"\#(channel)","offset":\#($0)}"# }
+            ?? #"{"type":"subscribe","channel":"\#(channel)"}"#)
+    }
+
+    public func unsubscribe(_ channel: String) {
+        connection.send(text: #"{"type":"unsubscribe","channel":"\#(channel)"}"#)
+    }
+
+    public func ack(stream: String, offset: Int64) {
+        connection.send(text: #"{"type":"ack","stream":"\#(stream)","offset":\#(offset)}"#)
+    }
+
+    public func close() {
+        connection.close()
+    }
+}

@@ -1,0 +1,59 @@
+import Foundation
+
+/// A frame from a Herald node, parsed (PROTOCOL.md §2).
+public enum ServerEvent: Sendable, Equatable {
+    case welcome(Welcome)
+    case message(Message)
+    case error(code: String, message: String)
+    /// The connection ended, with the server's close code if it sent one.
+    case closed(code: UInt16?, reason: String)
+
+    public struct Welcome: Sendable, Equatable {
+        public var node: String
+        public var session: String
+        public var epoch: String
+        public var positions: [String: Int64]
+        public var recovered: Bool?
+        public var reason: String?
+    }
+
+    public struct Message: Sendable, Equatable {
+        public var stream: String
+        public var offset: Int64
+        public var id: String?
+        /// `data` as JSON text (a JSON payload as sent, text as a JSON string, binary as base64 in a string).
+        public var data: String
+        public var encoding: String?
+    }
+
+    /// Parses one text frame; `nil` for a frame that is not a Herald server frame.
+    public static func parse(_ text: String) -> ServerEvent? {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+              let type = object["type"] as? String else { return nil }
+        switch type {
+        case "welcome":
+            var positions: [String: Int64] = [:]
+            for (stream, value) in object["positions"] as? [String: Any] ?? [:] {
+                if let number = value as? NSNumber { positions[stream] = number.int64Value }
+            }
+            return .welcome(Welcome(
+                node: object["node"] as? String ?? "", session: object["session"] as? String ?? "",
+                epoch: object["epoch"] as? String ?? "", positions: positions,
+                recovered: object["recovered"] as? Bool, reason: object["reason"] as? String
+            ))
+        case "message":
+            guard let stream = object["stream"] as? String, let offset = (object["offset"] as? NSNumber)?.int64Value,
+                  let value = object["data"],
+                  let data = try? JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed, .sortedKeys, .withoutEscapingSlashes])
+            else { return nil }
+            return .message(Message(
+                stream: stream, offset: offset, id: object["id"] as? String, data: String(decoding: data, as: UTF8.self),
+                encoding: object["encoding"] as? String
+            ))
+        case "error":
+            return .error(code: object["code"] as? String ?? "", message: object["message"] as? String ?? "")
+        default:
+            return nil
+        }
+    }
+}

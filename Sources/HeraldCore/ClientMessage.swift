@@ -1,0 +1,75 @@
+import Foundation
+
+/// A frame a client sends (PROTOCOL.md §2). Client frames are few (acks, subscriptions, publishes),
+/// so they are parsed with Foundation rather than by hand.
+public enum ClientMessage: Equatable, Sendable {
+    case ack(stream: String, offset: Int64)
+    /// `data` is the JSON text of the published value, re-serialised.
+    case publish(data: [UInt8], sync: Bool)
+    case subscribe(channel: String, offset: Int64?)
+    case unsubscribe(channel: String)
+
+    public static func parse(_ bytes: [UInt8]) throws(ClientMessageError) -> ClientMessage {
+        let object: [String: Any]
+        do {
+            guard let parsed = try JSONSerialization.jsonObject(with: Data(bytes), options: [.fragmentsAllowed]) as? [String: Any] else {
+                throw ClientMessageError("a client frame must be a JSON object")
+            }
+            object = parsed
+        } catch let error as ClientMessageError {
+            throw error
+        } catch {
+            throw ClientMessageError("the frame is not valid JSON")
+        }
+        guard let type = object["type"] as? String else {
+            throw ClientMessageError("the frame has no \"type\"")
+        }
+        switch type {
+        case "ack":
+            guard let stream = object["stream"] as? String, !stream.isEmpty else { throw ClientMessageError("ack needs \"stream\"") }
+            guard let offset = integer(object["offset"]) else { throw ClientMessageError("ack needs an integer \"offset\"") }
+            return .ack(stream: stream, offset: offset)
+        case "publish":
+            guard let data = object["data"] else { throw ClientMessageError("publish needs \"data\"") }
+            let sync = (object["sync"] as? Bool) ?? false
+            guard let encoded = try? JSONSerialization.data(withJSONObject: data, options: [.fragmentsAllowed, .withoutEscapingSlashes]) else {
+                throw ClientMessageError("publish \"data\" cannot be encoded")
+            }
+            return .publish(data: Array(encoded), sync: sync)
+        case "subscribe":
+            let channel = try channelName(object)
+            var offset: Int64? = nil
+            if let raw = object["offset"] {
+                guard let value = integer(raw) else { throw ClientMessageError("subscribe \"offset\" must be an integer") }
+                offset = value
+            }
+            return .subscribe(channel: channel, offset: offset)
+        case "unsubscribe":
+            return .unsubscribe(channel: try channelName(object))
+        default:
+            throw ClientMessageError("unknown frame type \"\(type)\"")
+        }
+    }
+
+    private static func channelName(_ object: [String: Any]) throws(ClientMessageError) -> String {
+        guard let channel = object["channel"] as? String, !channel.isEmpty else {
+            throw ClientMessageError("the frame needs a non-empty \"channel\"")
+        }
+        return channel
+    }
+
+    private static func integer(_ value: Any?) -> Int64? {
+        // Booleans arrive as NSNumbers too; only whole numbers that fit count.
+        guard let number = value as? NSNumber, !(value is Bool) else { return nil }
+        let double = number.doubleValue
+        guard double.rounded() == double, abs(double) < 9.0e15 else { return nil }
+        return number.int64Value
+    }
+}
+
+/// Why a client frame was refused; sent back in an `error` frame with code `bad-request`.
+public struct ClientMessageError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

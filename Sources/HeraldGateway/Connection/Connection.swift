@@ -1,0 +1,62 @@
+import HeraldCore
+public import NIOCore
+
+/// One WebSocket connection as its shard and the session registry see it.
+///
+/// Identity is immutable. The mutable state is touched only on `channel.eventLoop` (by the
+/// connection's handler and by its shard, which runs on that loop); other threads reach it only by
+/// scheduling work on that loop. That confinement is what makes the `@unchecked Sendable` safe.
+public final class Connection: @unchecked Sendable {
+    /// Node-unique and random, so a session id names one connection across nodes too.
+    public let id: UInt64
+    public let userID: String
+    public let deviceID: String?
+    public let channel: any Channel
+    /// Unix milliseconds.
+    public let openedAt: Int64
+    /// Unix milliseconds: the token's `exp`. Nothing is delivered at or after it.
+    public let expiresAt: Int64
+    /// Channels the token allows this connection to subscribe to.
+    let allowedChannels: Set<String>
+
+    // Loop-confined state.
+    var subscriptions: [String] = []
+    var missedPongs: UInt8 = 0
+    var isClosing = false
+    var needsFlush = false
+
+    init(id: UInt64, identity: Identity, channel: any Channel, openedAt: Int64) {
+        self.id = id
+        self.userID = identity.userID
+        self.deviceID = identity.deviceID
+        self.allowedChannels = identity.channels
+        self.channel = channel
+        self.openedAt = openedAt
+        self.expiresAt = identity.expiresAt
+    }
+
+    /// Sends a close frame and closes the connection: at once when the peer answers with its own close
+    /// frame (the handler sees it), else after `grace`, so that a peer that stopped reading cannot hold
+    /// the socket.
+    func close(_ code: CloseCode, _ reason: String, grace: TimeAmount = .seconds(3)) {
+        channel.eventLoop.preconditionInEventLoop()
+        guard !isClosing else { return }
+        isClosing = true
+        let channel = self.channel
+        channel.writeAndFlush(ServerFrame.close(code: code.rawValue, reason: reason), promise: nil)
+        channel.eventLoop.scheduleTask(in: grace) { channel.close(promise: nil) }
+    }
+
+    /// The session id clients see (`welcome.session`, `herald-exclude`).
+    public var sessionID: String { Self.sessionID(id) }
+
+    static func sessionID(_ id: UInt64) -> String {
+        let hex = String(id, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+
+    static func parseSessionID(_ text: String) -> UInt64? {
+        guard text.utf8.count == 16 else { return nil }
+        return UInt64(text, radix: 16)
+    }
+}

@@ -1,0 +1,77 @@
+import HeraldCore
+import HeraldKafka
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+
+/// The consumer actor of the reference design: turns each batch of Kafka records into `message`
+/// frames, encoded once, and hands every shard the whole batch in one hop. Shards deliver in parallel,
+/// each on its own loop; the next batch waits for all of them, which is the backpressure that reaches
+/// back to the consumer's poll thread.
+struct Dispatcher: Sendable {
+    let shards: [Shard]
+    let logger: Logger
+    let counters: DispatchCounters
+
+    func run(_ batches: KafkaRecordBatches) async {
+        for await records in batches.cancelOnGracefulShutdown() {
+            let batch = makeBatch(records, now: WebSocketListener.nowMillis())
+            await withTaskGroup(of: Void.self) { group in
+                for shard in shards {
+                    group.addTask { await shard.deliver(batch) }
+                }
+            }
+        }
+    }
+
+    func makeBatch(_ records: [KafkaRecord], now: Int64) -> DeliveryBatch {
+        var deliveries: [Delivery] = []
+        deliveries.reserveCapacity(records.count)
+        var nextOffsets: [Int32: Int64] = [:]
+        let allocator = ByteBufferAllocator()
+        for record in records {
+            nextOffsets[record.partition] = max(nextOffsets[record.partition] ?? 0, record.offset + 1)
+            let envelope: HeraldRecord
+            do {
+                envelope = try HeraldRecord.decode(
+                    key: record.key, headers: record.headers.lazy.map { HeraldHeader(name: $0.name, value: $0.value ?? []) }
+                )
+            } catch {
+                counters.malformed.add(1, ordering: .relaxed)
+                logger.warning(
+                    "record is not a Herald message; skipped",
+                    metadata: ["partition": "\(record.partition)", "offset": "\(record.offset)", "error": "\(error)"]
+                )
+                continue
+            }
+            if envelope.isExpired(atUnixMillis: now) {
+                counters.expired.add(1, ordering: .relaxed)
+                continue
+            }
+            let frame = ServerMessage.message(
+                stream: envelope.stream.wireName, offset: record.offset, id: envelope.id, payload: record.value,
+                contentType: envelope.contentType, allocator: allocator
+            )
+            deliveries.append(
+                Delivery(
+                    stream: envelope.stream, partition: record.partition, offset: record.offset, frame: frame,
+                    exclude: envelope.exclude.flatMap(Connection.parseSessionID), expiresAt: envelope.expiresAt
+                )
+            )
+        }
+        counters.records.add(records.count, ordering: .relaxed)
+        return DeliveryBatch(deliveries: deliveries, nextOffsets: nextOffsets, now: now)
+    }
+}
+
+/// What the dispatcher has seen, for logs and (later) metrics.
+public final class DispatchCounters: Sendable {
+    let records = Atomic<Int>(0)
+    let malformed = Atomic<Int>(0)
+    let expired = Atomic<Int>(0)
+
+    public var recordsRead: Int { records.load(ordering: .relaxed) }
+    public var malformedSkipped: Int { malformed.load(ordering: .relaxed) }
+    public var expiredSkipped: Int { expired.load(ordering: .relaxed) }
+}

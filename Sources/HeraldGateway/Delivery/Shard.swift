@@ -1,0 +1,162 @@
+import HeraldCore
+import Logging
+public import NIOCore
+
+/// Owns the connections of one event loop and runs on that loop: delivery writes to its channels with
+/// no thread hop, and registration from a handler on the same loop is synchronous (`assumeIsolated`).
+///
+/// It keeps its own delivery index (user → connections, channel → subscribers), so delivery never
+/// takes a lock shared with other loops. Per batch each touched socket is flushed once.
+public actor Shard {
+    public nonisolated let eventLoop: any EventLoop
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { eventLoop.executor.asUnownedSerialExecutor() }
+
+    private var connections: [UInt64: Connection] = [:]
+    private var byUser: [String: [Connection]] = [:]
+    private var byChannel: [String: [UInt64: Connection]] = [:]
+    /// Per partition, the next offset this shard will see: a new connection is current up to one before it.
+    private var nextOffsets: [Int32: Int64]
+    private let partitionCount: Int32
+    private let logger: Logger
+    private var touched: [Connection] = []
+    private var sweeps = 0
+
+    init(eventLoop: any EventLoop, startOffsets: [Int32: Int64], partitionCount: Int32, logger: Logger) {
+        self.eventLoop = eventLoop
+        self.nextOffsets = startOffsets
+        self.partitionCount = partitionCount
+        self.logger = logger
+    }
+
+    var connectionCount: Int { connections.count }
+
+    /// Adds a connection with its initial channels and returns its positions: for each stream it
+    /// follows, the offset it is current up to. Every record this shard delivers later is after them.
+    func register(_ connection: Connection, channels: [String]) -> [(stream: String, offset: Int64)] {
+        connections[connection.id] = connection
+        byUser[connection.userID, default: []].append(connection)
+        var positions = [
+            (stream: HeraldStream.user(connection.userID).wireName, offset: position(of: .user(connection.userID))),
+            (stream: HeraldStream.broadcast.wireName, offset: position(of: .broadcast)),
+        ]
+        for name in channels where subscribe(connection, to: name) {
+            positions.append((HeraldStream.channel(name).wireName, position(of: .channel(name))))
+        }
+        return positions
+    }
+
+    func unregister(_ connection: Connection) {
+        guard connections.removeValue(forKey: connection.id) != nil else { return }
+        if var list = byUser[connection.userID] {
+            list.removeAll { $0 === connection }
+            byUser[connection.userID] = list.isEmpty ? nil : list
+        }
+        for name in connection.subscriptions {
+            byChannel[name]?[connection.id] = nil
+            if byChannel[name]?.isEmpty == true { byChannel[name] = nil }
+        }
+        connection.subscriptions = []
+    }
+
+    /// Subscribes a connection to a channel; returns false if it already was.
+    @discardableResult
+    func subscribe(_ connection: Connection, to name: String) -> Bool {
+        guard !connection.subscriptions.contains(name) else { return false }
+        connection.subscriptions.append(name)
+        byChannel[name, default: [:]][connection.id] = connection
+        return true
+    }
+
+    /// Subscribes and returns the channel's position for the client.
+    func subscribeWithPosition(_ connection: Connection, to name: String) -> Int64 {
+        subscribe(connection, to: name)
+        return position(of: .channel(name))
+    }
+
+    func unsubscribe(_ connection: Connection, from name: String) {
+        guard let index = connection.subscriptions.firstIndex(of: name) else { return }
+        connection.subscriptions.remove(at: index)
+        byChannel[name]?[connection.id] = nil
+        if byChannel[name]?.isEmpty == true { byChannel[name] = nil }
+    }
+
+    func position(of stream: HeraldStream) -> Int64 {
+        let partition = Murmur2.partition(forKey: stream.kafkaKey, partitionCount: partitionCount)
+        return (nextOffsets[partition] ?? 0) - 1
+    }
+
+    /// Writes each delivery's shared frame to its local recipients, then flushes each touched socket once.
+    func deliver(_ batch: DeliveryBatch) {
+        for delivery in batch.deliveries {
+            if let expiresAt = delivery.expiresAt, batch.now >= expiresAt { continue }
+            switch delivery.stream {
+            case .user(let user):
+                guard let recipients = byUser[user] else { continue }
+                for connection in recipients { write(delivery, to: connection, now: batch.now) }
+            case .channel(let name):
+                guard let recipients = byChannel[name] else { continue }
+                for connection in recipients.values { write(delivery, to: connection, now: batch.now) }
+            case .broadcast:
+                for connection in connections.values { write(delivery, to: connection, now: batch.now) }
+            }
+        }
+        for (partition, next) in batch.nextOffsets where next > (nextOffsets[partition] ?? 0) {
+            nextOffsets[partition] = next
+        }
+        for connection in touched where connection.needsFlush {
+            connection.needsFlush = false
+            connection.channel.flush()
+        }
+        touched.removeAll(keepingCapacity: true)
+    }
+
+    private func write(_ delivery: Delivery, to connection: Connection, now: Int64) {
+        guard !connection.isClosing, delivery.exclude != connection.id else { return }
+        if now >= connection.expiresAt {
+            connection.close(.tokenExpired, "the token expired")
+            return
+        }
+        // NIO counts the bytes queued on the socket; over the high watermark (the per-connection
+        // outbound cap) the channel turns unwritable, and a client that far behind resumes from its
+        // cursor instead of growing this node's memory.
+        guard connection.channel.isWritable else {
+            connection.close(.slowConsumer, "outbound queue over its cap; reconnect and resume")
+            return
+        }
+        connection.channel.write(delivery.frame, promise: nil)
+        if !connection.needsFlush {
+            connection.needsFlush = true
+            touched.append(connection)
+        }
+    }
+
+    /// Closes connections whose token expired and pings the rest; a connection that missed
+    /// `missedPongLimit` pings in a row is closed. One timer per shard, never one per connection.
+    func sweep(now: Int64, pingEverySeconds: Int, missedPongLimit: UInt8) {
+        sweeps += 1
+        let ping = sweeps % pingEverySeconds == 0
+        for connection in connections.values where !connection.isClosing {
+            if now >= connection.expiresAt {
+                connection.close(.tokenExpired, "the token expired")
+                continue
+            }
+            guard ping else { continue }
+            if connection.missedPongs >= missedPongLimit {
+                connection.isClosing = true
+                connection.channel.close(promise: nil)
+                continue
+            }
+            connection.missedPongs += 1
+            connection.channel.writeAndFlush(ShardFrames.ping, promise: nil)
+        }
+    }
+
+    /// Closes every connection with `code` (drain, shutdown).
+    func closeAll(_ code: CloseCode, _ reason: String) {
+        for connection in connections.values { connection.close(code, reason) }
+    }
+}
+
+enum ShardFrames {
+    static let ping = ServerFrame.control(.ping)
+}

@@ -1,0 +1,106 @@
+public import HeraldKafka
+public import Logging
+public import NIOCore
+import NIOPosix
+public import ServiceLifecycle
+import Synchronization
+
+/// The data plane as one service: once the live consumer has its partitions, it makes one shard per
+/// event loop, opens the public port and dispatches every batch the consumer reads. On graceful
+/// shutdown it stops accepting, closes every connection with 1012 (reconnect elsewhere and resume)
+/// and stops dispatching.
+public final class Gateway: Service, Sendable {
+    public let configuration: GatewayConfiguration
+    public let registry: SessionRegistry
+    public let admission: Admission
+    public let counters = DispatchCounters()
+
+    private let consumer: KafkaLiveConsumer
+    private let admin: KafkaAdmin
+    private let topic: String
+    private let tokens: TokenVerifier
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let listening = Mutex<(port: Int?, waiters: [CheckedContinuation<Int, Never>])>((nil, []))
+    private let contextStorage = Mutex<GatewayContext?>(nil)
+
+    public init(
+        configuration: GatewayConfiguration, consumer: KafkaLiveConsumer, admin: KafkaAdmin, topic: String,
+        tokens: TokenVerifier, group: any EventLoopGroup, logger: Logger
+    ) {
+        self.configuration = configuration
+        self.consumer = consumer
+        self.admin = admin
+        self.topic = topic
+        self.tokens = tokens
+        self.group = group
+        self.logger = logger
+        self.registry = SessionRegistry(perUserLimit: configuration.perUserConnectionLimit)
+        self.admission = Admission(maxConnections: configuration.maxConnections, acceptsPerSecond: configuration.acceptsPerSecond)
+    }
+
+    /// The bound public port, once listening (useful with port 0).
+    public func waitUntilListening() async -> Int {
+        await withCheckedContinuation { continuation in
+            let port = listening.withLock { state -> Int? in
+                if let port = state.port { return port }
+                state.waiters.append(continuation)
+                return nil
+            }
+            if let port { continuation.resume(returning: port) }
+        }
+    }
+
+    public func run() async throws {
+        await consumer.waitUntilAssigned()
+        let startOffsets = consumer.startOffsets
+        guard let partitionCount = try await admin.partitionCount(topic: topic) else {
+            throw KafkaError(.unknownTopicOrPartition, "topic \(topic) does not exist")
+        }
+        let epoch = "\(try await admin.clusterID()).\(partitionCount)"
+        let shards = group.makeIterator().map { loop in
+            Shard(eventLoop: loop, startOffsets: startOffsets, partitionCount: partitionCount, logger: logger)
+        }
+        let context = GatewayContext(
+            nodeID: configuration.nodeID, epoch: epoch, registry: registry, admission: admission, tokens: tokens,
+            configuration: configuration, shards: shards
+        )
+        contextStorage.withLock { $0 = context }
+        let timers = shards.map { startSweeping($0) }
+        defer { timers.forEach { $0.cancel() } }
+
+        let server = try await WebSocketListener(context: context, group: group).bind(host: configuration.host, port: configuration.port)
+        let port = server.localAddress?.port ?? configuration.port
+        logger.notice("WebSocket listener open", metadata: ["port": "\(port)", "path": "/v1/ws", "epoch": "\(epoch)"])
+        let waiters = listening.withLock { state in
+            state.port = port
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        waiters.forEach { $0.resume(returning: port) }
+
+        let dispatcher = Dispatcher(shards: shards, logger: logger, counters: counters)
+        await withGracefulShutdownHandler {
+            await dispatcher.run(consumer.batches)
+        } onGracefulShutdown: { [self] in
+            admission.startDraining()
+            server.close(promise: nil)
+            for shard in shards {
+                shard.eventLoop.execute {
+                    shard.assumeIsolated { $0.closeAll(.restarting, "node shutting down; reconnect and resume") }
+                }
+            }
+        }
+        try? await server.close()
+    }
+
+    private func startSweeping(_ shard: Shard) -> RepeatedTask {
+        let pingEvery = max(1, Int(configuration.pingInterval.components.seconds))
+        let missedPongLimit = configuration.missedPongLimit
+        return shard.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+            shard.assumeIsolated {
+                $0.sweep(now: WebSocketListener.nowMillis(), pingEverySeconds: pingEvery, missedPongLimit: missedPongLimit)
+            }
+        }
+    }
+}

@@ -1,0 +1,30 @@
+/// The data plane's settings (ARCHITECTURE.md, "Limits and defaults").
+public struct GatewayConfiguration: Sendable {
+    public var host = "0.0.0.0"
+    public var port = 8080
+    public var nodeID: String
+    /// Most open WebSocket connections; further handshakes get 503.
+    public var maxConnections = 1_000_000
+    /// Handshakes per second; more get 429.
+    public var acceptsPerSecond: Double = 2_000
+    public var perUserConnectionLimit = 10
+    /// Largest message a client may send, fragments included (close 1009 above it).
+    public var maxMessageBytes = 64 * 1024
+    /// Outbound bytes queued per connection before it is closed as a slow consumer (4008).
+    public var outboundCapBytes = 1024 * 1024
+    public var pingInterval: Duration = .seconds(30)
+    /// Pings in a row without a pong (or any frame) before the connection is closed.
+    public var missedPongLimit: UInt8 = 2
+    /// A TCP connection that has not completed its WebSocket handshake by then is closed.
+    public var handshakeTimeout: Duration = .seconds(10)
+    /// Browser origins allowed to connect; empty allows any (non-browser clients send none).
+    public var allowedOrigins: Set<String> = []
+    /// `--dev` only: serve `/v1/echo`, an unauthenticated echo endpoint for the Autobahn suite.
+    public var echoEndpoint = false
+    /// Message limit of the echo endpoint (Autobahn sends up to 16 MiB).
+    public var echoMaxMessageBytes = 20 * 1024 * 1024
+
+    public init(nodeID: String) {
+        self.nodeID = nodeID
+    }
+}

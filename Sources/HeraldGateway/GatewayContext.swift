@@ -1,0 +1,37 @@
+import NIOCore
+import Synchronization
+
+/// What every connection handler of a node shares: identity, registry, admission and the shards.
+final class GatewayContext: Sendable {
+    let nodeID: String
+    let epoch: String
+    let registry: SessionRegistry
+    let admission: Admission
+    let tokens: TokenVerifier
+    let configuration: GatewayConfiguration
+    private let shards: [ObjectIdentifier: Shard]
+    private let acks = Atomic<Int>(0)
+
+    init(nodeID: String, epoch: String, registry: SessionRegistry, admission: Admission, tokens: TokenVerifier,
+         configuration: GatewayConfiguration, shards: [Shard]) {
+        self.nodeID = nodeID
+        self.epoch = epoch
+        self.registry = registry
+        self.admission = admission
+        self.tokens = tokens
+        self.configuration = configuration
+        self.shards = Dictionary(uniqueKeysWithValues: shards.map { (ObjectIdentifier($0.eventLoop), $0) })
+    }
+
+    func shard(for eventLoop: any EventLoop) -> Shard {
+        guard let shard = shards[ObjectIdentifier(eventLoop)] else {
+            preconditionFailure("every event loop of the gateway's group has a shard")
+        }
+        return shard
+    }
+
+    var allShards: [Shard] { Array(shards.values) }
+
+    func countAck() { acks.add(1, ordering: .relaxed) }
+    var acksReceived: Int { acks.load(ordering: .relaxed) }
+}

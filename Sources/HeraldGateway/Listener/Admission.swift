@@ -1,0 +1,55 @@
+import Synchronization
+
+/// Whether the node takes another connection: the connection cap, the accept rate (a token bucket),
+/// and draining. Refusals carry `Retry-After`, so clients back off instead of hammering.
+public final class Admission: Sendable {
+    private struct State {
+        var open = 0
+        var tokens: Double
+        var lastRefill: ContinuousClock.Instant
+        var draining = false
+    }
+
+    public let maxConnections: Int
+    public let acceptsPerSecond: Double
+    private let state: Mutex<State>
+
+    public init(maxConnections: Int, acceptsPerSecond: Double) {
+        self.maxConnections = maxConnections
+        self.acceptsPerSecond = acceptsPerSecond
+        state = Mutex(State(tokens: acceptsPerSecond, lastRefill: .now))
+    }
+
+    /// Takes a connection slot, or says why not. A slot taken must be given back with `release()`.
+    func admit() -> HandshakeRefusal? {
+        state.withLock { state in
+            if state.draining {
+                return HandshakeRefusal(.draining, "this node is draining; connect to another", retryAfter: 1)
+            }
+            if state.open >= maxConnections {
+                return HandshakeRefusal(.atCapacity, "this node holds its maximum of \(maxConnections) connections", retryAfter: 5)
+            }
+            let now = ContinuousClock.now
+            let elapsed = now - state.lastRefill
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            state.tokens = min(acceptsPerSecond, state.tokens + seconds * acceptsPerSecond)
+            state.lastRefill = now
+            guard state.tokens >= 1 else {
+                return HandshakeRefusal(.rateLimited, "more than \(Int(acceptsPerSecond)) connections per second", retryAfter: 1)
+            }
+            state.tokens -= 1
+            state.open += 1
+            return nil
+        }
+    }
+
+    func release() {
+        state.withLock { $0.open -= 1 }
+    }
+
+    public func startDraining() {
+        state.withLock { $0.draining = true }
+    }
+
+    public var openConnections: Int { state.withLock { $0.open } }
+}

@@ -1,0 +1,18 @@
+import NIOCore
+
+/// What the upgrader learned about one connection's handshake, for the handler that runs after it:
+/// the identity and channels of an accepted handshake, or the refusal to answer with. Lives only
+/// until the upgrade is done or refused.
+final class HandshakeState: @unchecked Sendable {
+    // Touched only on the channel's event loop (the upgrader's callbacks and the HTTP handler run
+    // there), which makes the @unchecked Sendable safe.
+    enum Outcome: Sendable {
+        case pending
+        case refused(HandshakeRefusal)
+        case accepted(Identity, channels: [String])
+        case echo
+    }
+
+    var outcome: Outcome = .pending
+    var timeout: Scheduled<Void>?
+}

@@ -1,0 +1,160 @@
+import Foundation
+import HeraldCore
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+
+/// The public port: accepts TCP, decides each handshake before the upgrade (admission, origin, token,
+/// channels) and hands upgraded channels to a `ConnectionHandler` on their loop.
+final class WebSocketListener: Sendable {
+    private let context: GatewayContext
+    private let group: any EventLoopGroup
+
+    init(context: GatewayContext, group: any EventLoopGroup) {
+        self.context = context
+        self.group = group
+    }
+
+    func bind(host: String, port: Int) async throws -> any Channel {
+        let configuration = context.configuration
+        let cap = configuration.outboundCapBytes
+        return try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 4_096)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: cap / 2, high: cap))
+            // Small first reads: an idle connection then holds almost no receive buffer.
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 64 * 1024))
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture { try self.initialize(channel) }
+            }
+            .bind(host: host, port: port)
+            .get()
+    }
+
+    private func initialize(_ channel: any Channel) throws {
+        let configuration = context.configuration
+        let state = HandshakeState()
+        let decoderLimit = configuration.echoEndpoint ? max(configuration.maxMessageBytes, configuration.echoMaxMessageBytes) : configuration.maxMessageBytes
+        let upgrader = NIOWebSocketServerUpgrader(
+            maxFrameSize: decoderLimit,
+            automaticErrorHandling: false,
+            shouldUpgrade: { [self] channel, head in self.shouldUpgrade(channel, head, state) },
+            upgradePipelineHandler: { [self] channel, _ in self.upgraded(channel, state) }
+        )
+        let encoder = HTTPResponseEncoder()
+        let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
+        let fallback = HTTPFallbackHandler(state: state)
+        let upgradeHandler = HTTPServerUpgradeHandler(
+            upgraders: [upgrader], httpEncoder: encoder, extraHTTPHandlers: [decoder, fallback], upgradeCompletionHandler: { _ in }
+        )
+        try channel.pipeline.syncOperations.addHandlers([encoder, decoder, upgradeHandler, fallback])
+        // Slowloris: a connection that has not finished its handshake in time is closed.
+        state.timeout = channel.eventLoop.scheduleTask(in: .init(configuration.handshakeTimeout)) {
+            channel.close(promise: nil)
+        }
+    }
+
+    private func shouldUpgrade(_ channel: any Channel, _ head: HTTPRequestHead, _ state: HandshakeState) -> EventLoopFuture<HTTPHeaders?> {
+        let loop = channel.eventLoop
+        let (path, query) = Self.split(head.uri)
+        if path == GatewayPaths.echo && context.configuration.echoEndpoint {
+            state.outcome = .echo
+            return loop.makeSucceededFuture(HTTPHeaders())
+        }
+        guard path == GatewayPaths.websocket else {
+            return loop.makeSucceededFuture(nil)
+        }
+        func refuse(_ refusal: HandshakeRefusal) -> EventLoopFuture<HTTPHeaders?> {
+            state.outcome = .refused(refusal)
+            return loop.makeSucceededFuture(nil)
+        }
+        let allowed = context.configuration.allowedOrigins
+        if !allowed.isEmpty, let origin = head.headers.first(name: "Origin"), !allowed.contains(origin) {
+            return refuse(HandshakeRefusal(.originNotAllowed, "origin \(origin) is not allowed"))
+        }
+        guard let token = Self.bearerToken(head.headers) ?? query["token"], !token.isEmpty else {
+            return refuse(HandshakeRefusal(.missingToken, "a token is required: Authorization: Bearer <token> or ?token="))
+        }
+        let channels = (query["channels"] ?? "").split(separator: ",").map(String.init).filter { !$0.isEmpty }
+        if let refusal = context.admission.admit() {
+            return refuse(refusal)
+        }
+        let promise = loop.makePromise(of: HandshakeState.Outcome.self)
+        promise.completeWithTask { [context] in
+            do {
+                let identity = try await context.tokens.verify(token)
+                if let denied = channels.first(where: { !identity.channels.contains($0) }) {
+                    return .refused(HandshakeRefusal(.channelNotAllowed, "the token does not grant channel \(denied)"))
+                }
+                return .accepted(identity, channels: channels)
+            } catch let refusal as HandshakeRefusal {
+                return .refused(refusal)
+            }
+        }
+        return promise.futureResult.map { [context] outcome in
+            state.outcome = outcome
+            guard case .accepted = outcome else {
+                context.admission.release()
+                return nil
+            }
+            // The slot is given back however the connection ends, upgraded or not.
+            channel.closeFuture.whenComplete { _ in context.admission.release() }
+            return HTTPHeaders()
+        }
+    }
+
+    private func upgraded(_ channel: any Channel, _ state: HandshakeState) -> EventLoopFuture<Void> {
+        channel.eventLoop.makeCompletedFuture {
+            state.timeout?.cancel()
+            state.timeout = nil
+            let pipeline = channel.pipeline.syncOperations
+            // Herald writes complete, pre-encoded frames (one buffer shared by every recipient), so
+            // NIO's frame encoder must not wrap them again.
+            let encoder = try pipeline.context(handlerType: WebSocketFrameEncoder.self)
+            _ = pipeline.removeHandler(context: encoder)
+            switch state.outcome {
+            case .echo:
+                try pipeline.addHandler(ConnectionHandler(mode: .echo, maxMessageBytes: context.configuration.echoMaxMessageBytes))
+            case .accepted(let identity, let channels):
+                let connection = Connection(
+                    id: UInt64.random(in: 1...UInt64.max), identity: identity, channel: channel, openedAt: Self.nowMillis()
+                )
+                try pipeline.addHandler(
+                    ConnectionHandler(mode: .gateway(connection, context, initialChannels: channels), maxMessageBytes: context.configuration.maxMessageBytes)
+                )
+            case .pending, .refused:
+                channel.close(promise: nil)
+            }
+            state.outcome = .pending
+        }
+    }
+
+    static func nowMillis() -> Int64 {
+        Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
+    }
+
+    static func bearerToken(_ headers: HTTPHeaders) -> String? {
+        guard let value = headers.first(name: "Authorization") else { return nil }
+        let parts = value.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
+        return String(parts[1]).trimmingCharacters(in: .whitespaces)
+    }
+
+    /// Splits a request target into its path and its decoded query parameters.
+    static func split(_ uri: String) -> (path: String, query: [String: String]) {
+        let pieces = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        let path = String(pieces.first ?? "")
+        var query: [String: String] = [:]
+        if pieces.count == 2 {
+            for pair in pieces[1].split(separator: "&") {
+                let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                let key = String(kv[0]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(kv[0])
+                let value = kv.count == 2 ? (String(kv[1]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(kv[1])) : ""
+                query[key] = value
+            }
+        }
+        return (path, query)
+    }
+}

@@ -1,0 +1,93 @@
+import ArgumentParser
+import Foundation
+import HeraldGateway
+
+/// The data plane's options; each also reads a `HERALD_*` variable.
+struct GatewayOptions: ParsableArguments {
+    @Option(help: "Public WebSocket port. Env: HERALD_PORT. Default: 8080.")
+    var port: Int?
+
+    @Option(help: "Address to listen on. Env: HERALD_HOST. Default: 0.0.0.0.")
+    var host: String?
+
+    @Option(help: "HS256 secret for connection tokens (at least 32 bytes). Env: HERALD_JWT_SECRET.")
+    var jwtSecret: String?
+
+    @Option(help: "RS256/ES256 public key PEM files, comma-separated; each file's name (without extension) is its kid. Env: HERALD_JWT_PUBLIC_KEYS.")
+    var jwtPublicKeys: String?
+
+    @Option(help: "Required token audience. Env: HERALD_JWT_AUDIENCE.")
+    var jwtAudience: String?
+
+    @Option(help: "Required token issuer. Env: HERALD_JWT_ISSUER.")
+    var jwtIssuer: String?
+
+    @Option(help: "Allowed browser origins, comma-separated (empty: any). Env: HERALD_ALLOWED_ORIGINS.")
+    var allowedOrigins: String?
+
+    @Option(help: "Most connections this node holds. Env: HERALD_MAX_CONNECTIONS. Default: the open-file limit less 200.")
+    var maxConnections: Int?
+
+    @Option(help: "Handshakes accepted per second. Env: HERALD_ACCEPT_RATE. Default: 2000.")
+    var acceptRate: Double?
+
+    @Option(help: "Connections per user before the oldest is replaced. Env: HERALD_USER_CONNECTION_LIMIT. Default: 10.")
+    var userConnectionLimit: Int?
+
+    func gatewayConfiguration(nodeID: String, dev: Bool, environment: [String: String]) throws -> GatewayConfiguration {
+        func value(_ flag: String?, _ name: String) -> String? {
+            if let flag, !flag.isEmpty { return flag }
+            if let env = environment[name], !env.isEmpty { return env }
+            return nil
+        }
+        func number<T: LosslessStringConvertible>(_ flag: T?, _ name: String) throws -> T? {
+            if let flag { return flag }
+            guard let text = environment[name], !text.isEmpty else { return nil }
+            guard let parsed = T(text) else { throw ValidationError("\(name)=\(text) is not a number") }
+            return parsed
+        }
+        var configuration = GatewayConfiguration(nodeID: nodeID)
+        configuration.port = try number(port, "HERALD_PORT") ?? 8080
+        configuration.host = value(host, "HERALD_HOST") ?? "0.0.0.0"
+        configuration.maxConnections = try number(maxConnections, "HERALD_MAX_CONNECTIONS") ?? Self.defaultMaxConnections()
+        configuration.acceptsPerSecond = try number(acceptRate, "HERALD_ACCEPT_RATE") ?? 2_000
+        configuration.perUserConnectionLimit = try number(userConnectionLimit, "HERALD_USER_CONNECTION_LIMIT") ?? 10
+        configuration.allowedOrigins = Set((value(allowedOrigins, "HERALD_ALLOWED_ORIGINS") ?? "").split(separator: ",").map {
+            $0.trimmingCharacters(in: .whitespaces)
+        }.filter { !$0.isEmpty })
+        configuration.echoEndpoint = dev
+        guard configuration.perUserConnectionLimit >= 1 else { throw ValidationError("the per-user connection limit must be at least 1") }
+        return configuration
+    }
+
+    func tokenConfiguration(devSecret: String?, environment: [String: String]) throws -> TokenConfiguration {
+        func value(_ flag: String?, _ name: String) -> String? {
+            if let flag, !flag.isEmpty { return flag }
+            if let env = environment[name], !env.isEmpty { return env }
+            return nil
+        }
+        var publicKeys: [(kid: String, pem: String)] = []
+        for path in (value(jwtPublicKeys, "HERALD_JWT_PUBLIC_KEYS") ?? "").split(separator: ",").map(String.init) {
+            let url = URL(fileURLWithPath: path.trimmingCharacters(in: .whitespaces))
+            guard let pem = try? String(contentsOf: url, encoding: .utf8) else {
+                throw ValidationError("cannot read public key file \(url.path)")
+            }
+            publicKeys.append((url.deletingPathExtension().lastPathComponent, pem))
+        }
+        let secret = value(jwtSecret, "HERALD_JWT_SECRET") ?? devSecret
+        guard secret != nil || !publicKeys.isEmpty else {
+            throw ValidationError("no token key: set --jwt-secret (HERALD_JWT_SECRET) or --jwt-public-keys, or run with --dev")
+        }
+        return TokenConfiguration(
+            hmacSecret: secret, publicKeys: publicKeys,
+            audience: value(jwtAudience, "HERALD_JWT_AUDIENCE"), issuer: value(jwtIssuer, "HERALD_JWT_ISSUER")
+        )
+    }
+
+    /// One socket per connection, and some files for Kafka, logs and the listener.
+    static func defaultMaxConnections() -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < 100_000_000 else { return 1_000_000 }
+        return max(100, Int(limit.rlim_cur) - 200)
+    }
+}
