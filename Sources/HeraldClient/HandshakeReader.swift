@@ -54,8 +54,10 @@ final class HandshakeReader: ChannelInboundHandler, RemovableChannelHandler, @un
             try pipeline.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maxFrameSize)), position: .last)
             try pipeline.addHandler(ClientFrameHandler(continuation: continuation), position: .last)
             resultBox.promise?.succeed()
-            pipeline.removeHandler(self, promise: nil)
+            // The server may have sent its first frames in the same read as the response.
+            buffer = ByteBuffer()
             if leftover.readableBytes > 0 { context.fireChannelRead(NIOAny(leftover)) }
+            pipeline.removeHandler(self, promise: nil)
         } catch {
             resultBox.promise?.fail(error)
         }
@@ -98,8 +100,7 @@ final class ClientFrameHandler: ChannelInboundHandler {
         let frame = unwrapInboundIn(data)
         switch frame.opcode {
         case .ping:
-            var pong = WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.unmaskedData)
-            if let key = pong.maskKey { var data = pong.data; data.webSocketMask(key); pong.data = data }
+            let pong = WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.unmaskedData)
             context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
         case .pong:
             continuation.yield(.pong(frame.unmaskedData))
@@ -111,9 +112,7 @@ final class ClientFrameHandler: ChannelInboundHandler {
                 sentClose = true
                 var echo = ByteBuffer()
                 if let closeCode { echo.writeInteger(closeCode) }
-                let key = WebSocketMaskingKey.random()
-                echo.webSocketMask(key)
-                context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: key, data: echo)), promise: nil)
+                context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: .random(), data: echo)), promise: nil)
             }
         case .text, .binary, .continuation:
             if frame.opcode != .continuation {

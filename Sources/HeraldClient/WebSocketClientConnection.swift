@@ -56,15 +56,9 @@ public final class WebSocketClientConnection: Sendable {
         send(WebSocketFrame(fin: true, opcode: .text, maskKey: .random(), data: ByteBuffer(string: text)))
     }
 
-    /// Sends a frame as given (masked or not, any opcode or reserved bits).
+    /// Sends a frame as given (masked or not, any opcode or reserved bits); NIO's encoder applies the
+    /// mask when the frame has a key.
     public func send(_ frame: WebSocketFrame) {
-        var frame = frame
-        if let key = frame.maskKey {
-            // NIO's encoder writes the key but does not mask the payload itself.
-            var data = frame.data
-            data.webSocketMask(key)
-            frame.data = data
-        }
         channel.writeAndFlush(frame, promise: nil)
     }
 

@@ -37,11 +37,15 @@ final class WebSocketListener: Sendable {
         let configuration = context.configuration
         let state = HandshakeState()
         let decoderLimit = configuration.echoEndpoint ? max(configuration.maxMessageBytes, configuration.echoMaxMessageBytes) : configuration.maxMessageBytes
-        let upgrader = NIOWebSocketServerUpgrader(
+        let upgrader = HeraldWebSocketUpgrader(
+            handshake: NIOWebSocketServerUpgrader(
+                maxFrameSize: decoderLimit,
+                automaticErrorHandling: false,
+                shouldUpgrade: { [self] channel, head in self.shouldUpgrade(channel, head, state) },
+                upgradePipelineHandler: { channel, _ in channel.eventLoop.makeSucceededVoidFuture() }
+            ),
             maxFrameSize: decoderLimit,
-            automaticErrorHandling: false,
-            shouldUpgrade: { [self] channel, head in self.shouldUpgrade(channel, head, state) },
-            upgradePipelineHandler: { [self] channel, _ in self.upgraded(channel, state) }
+            pipelineHandler: { [self] channel in try self.upgraded(channel, state) }
         )
         let encoder = HTTPResponseEncoder()
         let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
@@ -105,30 +109,24 @@ final class WebSocketListener: Sendable {
         }
     }
 
-    private func upgraded(_ channel: any Channel, _ state: HandshakeState) -> EventLoopFuture<Void> {
-        channel.eventLoop.makeCompletedFuture {
-            state.timeout?.cancel()
-            state.timeout = nil
-            let pipeline = channel.pipeline.syncOperations
-            // Herald writes complete, pre-encoded frames (one buffer shared by every recipient), so
-            // NIO's frame encoder must not wrap them again.
-            let encoder = try pipeline.context(handlerType: WebSocketFrameEncoder.self)
-            _ = pipeline.removeHandler(context: encoder)
-            switch state.outcome {
-            case .echo:
-                try pipeline.addHandler(ConnectionHandler(mode: .echo, maxMessageBytes: context.configuration.echoMaxMessageBytes))
-            case .accepted(let identity, let channels):
-                let connection = Connection(
-                    id: UInt64.random(in: 1...UInt64.max), identity: identity, channel: channel, openedAt: Self.nowMillis()
-                )
-                try pipeline.addHandler(
-                    ConnectionHandler(mode: .gateway(connection, context, initialChannels: channels), maxMessageBytes: context.configuration.maxMessageBytes)
-                )
-            case .pending, .refused:
-                channel.close(promise: nil)
-            }
-            state.outcome = .pending
+    private func upgraded(_ channel: any Channel, _ state: HandshakeState) throws {
+        state.timeout?.cancel()
+        state.timeout = nil
+        let pipeline = channel.pipeline.syncOperations
+        switch state.outcome {
+        case .echo:
+            try pipeline.addHandler(ConnectionHandler(mode: .echo, maxMessageBytes: context.configuration.echoMaxMessageBytes))
+        case .accepted(let identity, let channels):
+            let connection = Connection(
+                id: UInt64.random(in: 1...UInt64.max), identity: identity, channel: channel, openedAt: Self.nowMillis()
+            )
+            try pipeline.addHandler(
+                ConnectionHandler(mode: .gateway(connection, context, initialChannels: channels), maxMessageBytes: context.configuration.maxMessageBytes)
+            )
+        case .pending, .refused:
+            channel.close(promise: nil)
         }
+        state.outcome = .pending
     }
 
     static func nowMillis() -> Int64 {

@@ -1,0 +1,177 @@
+import Foundation
+import HeraldClient
+import HeraldCore
+import HeraldGateway
+import HeraldKafka
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import Testing
+
+let testLogger: Logger = {
+    var logger = Logger(label: "herald.gateway.test")
+    logger.logLevel = ProcessInfo.processInfo.environment["HERALD_TEST_LOG"] != nil ? .debug : .critical
+    return logger
+}()
+
+let testSecret = "test-secret-that-is-at-least-32-bytes-long"
+
+/// A whole node on loopback: the embedded Kafka, a producer, the live consumer and the gateway on a
+/// free port, with an HS256 token key. Torn down when `body` returns.
+struct GatewayHarness {
+    let cluster: EmbeddedKafkaCluster
+    let producer: KafkaProducer
+    let gateway: Gateway
+    let port: Int
+    let topic: String
+    let group: MultiThreadedEventLoopGroup
+    let issuer: TokenIssuer
+
+    static func run<T>(
+        configure: (inout GatewayConfiguration) -> Void = { _ in },
+        _ body: (GatewayHarness) async throws -> T
+    ) async throws -> T {
+        let topic = "herald.events"
+        let cluster = try EmbeddedKafkaCluster(topics: [KafkaTopicSpec(name: topic, partitions: 4)], logger: testLogger)
+        defer { cluster.shutdown() }
+        let kafka = KafkaConfiguration(bootstrapServers: cluster.bootstrapServers)
+        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(kafka: kafka), logger: testLogger)
+        let consumer = try KafkaLiveConsumer(configuration: KafkaLiveConsumerConfiguration(kafka: kafka, topic: topic), logger: testLogger)
+        let admin = try KafkaAdmin(kafka: kafka, logger: testLogger)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        var configuration = GatewayConfiguration(nodeID: "test-node")
+        configuration.host = "127.0.0.1"
+        configuration.port = 0
+        configuration.maxConnections = 5_000
+        configuration.acceptsPerSecond = 5_000
+        configure(&configuration)
+        let tokens = try await TokenVerifier(configuration: TokenConfiguration(hmacSecret: testSecret))
+        let gateway = Gateway(
+            configuration: configuration, consumer: consumer, admin: admin, topic: topic, tokens: tokens, group: group,
+            logger: testLogger
+        )
+        let serviceGroup = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [.init(service: producer), .init(service: consumer), .init(service: gateway)],
+                logger: testLogger
+            )
+        )
+        let issuer = try await TokenIssuer(hmacSecret: testSecret)
+        let result: Result<T, any Error> = await withTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try? await serviceGroup.run() }
+            let port = await gateway.waitUntilListening()
+            let harness = GatewayHarness(
+                cluster: cluster, producer: producer, gateway: gateway, port: port, topic: topic, group: group, issuer: issuer
+            )
+            let result: Result<T, any Error>
+            do {
+                result = .success(try await body(harness))
+            } catch {
+                result = .failure(error)
+            }
+            await serviceGroup.triggerGracefulShutdown()
+            await tasks.waitForAll()
+            return result
+        }
+        await admin.close()
+        try await group.shutdownGracefully()
+        return try result.get()
+    }
+
+    var client: HeraldClient { HeraldClient(host: "127.0.0.1", port: port, group: group) }
+
+    func token(_ user: String, device: String? = nil, channels: [String] = [], ttl: TimeInterval = 3_600) async throws -> String {
+        try await issuer.token(user: user, device: device, channels: channels, expiresAt: Date().addingTimeInterval(ttl))
+    }
+
+    /// Connects and returns the connection, its welcome frame already read.
+    func connect(_ user: String, device: String? = nil, channels: [String] = [], subscribe: [String] = []) async throws -> TestConnection {
+        let session = try await client.connect(token: try await token(user, device: device, channels: channels), channels: subscribe)
+        return try await TestConnection.open(session)
+    }
+
+    /// Produces a Herald record and waits for Kafka's acknowledgement.
+    @discardableResult
+    func produce(_ record: HeraldRecord, _ payload: String) async throws -> KafkaDelivery {
+        try await producer.send(KafkaOutgoingRecord(
+            topic: topic, key: Array(record.key.utf8), value: ByteBuffer(string: payload),
+            headers: record.headers.map { KafkaHeader(name: $0.name, value: $0.value) }
+        ))
+    }
+}
+
+/// A connection whose events are collected in the background, read with a liveness bound.
+final class TestConnection: Sendable {
+    let session: HeraldSession
+    let welcome: ServerEvent.Welcome
+    private let inbox: Inbox
+    private let reader: Task<Void, Never>
+
+    private init(session: HeraldSession, welcome: ServerEvent.Welcome, inbox: Inbox, reader: Task<Void, Never>) {
+        self.session = session
+        self.welcome = welcome
+        self.inbox = inbox
+        self.reader = reader
+    }
+
+    static func open(_ session: HeraldSession) async throws -> TestConnection {
+        let inbox = Inbox()
+        let reader = Task {
+            for await event in session.events { await inbox.append(event) }
+        }
+        let first = try await inbox.next(within: .seconds(10))
+        guard case .welcome(let welcome) = first else {
+            throw TestFailure("the first frame was not a welcome but \(first)")
+        }
+        return TestConnection(session: session, welcome: welcome, inbox: inbox, reader: reader)
+    }
+
+    deinit { reader.cancel() }
+
+    func next(within limit: Duration = .seconds(10)) async throws -> ServerEvent {
+        try await inbox.next(within: limit)
+    }
+
+    func nextMessage(within limit: Duration = .seconds(10)) async throws -> ServerEvent.Message {
+        let event = try await next(within: limit)
+        guard case .message(let message) = event else { throw TestFailure("expected a message, got \(event)") }
+        return message
+    }
+
+    /// Waits for the connection to close and returns the server's close code.
+    func closeCode(within limit: Duration = .seconds(15)) async throws -> UInt16? {
+        while true {
+            let event = try await next(within: limit)
+            if case .closed(let code, _) = event { return code }
+        }
+    }
+
+    /// Events received so far and not yet read.
+    func pending() async -> [ServerEvent] { await inbox.drain() }
+}
+
+actor Inbox {
+    private var events: [ServerEvent] = []
+
+    func append(_ event: ServerEvent) { events.append(event) }
+
+    func drain() -> [ServerEvent] {
+        defer { events = [] }
+        return events
+    }
+
+    func next(within limit: Duration) async throws -> ServerEvent {
+        let deadline = ContinuousClock.now + limit
+        while events.isEmpty {
+            guard ContinuousClock.now < deadline else { throw TestFailure("no event within \(limit)") }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        return events.removeFirst()
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
