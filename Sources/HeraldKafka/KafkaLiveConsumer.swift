@@ -27,6 +27,9 @@ public struct KafkaLiveConsumerConfiguration: Sendable, Hashable {
     public var partitionCheckInterval: Duration = .seconds(5)
     /// `fetch.wait.max.ms`: how long a broker may hold a fetch for more data. Low, for latency.
     public var fetchWaitMaxMilliseconds: Int = 10
+    /// How much librdkafka may prefetch ahead of the reader (`queued.max.messages.kbytes`). A gateway
+    /// node's memory is for sockets; a few MiB of prefetch keep the pipe full.
+    public var prefetchKilobytes: Int = 8_192
 
     public init(kafka: KafkaConfiguration, topic: String) {
         self.kafka = kafka
@@ -37,7 +40,7 @@ public struct KafkaLiveConsumerConfiguration: Sendable, Hashable {
         kafka.properties(
             [
                 "fetch.wait.max.ms": String(fetchWaitMaxMilliseconds),
-                "queued.max.messages.kbytes": "65536",
+                "queued.max.messages.kbytes": String(prefetchKilobytes),
                 // A live consumer that fell behind retention can only go on from what is kept; it
                 // logs the jump loudly (it is a loss) rather than stopping every delivery.
                 "auto.offset.reset": "earliest",

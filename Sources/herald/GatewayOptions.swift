@@ -34,6 +34,9 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "Connections per user before the oldest is replaced. Env: HERALD_USER_CONNECTION_LIMIT. Default: 10.")
     var userConnectionLimit: Int?
 
+    @Option(help: "Outbound bytes queued per connection before it is closed as a slow consumer (4008). Env: HERALD_OUTBOUND_CAP. Default: 1048576.")
+    var outboundCap: Int?
+
     func gatewayConfiguration(nodeID: String, dev: Bool, environment: [String: String]) throws -> GatewayConfiguration {
         func value(_ flag: String?, _ name: String) -> String? {
             if let flag, !flag.isEmpty { return flag }
@@ -55,6 +58,7 @@ struct GatewayOptions: ParsableArguments {
         configuration.allowedOrigins = Set((value(allowedOrigins, "HERALD_ALLOWED_ORIGINS") ?? "").split(separator: ",").map {
             $0.trimmingCharacters(in: .whitespaces)
         }.filter { !$0.isEmpty })
+        configuration.outboundCapBytes = try number(outboundCap, "HERALD_OUTBOUND_CAP") ?? 1024 * 1024
         configuration.echoEndpoint = dev
         guard configuration.perUserConnectionLimit >= 1 else { throw ValidationError("the per-user connection limit must be at least 1") }
         return configuration

@@ -23,7 +23,9 @@ public final class Connection: @unchecked Sendable {
     var subscriptions: [String] = []
     var missedPongs: UInt8 = 0
     var isClosing = false
-    var needsFlush = false
+    /// Bytes written since the last flush. NIO counts unflushed bytes as queued too, so a large batch
+    /// is flushed in slices: writability then measures what the peer has not taken, not our batching.
+    var unflushedBytes = 0
 
     init(id: UInt64, identity: Identity, channel: any Channel, openedAt: Int64) {
         self.id = id

@@ -19,6 +19,8 @@ public actor Shard {
     private let partitionCount: Int32
     private let logger: Logger
     private var touched: [Connection] = []
+    /// Most bytes written to one socket before a flush within a batch.
+    static let flushSlice = 64 * 1024
     private var sweeps = 0
 
     init(eventLoop: any EventLoop, startOffsets: [Int32: Int64], partitionCount: Int32, logger: Logger) {
@@ -103,8 +105,8 @@ public actor Shard {
         for (partition, next) in batch.nextOffsets where next > (nextOffsets[partition] ?? 0) {
             nextOffsets[partition] = next
         }
-        for connection in touched where connection.needsFlush {
-            connection.needsFlush = false
+        for connection in touched where connection.unflushedBytes > 0 {
+            connection.unflushedBytes = 0
             connection.channel.flush()
         }
         touched.removeAll(keepingCapacity: true)
@@ -123,10 +125,12 @@ public actor Shard {
             connection.close(.slowConsumer, "outbound queue over its cap; reconnect and resume")
             return
         }
+        if connection.unflushedBytes == 0 { touched.append(connection) }
         connection.channel.write(delivery.frame, promise: nil)
-        if !connection.needsFlush {
-            connection.needsFlush = true
-            touched.append(connection)
+        connection.unflushedBytes += delivery.frame.readableBytes
+        if connection.unflushedBytes >= Self.flushSlice {
+            connection.unflushedBytes = 0
+            connection.channel.flush()
         }
     }
 

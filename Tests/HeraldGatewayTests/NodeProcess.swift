@@ -1,0 +1,107 @@
+import Foundation
+import Testing
+
+/// The `herald` executable next to the test bundle (`swift build --build-tests` builds it too).
+func heraldExecutable() throws -> URL {
+    var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for _ in 0..<3 {
+        let candidate = directory.appendingPathComponent("herald")
+        if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+        directory = directory.deletingLastPathComponent()
+    }
+    let fallback = URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent(".build/debug/herald")
+    guard FileManager.default.isExecutableFile(atPath: fallback.path) else {
+        throw TestFailure("the herald executable is not built: run swift build --build-tests")
+    }
+    return fallback
+}
+
+/// A `herald` process (a node, or the embedded Kafka alone), its output collected, stopped with
+/// SIGTERM at the end.
+final class HeraldProcess: @unchecked Sendable {
+    // `output` is appended by the pipe's reader and read by the test: guarded by `lock`.
+    let process = Process()
+    private let lock = NSLock()
+    private var output = ""
+
+    init(_ arguments: [String], environment: [String: String] = [:]) throws {
+        process.executableURL = try heraldExecutable()
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env.merge(environment) { _, new in new }
+        process.environment = env
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
+            let data = handle.availableData
+            guard let self, !data.isEmpty else { return }
+            self.lock.lock()
+            self.output += String(decoding: data, as: UTF8.self)
+            self.lock.unlock()
+        }
+        try process.run()
+    }
+
+    var text: String {
+        lock.lock()
+        defer { lock.unlock() }
+        return output
+    }
+
+    /// Waits until the output matches `pattern` and returns the first capture group.
+    func waitFor(_ pattern: String, within limit: Duration = .seconds(30)) async throws -> String {
+        let regex = try NSRegularExpression(pattern: pattern)
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
+            let current = text
+            if let match = regex.firstMatch(in: current, range: NSRange(current.startIndex..., in: current)),
+               let range = Range(match.range(at: match.numberOfRanges > 1 ? 1 : 0), in: current) {
+                return String(current[range])
+            }
+            guard process.isRunning else { throw TestFailure("herald exited: \(current)") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TestFailure("no /\(pattern)/ within \(limit) in: \(text)")
+    }
+
+    /// Resident memory of the process, in bytes.
+    var residentBytes: Int {
+        guard let statm = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/statm", encoding: .utf8) else { return 0 }
+        let fields = statm.split(separator: " ")
+        return (Int(fields.count > 1 ? fields[1] : "0") ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+    }
+
+    deinit { stop() }
+}
+
+/// The embedded Kafka in its own process and a node in another, as they run in production.
+struct NodeProcesses {
+    let kafka: HeraldProcess
+    let node: HeraldProcess
+    let bootstrap: String
+    let port: Int
+
+    static func start(nodeArguments: [String] = []) async throws -> NodeProcesses {
+        let kafka = try HeraldProcess(["kafka", "--embedded-partitions", "4", "--log-level", "warning"])
+        let bootstrap = try await kafka.waitFor(#"(127\.0\.0\.1:\d+)"#)
+        let node = try HeraldProcess(
+            ["serve", "--kafka-brokers", bootstrap, "--port", "0", "--host", "127.0.0.1", "--node-id", "proc-node"] + nodeArguments,
+            environment: ["HERALD_JWT_SECRET": testSecret]
+        )
+        let port = try await node.waitFor(#"port=(\d+)"#)
+        return NodeProcesses(kafka: kafka, node: node, bootstrap: bootstrap, port: Int(port)!)
+    }
+
+    func stop() {
+        node.stop()
+        kafka.stop()
+    }
+}
