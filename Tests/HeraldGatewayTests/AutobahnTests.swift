@@ -1,0 +1,50 @@
+import Foundation
+import Testing
+
+/// The Autobahn WebSocket conformance cases, run by kosoku (PyPI; `scripts/install-deps --test`
+/// installs it) against the frame layer of a real `herald serve --dev` process, through the echo
+/// endpoint that exists only in development mode.
+@Suite("Autobahn conformance (sections 1–7 and 9)")
+struct AutobahnTests {
+    @Test func allCasesPass() async throws {
+        // kosoku's console script may not be on PATH (pyenv, --user installs); its module is where
+        // python3's is.
+        guard let python = which("python3") else { throw TestFailure("python3 is needed to run kosoku") }
+        let probe = Process()
+        probe.executableURL = URL(fileURLWithPath: python)
+        probe.arguments = ["-c", "import kosoku"]
+        try probe.run()
+        probe.waitUntilExit()
+        guard probe.terminationStatus == 0 else {
+            throw TestFailure("kosoku is not installed: python3 -m pip install kosoku (scripts/install-deps --test does)")
+        }
+        let node = try HeraldProcess(["serve", "--dev", "--port", "0", "--host", "127.0.0.1", "--node-id", "autobahn"])
+        defer { node.stop() }
+        let port = try await node.waitFor(#"port=(\d+)"#)
+
+        let reports = FileManager.default.temporaryDirectory.appendingPathComponent("herald-autobahn-\(UUID().uuidString.prefix(8))")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        let sections = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*"].flatMap { ["-i", $0] }
+        process.arguments = ["-c", "import sys; sys.argv[0] = 'kosoku'; from kosoku._cli import main; main()",
+                             "ws://127.0.0.1:\(port)/v1/echo"] + sections + ["-p", "2", "-o", reports.path]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        print(output.split(separator: "\n").suffix(5).joined(separator: "\n"))
+        #expect(process.terminationStatus == 0, "kosoku reported failures:\n\(output.suffix(4_000))")
+        let passed = output.firstMatch(of: /(\d+) cases passed/).flatMap { Int($0.1) } ?? 0
+        #expect(passed >= 300, "sections 1–7 and 9 hold 300 cases; \(passed) passed")
+    }
+}
+
+func which(_ name: String) -> String? {
+    for directory in (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":") {
+        let path = "\(directory)/\(name)"
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    return nil
+}
