@@ -80,6 +80,7 @@ let package = Package(
                 "HeraldCore",
                 "HeraldKafka",
                 "HeraldGateway",
+                "HeraldClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

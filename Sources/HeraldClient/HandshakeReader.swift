@@ -9,12 +9,12 @@ final class HandshakeReader: ChannelInboundHandler, RemovableChannelHandler, @un
     typealias InboundIn = ByteBuffer
 
     private var buffer = ByteBuffer()
-    private let continuation: AsyncStream<WebSocketClientConnection.Event>.Continuation
+    private let sink: EventSink
     private let maxFrameSize: Int
     private let resultBox = ResultBox()
 
-    init(continuation: AsyncStream<WebSocketClientConnection.Event>.Continuation, maxFrameSize: Int) {
-        self.continuation = continuation
+    init(sink: EventSink, maxFrameSize: Int) {
+        self.sink = sink
         self.maxFrameSize = maxFrameSize
     }
 
@@ -42,7 +42,7 @@ final class HandshakeReader: ChannelInboundHandler, RemovableChannelHandler, @un
             buffer.moveReaderIndex(forwardBy: headEnd)
             let body = buffer.readString(length: length) ?? ""
             resultBox.promise?.fail(HandshakeRejected(status: status, headers: headers, body: body))
-            continuation.finish()
+            sink.finish()
             context.close(promise: nil)
             return
         }
@@ -52,7 +52,7 @@ final class HandshakeReader: ChannelInboundHandler, RemovableChannelHandler, @un
             let pipeline = context.pipeline.syncOperations
             try pipeline.addHandler(WebSocketFrameEncoder(), position: .after(self))
             try pipeline.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maxFrameSize)), position: .last)
-            try pipeline.addHandler(ClientFrameHandler(continuation: continuation), position: .last)
+            try pipeline.addHandler(ClientFrameHandler(sink: sink), position: .last)
             resultBox.promise?.succeed()
             // The server may have sent its first frames in the same read as the response.
             buffer = ByteBuffer()
@@ -65,8 +65,8 @@ final class HandshakeReader: ChannelInboundHandler, RemovableChannelHandler, @un
 
     func channelInactive(context: ChannelHandlerContext) {
         resultBox.promise?.fail(ChannelError.eof)
-        continuation.yield(.closed(code: nil, reason: "connection closed during the handshake"))
-        continuation.finish()
+        sink.yield(.closed(code: nil, reason: "connection closed during the handshake"))
+        sink.finish()
         context.fireChannelInactive()
     }
 
@@ -85,15 +85,15 @@ final class ClientFrameHandler: ChannelInboundHandler {
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 
-    private let continuation: AsyncStream<WebSocketClientConnection.Event>.Continuation
+    private let sink: EventSink
     private var fragments: ByteBuffer?
     private var fragmentsAreText = false
     private var closeCode: UInt16?
     private var closeReason = ""
     private var sentClose = false
 
-    init(continuation: AsyncStream<WebSocketClientConnection.Event>.Continuation) {
-        self.continuation = continuation
+    init(sink: EventSink) {
+        self.sink = sink
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -103,7 +103,7 @@ final class ClientFrameHandler: ChannelInboundHandler {
             let pong = WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.unmaskedData)
             context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
         case .pong:
-            continuation.yield(.pong(frame.unmaskedData))
+            sink.yield(.pong(frame.unmaskedData))
         case .connectionClose:
             var payload = frame.unmaskedData
             closeCode = payload.readInteger(as: UInt16.self)
@@ -124,9 +124,9 @@ final class ClientFrameHandler: ChannelInboundHandler {
             guard frame.fin, let message = fragments else { return }
             fragments = nil
             if fragmentsAreText {
-                continuation.yield(.text(String(buffer: message)))
+                sink.yield(.text(String(buffer: message)))
             } else {
-                continuation.yield(.binary(message))
+                sink.yield(.binary(message))
             }
         default:
             break
@@ -134,8 +134,8 @@ final class ClientFrameHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        continuation.yield(.closed(code: closeCode, reason: closeReason))
-        continuation.finish()
+        sink.yield(.closed(code: closeCode, reason: closeReason))
+        sink.finish()
         context.fireChannelInactive()
     }
 

@@ -26,12 +26,17 @@ public final class WebSocketClientConnection: Sendable {
 
     /// Opens a connection and completes the handshake, or throws `HandshakeRejected` with the server's
     /// status and body.
+    ///
+    /// With `observer`, events are handed to it on the connection's event loop instead of being queued
+    /// on `events` (the load tool holds thousands of connections and counts, rather than keeps, frames).
     public static func connect(
         host: String, port: Int, path: String, headers: [(String, String)] = [],
-        group: any EventLoopGroup, sourceAddress: String? = nil, maxFrameSize: Int = 1 << 24
+        group: any EventLoopGroup, sourceAddress: String? = nil, maxFrameSize: Int = 1 << 24,
+        observer: (@Sendable (Event) -> Void)? = nil
     ) async throws -> WebSocketClientConnection {
         let (stream, continuation) = AsyncStream<Event>.makeStream(bufferingPolicy: .unbounded)
-        let handshake = HandshakeReader(continuation: continuation, maxFrameSize: maxFrameSize)
+        let sink = EventSink(continuation: continuation, observer: observer)
+        let handshake = HandshakeReader(sink: sink, maxFrameSize: maxFrameSize)
         var bootstrap = ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
@@ -83,6 +88,18 @@ public final class WebSocketClientConnection: Sendable {
     public func setReading(_ reading: Bool) async throws {
         try await channel.setOption(.autoRead, value: reading).get()
     }
+}
+
+/// Where a connection's events go: its stream, or an observer.
+struct EventSink: Sendable {
+    let continuation: AsyncStream<WebSocketClientConnection.Event>.Continuation
+    let observer: (@Sendable (WebSocketClientConnection.Event) -> Void)?
+
+    func yield(_ event: WebSocketClientConnection.Event) {
+        if let observer { observer(event) } else { continuation.yield(event) }
+    }
+
+    func finish() { continuation.finish() }
 }
 
 /// The server refused the WebSocket handshake.

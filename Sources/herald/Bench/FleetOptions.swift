@@ -1,0 +1,27 @@
+import ArgumentParser
+import Foundation
+
+/// Where the node under test is and how to reach it with many connections.
+struct FleetOptions: ParsableArguments {
+    @Option(help: "The node's WebSocket host.") var host = "127.0.0.1"
+    @Option(help: "The node's WebSocket port.") var port = 8080
+    @Option(help: "Connections to open.") var connections = 10_000
+    @Option(help: "The node's HS256 token secret. Env: HERALD_JWT_SECRET.") var jwtSecret: String?
+    @Option(help: "Loopback source addresses to spread connections over (127.0.0.2…).") var sourceAddresses = 16
+    @Option(help: "Handshakes in flight at once.") var concurrency = 256
+    @Option(help: "The node's process id, to read its resident memory from /proc.") var nodePid: Int32?
+    @Flag(help: "One JSON line instead of a table.") var json = false
+
+    var secret: String {
+        get throws {
+            guard let secret = jwtSecret ?? ProcessInfo.processInfo.environment["HERALD_JWT_SECRET"] else {
+                throw ValidationError("--jwt-secret or HERALD_JWT_SECRET is required to mint the connections' tokens")
+            }
+            return secret
+        }
+    }
+}
+
+func progressLine(_ text: String) {
+    FileHandle.standardError.write(Data("\r\(text)".utf8))
+}
