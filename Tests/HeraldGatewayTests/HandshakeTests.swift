@@ -85,6 +85,14 @@ struct HandshakeTests {
             #expect(third?.header("Retry-After") != nil)
             first.close()
             second.close()
+            // Slots come back when connections end, upgraded or refused.
+            let deadline = ContinuousClock.now + .seconds(10)
+            while node.gateway.admission.openConnections > 0 && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(node.gateway.admission.openConnections == 0)
+            let again = try await node.client.connect(token: token)
+            again.close()
         }
     }
 

@@ -21,6 +21,8 @@ public final class Connection: @unchecked Sendable {
 
     // Loop-confined state.
     var subscriptions: [String] = []
+    /// The next connection of the same user on the same shard (the shard's index is a list through here).
+    var nextOfUser: Connection?
     var missedPongs: UInt8 = 0
     var isClosing = false
     /// Bytes written since the last flush. NIO counts unflushed bytes as queued too, so a large batch

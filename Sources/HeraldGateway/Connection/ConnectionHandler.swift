@@ -54,6 +54,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             connection.isClosing = true
             gateway.shard(for: context.eventLoop).assumeIsolated { $0.unregister(connection) }
             gateway.registry.remove(connection)
+            gateway.admission.release()
         }
         context.fireChannelInactive()
     }

@@ -12,7 +12,8 @@ public actor Shard {
     public nonisolated var unownedExecutor: UnownedSerialExecutor { eventLoop.executor.asUnownedSerialExecutor() }
 
     private var connections: [UInt64: Connection] = [:]
-    private var byUser: [String: [Connection]] = [:]
+    /// The user's first connection on this shard; the others follow through `nextOfUser`.
+    private var byUser: [String: Connection] = [:]
     private var byChannel: [String: [UInt64: Connection]] = [:]
     /// Per partition, the next offset this shard will see: a new connection is current up to one before it.
     private var nextOffsets: [Int32: Int64]
@@ -36,7 +37,8 @@ public actor Shard {
     /// follows, the offset it is current up to. Every record this shard delivers later is after them.
     func register(_ connection: Connection, channels: [String]) -> [(stream: String, offset: Int64)] {
         connections[connection.id] = connection
-        byUser[connection.userID, default: []].append(connection)
+        connection.nextOfUser = byUser[connection.userID]
+        byUser[connection.userID] = connection
         var positions = [
             (stream: HeraldStream.user(connection.userID).wireName, offset: position(of: .user(connection.userID))),
             (stream: HeraldStream.broadcast.wireName, offset: position(of: .broadcast)),
@@ -49,10 +51,16 @@ public actor Shard {
 
     func unregister(_ connection: Connection) {
         guard connections.removeValue(forKey: connection.id) != nil else { return }
-        if var list = byUser[connection.userID] {
-            list.removeAll { $0 === connection }
-            byUser[connection.userID] = list.isEmpty ? nil : list
+        if let first = byUser[connection.userID] {
+            if first === connection {
+                byUser[connection.userID] = connection.nextOfUser
+            } else {
+                var previous = first
+                while let next = previous.nextOfUser, next !== connection { previous = next }
+                previous.nextOfUser = connection.nextOfUser
+            }
         }
+        connection.nextOfUser = nil
         for name in connection.subscriptions {
             byChannel[name]?[connection.id] = nil
             if byChannel[name]?.isEmpty == true { byChannel[name] = nil }
@@ -93,8 +101,11 @@ public actor Shard {
             if let expiresAt = delivery.expiresAt, batch.now >= expiresAt { continue }
             switch delivery.stream {
             case .user(let user):
-                guard let recipients = byUser[user] else { continue }
-                for connection in recipients { write(delivery, to: connection, now: batch.now) }
+                var next = byUser[user]
+                while let connection = next {
+                    write(delivery, to: connection, now: batch.now)
+                    next = connection.nextOfUser
+                }
             case .channel(let name):
                 guard let recipients = byChannel[name] else { continue }
                 for connection in recipients.values { write(delivery, to: connection, now: batch.now) }

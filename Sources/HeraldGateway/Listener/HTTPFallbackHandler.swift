@@ -10,10 +10,12 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
     typealias OutboundOut = HTTPServerResponsePart
 
     private let state: HandshakeState
+    private let admission: Admission
     private var answered = false
 
-    init(state: HandshakeState) {
+    init(state: HandshakeState, admission: Admission) {
         self.state = state
+        self.admission = admission
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -32,6 +34,20 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
             }
         }
         respond(context, refusal)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        releaseSlotIfHeld()
+        context.fireChannelInactive()
+    }
+
+    /// While a handshake is accepted but not yet upgraded, the slot is released if the connection
+    /// ends first (this handler is removed at the start of an upgrade; the listener then hands the
+    /// slot to the connection handler, or gives it back if the channel closed in between).
+    private func releaseSlotIfHeld() {
+        guard state.holdsSlot else { return }
+        state.holdsSlot = false
+        admission.release()
     }
 
     private func respond(_ context: ChannelHandlerContext, _ refusal: HandshakeRefusal) {

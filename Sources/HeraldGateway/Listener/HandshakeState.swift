@@ -15,4 +15,6 @@ final class HandshakeState: @unchecked Sendable {
 
     var outcome: Outcome = .pending
     var timeout: Scheduled<Void>?
+    /// An admission slot is held for this connection and not yet handed to its connection handler.
+    var holdsSlot = false
 }

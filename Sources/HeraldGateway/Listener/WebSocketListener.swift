@@ -49,7 +49,7 @@ final class WebSocketListener: Sendable {
         )
         let encoder = HTTPResponseEncoder()
         let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
-        let fallback = HTTPFallbackHandler(state: state)
+        let fallback = HTTPFallbackHandler(state: state, admission: context.admission)
         let upgradeHandler = HTTPServerUpgradeHandler(
             upgraders: [upgrader], httpEncoder: encoder, extraHTTPHandlers: [decoder, fallback], upgradeCompletionHandler: { _ in }
         )
@@ -103,8 +103,9 @@ final class WebSocketListener: Sendable {
                 context.admission.release()
                 return nil
             }
-            // The slot is given back however the connection ends, upgraded or not.
-            channel.closeFuture.whenComplete { _ in context.admission.release() }
+            // Until the connection handler takes the slot, the HTTP handler gives it back if the
+            // connection ends first.
+            state.holdsSlot = true
             return HTTPHeaders()
         }
     }
@@ -113,10 +114,17 @@ final class WebSocketListener: Sendable {
         state.timeout?.cancel()
         state.timeout = nil
         let pipeline = channel.pipeline.syncOperations
+        guard channel.isActive else {
+            // Closed during the upgrade: no handler will see it end, so its slot is given back here.
+            if state.holdsSlot { context.admission.release() }
+            state.holdsSlot = false
+            return
+        }
         switch state.outcome {
         case .echo:
             try pipeline.addHandler(ConnectionHandler(mode: .echo, maxMessageBytes: context.configuration.echoMaxMessageBytes))
         case .accepted(let identity, let channels):
+            state.holdsSlot = false
             let connection = Connection(
                 id: UInt64.random(in: 1...UInt64.max), identity: identity, channel: channel, openedAt: Self.nowMillis()
             )

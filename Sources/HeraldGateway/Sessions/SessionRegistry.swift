@@ -14,8 +14,29 @@ public struct SessionInfo: Sendable, Hashable {
 /// answers presence. It is touched on connect and disconnect only, never per message: delivery goes
 /// through each shard's own index.
 public final class SessionRegistry: Sendable {
+    /// Most users hold one connection: that case costs no array.
+    private enum Sessions {
+        case one(Connection)
+        case many([Connection])
+
+        var list: [Connection] {
+            switch self {
+            case .one(let connection): [connection]
+            case .many(let list): list
+            }
+        }
+
+        init?(_ list: [Connection]) {
+            switch list.count {
+            case 0: return nil
+            case 1: self = .one(list[0])
+            default: self = .many(list)
+            }
+        }
+    }
+
     private struct State {
-        var byUser: [String: [Connection]] = [:]
+        var byUser: [String: Sessions] = [:]
         var connectionCount = 0
     }
 
@@ -30,7 +51,7 @@ public final class SessionRegistry: Sendable {
     /// Adds a connection and returns the ones it replaces (the user's oldest, over the limit).
     func add(_ connection: Connection) -> [Connection] {
         state.withLock { state in
-            var list = state.byUser[connection.userID, default: []]
+            var list = state.byUser[connection.userID]?.list ?? []
             list.append(connection)
             state.connectionCount += 1
             var replaced: [Connection] = []
@@ -38,7 +59,7 @@ public final class SessionRegistry: Sendable {
                 replaced.append(list.removeFirst())
                 state.connectionCount -= 1
             }
-            state.byUser[connection.userID] = list
+            state.byUser[connection.userID] = Sessions(list)
             return replaced
         }
     }
@@ -46,17 +67,17 @@ public final class SessionRegistry: Sendable {
     /// Removes a connection (when it closes). Removing one that was already replaced does nothing.
     func remove(_ connection: Connection) {
         state.withLock { state in
-            guard var list = state.byUser[connection.userID],
+            guard var list = state.byUser[connection.userID]?.list,
                   let index = list.firstIndex(where: { $0 === connection }) else { return }
             list.remove(at: index)
             state.connectionCount -= 1
-            state.byUser[connection.userID] = list.isEmpty ? nil : list
+            state.byUser[connection.userID] = Sessions(list)
         }
     }
 
     public func sessions(of user: String) -> [SessionInfo] {
         state.withLock { state in
-            (state.byUser[user] ?? []).map { SessionInfo(session: $0.sessionID, device: $0.deviceID, openedAt: $0.openedAt) }
+            (state.byUser[user]?.list ?? []).map { SessionInfo(session: $0.sessionID, device: $0.deviceID, openedAt: $0.openedAt) }
         }
     }
 
