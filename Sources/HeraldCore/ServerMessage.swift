@@ -31,7 +31,7 @@ public enum ServerMessage {
             case .base64:
                 buffer.writeInteger(UInt8(ascii: "\""))
                 payload.withUnsafeReadableBytes { buffer.writeBase64($0) }
-                buffer.writeStaticString(#"","encoding":"base64"#)
+                buffer.writeStaticString(#"","encoding":"base64""#)
             }
             buffer.writeInteger(UInt8(ascii: "}"))
         }
