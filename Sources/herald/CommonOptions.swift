@@ -22,11 +22,8 @@ struct CommonOptions: ParsableArguments {
     var logLevel: String?
 
     func resolve(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ResolvedOptions {
-        func value(_ flag: String?, _ variable: String) -> String? {
-            if let flag, !flag.isEmpty { return flag }
-            if let env = environment[variable], !env.isEmpty { return env }
-            return nil
-        }
+        let settings = Settings(environment: environment)
+        let value = settings.string
         let levelName = value(logLevel, "HERALD_LOG_LEVEL") ?? "info"
         guard let level = Logger.Level(rawValue: levelName) else {
             throw ValidationError("log level \(levelName) is not one of trace, debug, info, notice, warning, error, critical")

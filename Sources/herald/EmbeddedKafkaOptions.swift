@@ -12,8 +12,9 @@ struct EmbeddedKafkaOptions: ParsableArguments {
     var embeddedPartitions: Int32?
 
     func start(topics: [String], logger: Logger, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> EmbeddedKafkaCluster {
-        let brokers = try embeddedBrokers ?? Self.number(environment["HERALD_EMBEDDED_BROKERS"], "HERALD_EMBEDDED_BROKERS") ?? 1
-        let partitions = try embeddedPartitions ?? Self.number(environment["HERALD_EMBEDDED_PARTITIONS"], "HERALD_EMBEDDED_PARTITIONS") ?? 12
+        let settings = Settings(environment: environment)
+        let brokers = try settings.number(embeddedBrokers, "HERALD_EMBEDDED_BROKERS") ?? 1
+        let partitions = try settings.number(embeddedPartitions, "HERALD_EMBEDDED_PARTITIONS") ?? 12
         guard brokers >= 1 else { throw ValidationError("the embedded Kafka needs at least one broker") }
         guard partitions >= 1 else { throw ValidationError("a topic needs at least one partition") }
         let cluster = try EmbeddedKafkaCluster(
@@ -31,11 +32,5 @@ struct EmbeddedKafkaOptions: ParsableArguments {
             ]
         )
         return cluster
-    }
-
-    private static func number(_ text: String?, _ name: String) throws -> Int32? {
-        guard let text, !text.isEmpty else { return nil }
-        guard let value = Int32(text) else { throw ValidationError("\(name)=\(text) is not a whole number") }
-        return value
     }
 }

@@ -38,17 +38,9 @@ struct GatewayOptions: ParsableArguments {
     var outboundCap: Int?
 
     func gatewayConfiguration(nodeID: String, dev: Bool, environment: [String: String]) throws -> GatewayConfiguration {
-        func value(_ flag: String?, _ name: String) -> String? {
-            if let flag, !flag.isEmpty { return flag }
-            if let env = environment[name], !env.isEmpty { return env }
-            return nil
-        }
-        func number<T: LosslessStringConvertible>(_ flag: T?, _ name: String) throws -> T? {
-            if let flag { return flag }
-            guard let text = environment[name], !text.isEmpty else { return nil }
-            guard let parsed = T(text) else { throw ValidationError("\(name)=\(text) is not a number") }
-            return parsed
-        }
+        let settings = Settings(environment: environment)
+        let value = settings.string
+        func number<T: LosslessStringConvertible>(_ flag: T?, _ name: String) throws -> T? { try settings.number(flag, name) }
         var configuration = GatewayConfiguration(nodeID: nodeID)
         configuration.port = try number(port, "HERALD_PORT") ?? 8080
         configuration.host = value(host, "HERALD_HOST") ?? "0.0.0.0"
@@ -65,11 +57,7 @@ struct GatewayOptions: ParsableArguments {
     }
 
     func tokenConfiguration(devSecret: String?, environment: [String: String]) throws -> TokenConfiguration {
-        func value(_ flag: String?, _ name: String) -> String? {
-            if let flag, !flag.isEmpty { return flag }
-            if let env = environment[name], !env.isEmpty { return env }
-            return nil
-        }
+        let value = Settings(environment: environment).string
         var publicKeys: [(kid: String, pem: String)] = []
         for path in (value(jwtPublicKeys, "HERALD_JWT_PUBLIC_KEYS") ?? "").split(separator: ",").map(String.init) {
             let url = URL(fileURLWithPath: path.trimmingCharacters(in: .whitespaces))
