@@ -112,3 +112,46 @@ struct FrameRuleTests {
         }
     }
 }
+
+@Suite("Liveness, expiry and shutdown")
+struct LifecycleTests {
+    @Test("a client that answers no pings is disconnected after two missed pongs")
+    func missedPongs() async throws {
+        try await GatewayHarness.run(configure: { $0.pingInterval = .seconds(1) }) { node in
+            let silent = try await TestConnection.open(try await node.client.connect(token: try await node.token("silent")))
+            let lively = try await TestConnection.open(try await node.client.connect(token: try await node.token("lively")))
+            // Not reading means not answering pings (the client answers each ping it reads).
+            try await silent.session.connection.setReading(false)
+            let deadline = ContinuousClock.now + .seconds(15)
+            while node.gateway.registry.sessions(of: "silent").count > 0 && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(node.gateway.registry.sessions(of: "silent").isEmpty, "closed after two unanswered pings")
+            #expect(node.gateway.registry.sessions(of: "lively").count == 1, "a client that answers stays")
+            _ = lively
+        }
+    }
+
+    @Test("a record past its herald-expires-at is not delivered")
+    func expiredRecords() async throws {
+        try await GatewayHarness.run { node in
+            let connection = try await TestConnection.open(try await node.client.connect(token: try await node.token("gina")))
+            let past = Int64(Date().timeIntervalSince1970 * 1000) - 1_000
+            let future = Int64(Date().timeIntervalSince1970 * 1000) + 600_000
+            try await node.produce(HeraldRecord(stream: .user("gina"), expiresAt: past), "stale")
+            let fresh = try await node.produce(HeraldRecord(stream: .user("gina"), expiresAt: future), "fresh")
+            // Same user, same partition: in offset order, so the stale record would come first.
+            let first = try await connection.nextMessage()
+            #expect(first.offset == fresh.offset && first.data == #""fresh""#)
+        }
+    }
+
+    @Test("on graceful shutdown every connection is closed with 1012 (reconnect elsewhere and resume)")
+    func shutdownCloses1012() async throws {
+        try await GatewayHarness.run { node in
+            let connection = try await TestConnection.open(try await node.client.connect(token: try await node.token("hank")))
+            await node.serviceGroup.triggerGracefulShutdown()
+            #expect(try await connection.closeCode() == CloseCode.restarting.rawValue)
+        }
+    }
+}

@@ -27,6 +27,7 @@ struct GatewayHarness {
     let topic: String
     let group: MultiThreadedEventLoopGroup
     let issuer: TokenIssuer
+    let serviceGroup: ServiceGroup
 
     static func run<T>(
         configure: (inout GatewayConfiguration) -> Void = { _ in },
@@ -62,7 +63,8 @@ struct GatewayHarness {
             tasks.addTask { try? await serviceGroup.run() }
             let port = await gateway.waitUntilListening()
             let harness = GatewayHarness(
-                cluster: cluster, producer: producer, gateway: gateway, port: port, topic: topic, group: group, issuer: issuer
+                cluster: cluster, producer: producer, gateway: gateway, port: port, topic: topic, group: group, issuer: issuer,
+                serviceGroup: serviceGroup
             )
             let result: Result<T, any Error>
             do {
