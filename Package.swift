@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/vapor/jwt-kit", from: "5.7.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         // The C boundary: only HeraldKafka imports this.
@@ -62,6 +63,18 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The control plane on Hummingbird: push API, presence and kick, health.
+        .target(
+            name: "HeraldAPI",
+            dependencies: [
+                "HeraldCore",
+                "HeraldKafka",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // A Swift WebSocket client that speaks Herald's protocol: tests, the load tool, Swift apps.
         .target(
             name: "HeraldClient",
@@ -80,6 +93,7 @@ let package = Package(
                 "HeraldCore",
                 "HeraldKafka",
                 "HeraldGateway",
+                "HeraldAPI",
                 "HeraldClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -19,6 +19,8 @@ public struct HeraldHeader: Hashable, Sendable {
     public static let contentType = "herald-content-type"
     public static let exclude = "herald-exclude"
     public static let expiresAt = "herald-expires-at"
+    /// A control record (not a message): `disconnect` on a user's key closes that user's connections.
+    public static let control = "herald-control"
 }
 
 /// What a record's payload is, from `herald-content-type`.

@@ -14,19 +14,23 @@ public struct HeraldRecord: Hashable, Sendable {
     public var exclude: String?
     /// Unix milliseconds after which the record is neither delivered nor replayed.
     public var expiresAt: Int64?
+    /// Set on control records, which are acted on by every node and never delivered as messages.
+    public var control: HeraldControl?
 
     public init(
         stream: HeraldStream,
         id: String? = nil,
         contentType: HeraldContentType? = nil,
         exclude: String? = nil,
-        expiresAt: Int64? = nil
+        expiresAt: Int64? = nil,
+        control: HeraldControl? = nil
     ) {
         self.stream = stream
         self.id = id
         self.contentType = contentType
         self.exclude = exclude
         self.expiresAt = expiresAt
+        self.control = control
     }
 
     /// The record key to produce with.
@@ -44,6 +48,7 @@ public struct HeraldRecord: Hashable, Sendable {
         if let contentType { headers.append(HeraldHeader(name: HeraldHeader.contentType, string: contentType.rawValue)) }
         if let exclude { headers.append(HeraldHeader(name: HeraldHeader.exclude, string: exclude)) }
         if let expiresAt { headers.append(HeraldHeader(name: HeraldHeader.expiresAt, string: String(expiresAt))) }
+        if let control { headers.append(HeraldHeader(name: HeraldHeader.control, string: control.rawValue)) }
         return headers
     }
 
@@ -91,6 +96,11 @@ public struct HeraldRecord: Hashable, Sendable {
                     throw HeraldRecordError(.invalidHeader, "herald-exclude is not valid UTF-8")
                 }
                 record.exclude = value
+            case HeraldHeader.control:
+                guard let value = header.stringValue, let parsed = HeraldControl(rawValue: value) else {
+                    throw HeraldRecordError(.invalidHeader, "herald-control must be disconnect")
+                }
+                record.control = parsed
             case HeraldHeader.expiresAt:
                 guard let value = header.stringValue, let millis = Int64(value) else {
                     throw HeraldRecordError(.invalidHeader, "herald-expires-at must be Unix milliseconds as a decimal integer")
@@ -104,8 +114,17 @@ public struct HeraldRecord: Hashable, Sendable {
             throw HeraldRecordError(.invalidKey, "a broadcast record must have the key \"*\"")
         }
         record.stream = HeraldStream(key: keyString, kind: kind)
+        if record.control != nil, kind != .user {
+            throw HeraldRecordError(.invalidHeader, "herald-control applies to a user's stream only")
+        }
         return record
     }
+}
+
+/// What a control record asks every node to do.
+public enum HeraldControl: String, Sendable, Hashable {
+    /// Close every connection of the user named by the key, with 4003 (kicked).
+    case disconnect
 }
 
 /// Why a consumed record could not be read as a Herald message.

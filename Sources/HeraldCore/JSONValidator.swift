@@ -22,7 +22,7 @@ public enum JSONValidator {
         return parser.index == input.count
     }
 
-    private struct Parser {
+    struct Parser {
         let input: UnsafeBufferPointer<UInt8>
         var index = 0
 
@@ -154,5 +154,102 @@ extension UInt8 {
     var isDigit: Bool { self >= UInt8(ascii: "0") && self <= UInt8(ascii: "9") }
     var isHexDigit: Bool {
         isDigit || (self >= UInt8(ascii: "a") && self <= UInt8(ascii: "f")) || (self >= UInt8(ascii: "A") && self <= UInt8(ascii: "F"))
+    }
+}
+
+/// Byte ranges of the members of a JSON object and the elements of a JSON array, so that a value can
+/// be passed on exactly as it was written (the push API embeds `data` byte for byte).
+public enum JSONSpans {
+    /// The members of the object that `bytes[range]` holds, by key, or nil if it is not a JSON object.
+    public static func objectMembers(_ bytes: [UInt8], in range: Range<Int>? = nil) -> [String: Range<Int>]? {
+        bytes.withUnsafeBufferPointer { buffer in
+            let range = range ?? 0..<buffer.count
+            var parser = JSONValidator.Parser(input: UnsafeBufferPointer(rebasing: buffer[range]))
+            parser.skipWhitespace()
+            guard parser.current == UInt8(ascii: "{") else { return nil }
+            var members: [String: Range<Int>] = [:]
+            parser.index += 1
+            parser.skipWhitespace()
+            if parser.current == UInt8(ascii: "}") {
+                parser.index += 1
+                parser.skipWhitespace()
+                return parser.index == parser.input.count ? members : nil
+            }
+            while true {
+                parser.skipWhitespace()
+                let keyStart = parser.index
+                guard parser.current == UInt8(ascii: "\""), parser.string() else { return nil }
+                let keyBytes = Array(parser.input[(keyStart + 1)..<(parser.index - 1)])
+                guard let key = decodeKey(keyBytes) else { return nil }
+                parser.skipWhitespace()
+                guard parser.current == UInt8(ascii: ":") else { return nil }
+                parser.index += 1
+                parser.skipWhitespace()
+                let valueStart = parser.index
+                guard parser.value(depth: 1) else { return nil }
+                members[key] = (range.lowerBound + valueStart)..<(range.lowerBound + parser.index)
+                parser.skipWhitespace()
+                switch parser.current {
+                case UInt8(ascii: ","): parser.index += 1
+                case UInt8(ascii: "}"):
+                    parser.index += 1
+                    parser.skipWhitespace()
+                    return parser.index == parser.input.count ? members : nil
+                default: return nil
+                }
+            }
+        }
+    }
+
+    /// The elements of the array that `bytes[range]` holds, or nil if it is not a JSON array.
+    public static func arrayElements(_ bytes: [UInt8], in range: Range<Int>) -> [Range<Int>]? {
+        bytes.withUnsafeBufferPointer { buffer in
+            var parser = JSONValidator.Parser(input: UnsafeBufferPointer(rebasing: buffer[range]))
+            parser.skipWhitespace()
+            guard parser.current == UInt8(ascii: "[") else { return nil }
+            var elements: [Range<Int>] = []
+            parser.index += 1
+            parser.skipWhitespace()
+            if parser.current == UInt8(ascii: "]") { return elements }
+            while true {
+                parser.skipWhitespace()
+                let start = parser.index
+                guard parser.value(depth: 1) else { return nil }
+                elements.append((range.lowerBound + start)..<(range.lowerBound + parser.index))
+                parser.skipWhitespace()
+                switch parser.current {
+                case UInt8(ascii: ","): parser.index += 1
+                case UInt8(ascii: "]"): return elements
+                default: return nil
+                }
+            }
+        }
+    }
+
+    private static func decodeKey(_ bytes: [UInt8]) -> String? {
+        guard bytes.contains(UInt8(ascii: "\\")) else { return String(validating: bytes, as: UTF8.self) }
+        // Escaped keys are rare: decode them as a JSON string literal would be.
+        var result = ""
+        var iterator = bytes.makeIterator()
+        var scalars: [UInt8] = []
+        while let byte = iterator.next() {
+            guard byte == UInt8(ascii: "\\") else { scalars.append(byte); continue }
+            guard let escaped = iterator.next() else { return nil }
+            switch escaped {
+            case UInt8(ascii: "n"): scalars.append(0x0A)
+            case UInt8(ascii: "t"): scalars.append(0x09)
+            case UInt8(ascii: "r"): scalars.append(0x0D)
+            case UInt8(ascii: "b"): scalars.append(0x08)
+            case UInt8(ascii: "f"): scalars.append(0x0C)
+            case UInt8(ascii: "u"):
+                var hex = ""
+                for _ in 0..<4 { guard let digit = iterator.next() else { return nil }; hex.append(Character(Unicode.Scalar(digit))) }
+                guard let code = UInt32(hex, radix: 16), let scalar = Unicode.Scalar(code) else { return nil }
+                scalars.append(contentsOf: Array(String(Character(scalar)).utf8))
+            default: scalars.append(escaped)
+            }
+        }
+        result = String(decoding: scalars, as: UTF8.self)
+        return result
     }
 }

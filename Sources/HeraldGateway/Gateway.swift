@@ -39,6 +39,19 @@ public final class Gateway: Service, Sendable {
         self.admission = Admission(maxConnections: configuration.maxConnections, acceptsPerSecond: configuration.acceptsPerSecond)
     }
 
+    /// Why this node should not get traffic now, or nil when it should: it has joined its partitions
+    /// and opened its port, is not draining, and Kafka answers a metadata request.
+    public func notReadyReason() async -> String? {
+        guard listening.withLock({ $0.port }) != nil else { return "the node has not joined its partitions and opened its port yet" }
+        if admission.isDraining { return "the node is draining" }
+        do {
+            guard try await admin.partitionCount(topic: topic) != nil else { return "the topic \(topic) does not exist" }
+        } catch {
+            return "Kafka does not answer: \(error.message)"
+        }
+        return nil
+    }
+
     /// The bound public port, once listening (useful with port 0).
     public func waitUntilListening() async -> Int {
         await withCheckedContinuation { continuation in

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import HeraldAPI
 import HeraldGateway
 import HeraldKafka
 import Logging
@@ -18,6 +19,7 @@ struct ServeCommand: AsyncParsableCommand {
     @OptionGroup var common: CommonOptions
     @OptionGroup var embedded: EmbeddedKafkaOptions
     @OptionGroup var gateway: GatewayOptions
+    @OptionGroup var api: APIOptions
 
     @Option(help: "This node's id, shown to clients and in logs. Env: HERALD_NODE_ID. Default: the host name.")
     var nodeID: String?
@@ -36,6 +38,8 @@ struct ServeCommand: AsyncParsableCommand {
         let tokenConfiguration = try gateway.tokenConfiguration(devSecret: devSecret, environment: environment)
         let gatewayConfiguration = try gateway.gatewayConfiguration(nodeID: node, dev: dev, environment: environment)
         let tokens = try await TokenVerifier(configuration: tokenConfiguration)
+        let devAPIKey = dev ? "dev-" + (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined() : nil
+        let apiConfiguration = try api.configuration(devKey: devAPIKey, environment: environment)
 
         var cluster: EmbeddedKafkaCluster? = nil
         let bootstrap: String
@@ -54,11 +58,22 @@ struct ServeCommand: AsyncParsableCommand {
             configuration: KafkaLiveConsumerConfiguration(kafka: kafka, topic: options.eventsTopic),
             logger: logger
         )
-        let admin = try KafkaAdmin(kafka: kafka, logger: logger)
+        let admin = try KafkaAdmin(kafka: kafka, logger: logger, timeout: .seconds(3))
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let dataPlane = Gateway(
             configuration: gatewayConfiguration, consumer: consumer, admin: admin, topic: options.eventsTopic,
             tokens: tokens, group: group, logger: logger
+        )
+
+        let controlPlane = ControlPlane.application(
+            configuration: apiConfiguration,
+            push: PushService(producer: producer, topic: options.eventsTopic),
+            node: NodeHooks(
+                nodeID: node,
+                sessions: { user in dataPlane.registry.sessions(of: user).map { ($0.session, $0.device, $0.openedAt) } },
+                notReadyReason: { await dataPlane.notReadyReason() }
+            ),
+            logger: logger
         )
 
         if let devSecret {
@@ -67,18 +82,21 @@ struct ServeCommand: AsyncParsableCommand {
             )
             logger.notice("development mode: tokens are signed with a random secret", metadata: [
                 "HERALD_JWT_SECRET": "\(devSecret)",
+                "HERALD_API_KEYS": "\(devAPIKey ?? "")",
                 "example": "ws://127.0.0.1:\(gatewayConfiguration.port)/v1/ws?channels=news&token=\(example)",
             ])
         }
 
         logger.info("herald node starting", metadata: ["kafka.bootstrap": "\(bootstrap)", "kafka.events": "\(options.eventsTopic)"])
-        // Started in this order, stopped in reverse: the data plane stops first, the producer flushes last.
+        // Started in this order, stopped in reverse: pushes stop first, then the data plane closes its
+        // connections (1012), then the consumer, and the producer flushes last.
         let serviceGroup = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [
                     .init(service: producer, serviceName: "kafka-producer"),
                     .init(service: consumer, serviceName: "kafka-live-consumer"),
                     .init(service: dataPlane, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "gateway"),
+                    .init(service: controlPlane, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "control-plane"),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger

@@ -128,7 +128,7 @@ struct ShardTests {
         #expect(positions.first { $0.stream == "u" }?.offset == (partition == 0 ? 9 : 19), "current up to one before the next offset")
 
         let frame = ServerMessage.message(stream: "u", offset: 30, id: nil, payload: ByteBuffer(string: "{}"), contentType: nil)
-        let delivery = Delivery(stream: .user("alice"), partition: partition, offset: 30, frame: frame, exclude: nil, expiresAt: nil)
+        let delivery = Delivery(stream: .user("alice"), partition: partition, offset: 30, action: .frame(frame), exclude: nil, expiresAt: nil)
         slow.isWritable = false
         await shard.deliver(DeliveryBatch(deliveries: [delivery, delivery], nextOffsets: [partition: 31], now: 0))
 

@@ -4,10 +4,17 @@ import NIOCore
 /// One record ready for sockets: its stream, its position, and its `message` frame, encoded once and
 /// shared by every recipient.
 struct Delivery: Sendable {
+    enum Action: Sendable {
+        /// Write this frame to the stream's recipients.
+        case frame(ByteBuffer)
+        /// Close the user's connections with 4003 (a control record from the push API).
+        case disconnect
+    }
+
     var stream: HeraldStream
     var partition: Int32
     var offset: Int64
-    var frame: ByteBuffer
+    var action: Action
     /// The connection (by id) that must not receive it.
     var exclude: UInt64?
     /// Unix milliseconds; `nil` never expires.

@@ -49,13 +49,18 @@ struct Dispatcher: Sendable {
                 counters.expired.add(1, ordering: .relaxed)
                 continue
             }
-            let frame = ServerMessage.message(
-                stream: envelope.stream.wireName, offset: record.offset, id: envelope.id, payload: record.value,
-                contentType: envelope.contentType, allocator: allocator
-            )
+            let action: Delivery.Action
+            if envelope.control == .disconnect {
+                action = .disconnect
+            } else {
+                action = .frame(ServerMessage.message(
+                    stream: envelope.stream.wireName, offset: record.offset, id: envelope.id, payload: record.value,
+                    contentType: envelope.contentType, allocator: allocator
+                ))
+            }
             deliveries.append(
                 Delivery(
-                    stream: envelope.stream, partition: record.partition, offset: record.offset, frame: frame,
+                    stream: envelope.stream, partition: record.partition, offset: record.offset, action: action,
                     exclude: envelope.exclude.flatMap(Connection.parseSessionID), expiresAt: envelope.expiresAt
                 )
             )

@@ -99,18 +99,22 @@ public actor Shard {
     func deliver(_ batch: DeliveryBatch) {
         for delivery in batch.deliveries {
             if let expiresAt = delivery.expiresAt, batch.now >= expiresAt { continue }
+            guard case .frame(let frame) = delivery.action else {
+                if case .user(let user) = delivery.stream { disconnect(user) }
+                continue
+            }
             switch delivery.stream {
             case .user(let user):
                 var next = byUser[user]
                 while let connection = next {
-                    write(delivery, to: connection, now: batch.now)
+                    write(frame, of: delivery, to: connection, now: batch.now)
                     next = connection.nextOfUser
                 }
             case .channel(let name):
                 guard let recipients = byChannel[name] else { continue }
-                for connection in recipients.values { write(delivery, to: connection, now: batch.now) }
+                for connection in recipients.values { write(frame, of: delivery, to: connection, now: batch.now) }
             case .broadcast:
-                for connection in connections.values { write(delivery, to: connection, now: batch.now) }
+                for connection in connections.values { write(frame, of: delivery, to: connection, now: batch.now) }
             }
         }
         for (partition, next) in batch.nextOffsets where next > (nextOffsets[partition] ?? 0) {
@@ -123,7 +127,15 @@ public actor Shard {
         touched.removeAll(keepingCapacity: true)
     }
 
-    private func write(_ delivery: Delivery, to connection: Connection, now: Int64) {
+    private func disconnect(_ user: String) {
+        var next = byUser[user]
+        while let connection = next {
+            connection.close(.kicked, "disconnected by the push API")
+            next = connection.nextOfUser
+        }
+    }
+
+    private func write(_ frame: ByteBuffer, of delivery: Delivery, to connection: Connection, now: Int64) {
         guard !connection.isClosing, delivery.exclude != connection.id else { return }
         if now >= connection.expiresAt {
             connection.close(.tokenExpired, "the token expired")
@@ -137,8 +149,8 @@ public actor Shard {
             return
         }
         if connection.unflushedBytes == 0 { touched.append(connection) }
-        connection.channel.write(delivery.frame, promise: nil)
-        connection.unflushedBytes += delivery.frame.readableBytes
+        connection.channel.write(frame, promise: nil)
+        connection.unflushedBytes += frame.readableBytes
         if connection.unflushedBytes >= Self.flushSlice {
             connection.unflushedBytes = 0
             connection.channel.flush()

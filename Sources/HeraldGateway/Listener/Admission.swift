@@ -52,4 +52,5 @@ public final class Admission: Sendable {
     }
 
     public var openConnections: Int { state.withLock { $0.open } }
+    public var isDraining: Bool { state.withLock { $0.draining } }
 }

@@ -1,0 +1,70 @@
+public import Hummingbird
+import NIOCore
+
+/// Every refusal of the HTTP API, as the spec's status and a body that names the problem:
+/// `{"error":{"code":"…","message":"…"}}` (PROTOCOL.md §3). Statuses are chosen here and nowhere else.
+public struct APIError: HTTPResponseError, Sendable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        let name: String
+        let status: HTTPResponse.Status
+        public var description: String { name }
+
+        public static let invalidBody = Code(name: "invalid-body", status: .badRequest)
+        public static let invalidField = Code(name: "invalid-field", status: .badRequest)
+        public static let unauthorized = Code(name: "unauthorized", status: .unauthorized)
+        public static let notFound = Code(name: "not-found", status: .notFound)
+        public static let payloadTooLarge = Code(name: "payload-too-large", status: .contentTooLarge)
+        public static let kafkaUnavailable = Code(name: "kafka-unavailable", status: .serviceUnavailable)
+        public static let notReady = Code(name: "not-ready", status: .serviceUnavailable)
+    }
+
+    public let code: Code
+    public let message: String
+    public let retryAfter: Int?
+
+    public init(_ code: Code, _ message: String, retryAfter: Int? = nil) {
+        self.code = code
+        self.message = message
+        self.retryAfter = retryAfter
+    }
+
+    public var status: HTTPResponse.Status { code.status }
+    public var description: String { "\(status.code) \(code): \(message)" }
+
+    /// A field that is missing or wrong, named as a JSON path (`to.users`, `messages[3].data`).
+    static func field(_ path: String, _ problem: String) -> APIError {
+        APIError(.invalidField, "\(path): \(problem)")
+    }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        var body = ByteBuffer()
+        body.writeString(#"{"error":{"code":"#)
+        body.writeString(JSONText.string(code.name))
+        body.writeString(#","message":"#)
+        body.writeString(JSONText.string(message))
+        body.writeString("}}")
+        var headers: HTTPFields = [.contentType: "application/json"]
+        if let retryAfter { headers[.retryAfter] = String(retryAfter) }
+        if code == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }
+        return Response(status: status, headers: headers, body: .init(byteBuffer: body))
+    }
+}
+
+/// Writing JSON by hand for the few fixed shapes the API answers with.
+enum JSONText {
+    static func string(_ value: String) -> String {
+        var out = "\""
+        for scalar in value.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case let c where c.value < 0x20: out += String(format: "\\u%04x", c.value)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+}

@@ -1,0 +1,135 @@
+import Foundation
+import HeraldCore
+public import Hummingbird
+public import Logging
+import NIOCore
+
+/// What the node tells the control plane about itself.
+public struct NodeHooks: Sendable {
+    public var nodeID: String
+    /// This node's connections of a user: session, device, opened-at (Unix ms).
+    public var sessions: @Sendable (String) -> [(session: String, device: String?, openedAt: Int64)]
+    /// nil when ready; otherwise why not.
+    public var notReadyReason: @Sendable () async -> String?
+
+    public init(
+        nodeID: String, sessions: @escaping @Sendable (String) -> [(session: String, device: String?, openedAt: Int64)],
+        notReadyReason: @escaping @Sendable () async -> String?
+    ) {
+        self.nodeID = nodeID
+        self.sessions = sessions
+        self.notReadyReason = notReadyReason
+    }
+}
+
+public struct ControlPlaneConfiguration: Sendable {
+    public var host = "0.0.0.0"
+    public var port = 8081
+    public var apiKeys: [String]
+    public var limits = PushLimits()
+    /// Largest request body of `/v1/push/batch`.
+    public var maxBatchBodyBytes = 16 * 1024 * 1024
+
+    public init(apiKeys: [String]) {
+        self.apiKeys = apiKeys
+    }
+}
+
+/// The internal HTTP API (PROTOCOL.md §3) on Hummingbird: push, batch push, presence and kick, health.
+public enum ControlPlane {
+    public static func router(configuration: ControlPlaneConfiguration, push: PushService, node: NodeHooks) -> Router<BasicRequestContext> {
+        let router = Router()
+        router.add(middleware: ErrorShapeMiddleware())
+        router.get("/healthz") { _, _ in json(.ok, #"{"status":"ok"}"#) }
+        router.get("/readyz") { _, _ -> Response in
+            if let reason = await node.notReadyReason() {
+                throw APIError(.notReady, reason, retryAfter: 5)
+            }
+            return json(.ok, #"{"status":"ready"}"#)
+        }
+
+        let v1 = router.group("v1").add(middleware: APIKeyAuthenticator(keys: configuration.apiKeys))
+        let limits = configuration.limits
+        let singleBodyLimit = limits.maxPayloadBytes * 4 + 64 * 1024
+        v1.post("push") { request, _ -> Response in
+            let body = try await collect(request, upTo: singleBodyLimit)
+            let parsed = try PushRequest.parse(body, limits: limits)
+            let outcome = try await push.push(parsed)
+            return json(.accepted, outcome.json)
+        }
+        v1.post("push/batch") { request, _ -> Response in
+            let body = try await collect(request, upTo: configuration.maxBatchBodyBytes)
+            guard let members = JSONSpans.objectMembers(body) else {
+                throw APIError(.invalidBody, "the body must be one JSON object: {\"messages\":[…]}")
+            }
+            if let unknown = members.keys.sorted().first(where: { $0 != "messages" }) {
+                throw APIError.field(unknown, "is not a field of a batch (messages)")
+            }
+            guard let span = members["messages"], let elements = JSONSpans.arrayElements(body, in: span) else {
+                throw APIError.field("messages", "is required: an array of push bodies")
+            }
+            guard (1...limits.maxBatch).contains(elements.count) else {
+                throw APIError.field("messages", "must hold 1 to \(limits.maxBatch) pushes; it holds \(elements.count)")
+            }
+            var requests: [PushRequest] = []
+            requests.reserveCapacity(elements.count)
+            for (index, element) in elements.enumerated() {
+                requests.append(try PushRequest.parse(body, in: element, path: "messages[\(index)]", limits: limits))
+            }
+            let outcomes = try await push.push(requests)
+            return json(.accepted, #"{"results":[\#(outcomes.map(\.json).joined(separator: ","))]}"#)
+        }
+        v1.get("users/:user/connections") { _, context -> Response in
+            let user = try context.parameters.require("user")
+            let sessions = node.sessions(user).map {
+                #"{"node":\#(JSONText.string(node.nodeID)),"session":\#(JSONText.string($0.session)),"device":\#($0.device.map(JSONText.string) ?? "null"),"opened_at":\#($0.openedAt)}"#
+            }
+            return json(.ok, #"{"node":\#(JSONText.string(node.nodeID)),"user":\#(JSONText.string(user)),"connections":[\#(sessions.joined(separator: ","))]}"#)
+        }
+        v1.delete("users/:user/connections") { _, context -> Response in
+            let user = try context.parameters.require("user")
+            let result = try await push.disconnect(user: user)
+            return json(.accepted, #"{"user":\#(JSONText.string(user)),"partition":\#(result.partition),"offset":\#(result.offset)}"#)
+        }
+        return router
+    }
+
+    public static func application(
+        configuration: ControlPlaneConfiguration, push: PushService, node: NodeHooks, logger: Logger,
+        onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
+    ) -> some ApplicationProtocol {
+        Application(
+            router: router(configuration: configuration, push: push, node: node),
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "herald"),
+            onServerRunning: onServerRunning,
+            logger: logger
+        )
+    }
+
+    static func json(_ status: HTTPResponse.Status, _ text: String) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    static func collect(_ request: Request, upTo limit: Int) async throws -> [UInt8] {
+        do {
+            return Array(try await request.body.collect(upTo: limit).readableBytesView)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw APIError(.payloadTooLarge, "the request body is over \(limit) bytes")
+        }
+    }
+}
+
+/// Gives every error the API's body shape, including the router's own (404 for an unknown route,
+/// 405 for a known one with another method).
+struct ErrorShapeMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as APIError {
+            throw error
+        } catch let error as HTTPError {
+            throw APIError(APIError.Code(name: error.status.code == 404 ? "not-found" : "http-\(error.status.code)", status: error.status),
+                           error.body ?? error.status.reasonPhrase)
+        }
+    }
+}
