@@ -145,4 +145,23 @@ struct ShardTests {
         _ = try? await slow.finish()
         await loop.shutdownGracefully()
     }
+
+    @Test("a connection whose token expired gets 4009 instead of the message")
+    func nothingAfterExpiry() async throws {
+        let loop = NIOAsyncTestingEventLoop()
+        let shard = Shard(eventLoop: loop, startOffsets: [0: 0], partitionCount: 1, logger: testLogger)
+        let channel = NIOAsyncTestingChannel(loop: loop)
+        let connection = Connection(
+            id: 7, identity: Identity(userID: "frank", deviceID: nil, channels: [], expiresAt: 1_000), channel: channel, openedAt: 0
+        )
+        _ = await shard.register(connection, channels: [])
+        let frame = ServerMessage.message(stream: "u", offset: 0, id: nil, payload: ByteBuffer(string: "{}"), contentType: nil)
+        let delivery = Delivery(stream: .user("frank"), partition: 0, offset: 0, action: .frame(frame), exclude: nil, expiresAt: nil)
+        await shard.deliver(DeliveryBatch(deliveries: [delivery], nextOffsets: [0: 1], now: 1_000))
+        let close = try #require(WrittenFrame(try await channel.readOutbound(as: ByteBuffer.self)))
+        #expect(close.closeCode == CloseCode.tokenExpired.rawValue)
+        #expect(try await channel.readOutbound(as: ByteBuffer.self) == nil, "the message was not written")
+        _ = try? await channel.finish()
+        await loop.shutdownGracefully()
+    }
 }
