@@ -103,6 +103,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Helpers shared by the test targets (kcat, failures).
+        .target(
+            name: "HeraldTestSupport",
+            path: "Tests/Support",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "HeraldCoreTests",
             dependencies: ["HeraldCore", .product(name: "NIOCore", package: "swift-nio")],
@@ -111,6 +117,7 @@ let package = Package(
         .testTarget(
             name: "HeraldKafkaTests",
             dependencies: [
+                "HeraldTestSupport",
                 "HeraldKafka",
                 "HeraldCore",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -121,7 +128,10 @@ let package = Package(
         .testTarget(
             name: "HeraldGatewayTests",
             dependencies: [
+                "HeraldTestSupport",
                 "HeraldGateway",
+                "HeraldAPI",
+                .product(name: "Hummingbird", package: "hummingbird"),
                 "HeraldClient",
                 "HeraldKafka",
                 "HeraldCore",

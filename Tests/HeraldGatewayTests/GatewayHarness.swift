@@ -1,4 +1,6 @@
 import Foundation
+@_exported import HeraldTestSupport
+import HeraldAPI
 import HeraldClient
 import HeraldCore
 import HeraldGateway
@@ -7,6 +9,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 import Testing
 
 let testLogger: Logger = {
@@ -16,6 +19,19 @@ let testLogger: Logger = {
 }()
 
 let testSecret = "test-secret-that-is-at-least-32-bytes-long"
+let testAPIKey = "test-api-key"
+
+/// The control plane's bound port, set once the server runs.
+final class PortBox: Sendable {
+    private let value = Mutex<Int?>(nil)
+    func set(_ port: Int) { value.withLock { $0 = port } }
+    func wait() async -> Int {
+        while true {
+            if let port = value.withLock({ $0 }) { return port }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+    }
+}
 
 /// A whole node on loopback: the embedded Kafka, a producer, the live consumer and the gateway on a
 /// free port, with an HS256 token key. Torn down when `body` returns.
@@ -28,16 +44,22 @@ struct GatewayHarness {
     let group: MultiThreadedEventLoopGroup
     let issuer: TokenIssuer
     let serviceGroup: ServiceGroup
+    /// The control plane's port (API key `testAPIKey`).
+    let apiPort: Int
 
     static func run<T>(
         configure: (inout GatewayConfiguration) -> Void = { _ in },
+        producerTimeoutMilliseconds: Int = 30_000,
         _ body: (GatewayHarness) async throws -> T
     ) async throws -> T {
         let topic = "herald.events"
         let cluster = try EmbeddedKafkaCluster(topics: [KafkaTopicSpec(name: topic, partitions: 4)], logger: testLogger)
         defer { cluster.shutdown() }
         let kafka = KafkaConfiguration(bootstrapServers: cluster.bootstrapServers)
-        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(kafka: kafka), logger: testLogger)
+        var producerConfiguration = KafkaProducerConfiguration(kafka: kafka)
+        producerConfiguration.deliveryTimeoutMilliseconds = producerTimeoutMilliseconds
+        producerConfiguration.flushTimeoutMilliseconds = 2_000
+        let producer = try KafkaProducer(configuration: producerConfiguration, logger: testLogger)
         let consumer = try KafkaLiveConsumer(configuration: KafkaLiveConsumerConfiguration(kafka: kafka, topic: topic), logger: testLogger)
         let admin = try KafkaAdmin(kafka: kafka, logger: testLogger)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
@@ -52,9 +74,24 @@ struct GatewayHarness {
             configuration: configuration, consumer: consumer, admin: admin, topic: topic, tokens: tokens, group: group,
             logger: testLogger
         )
+        var apiConfiguration = ControlPlaneConfiguration(apiKeys: [testAPIKey])
+        apiConfiguration.host = "127.0.0.1"
+        apiConfiguration.port = 0
+        let apiPort = PortBox()
+        let controlPlane = ControlPlane.application(
+            configuration: apiConfiguration,
+            push: PushService(producer: producer, topic: topic),
+            node: NodeHooks(
+                nodeID: configuration.nodeID,
+                sessions: { user in gateway.registry.sessions(of: user).map { ($0.session, $0.device, $0.openedAt) } },
+                notReadyReason: { await gateway.notReadyReason() }
+            ),
+            logger: testLogger,
+            onServerRunning: { channel in apiPort.set(channel.localAddress?.port ?? 0) }
+        )
         let serviceGroup = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [.init(service: producer), .init(service: consumer), .init(service: gateway)],
+                services: [.init(service: producer), .init(service: consumer), .init(service: gateway), .init(service: controlPlane)],
                 logger: testLogger
             )
         )
@@ -62,9 +99,10 @@ struct GatewayHarness {
         let result: Result<T, any Error> = await withTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try? await serviceGroup.run() }
             let port = await gateway.waitUntilListening()
+            let api = await apiPort.wait()
             let harness = GatewayHarness(
                 cluster: cluster, producer: producer, gateway: gateway, port: port, topic: topic, group: group, issuer: issuer,
-                serviceGroup: serviceGroup
+                serviceGroup: serviceGroup, apiPort: api
             )
             let result: Result<T, any Error>
             do {
@@ -173,7 +211,3 @@ actor Inbox {
     }
 }
 
-struct TestFailure: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
-}

@@ -1,6 +1,7 @@
 import Foundation
 import HeraldCore
 import HeraldKafka
+import HeraldTestSupport
 import NIOCore
 import Testing
 
@@ -43,27 +44,5 @@ struct PartitionParityTests {
             }
             await producer.shutdown()
         }
-    }
-}
-
-/// Runs kcat (Debian's `kcat` package; `.ci/run` installs it) and fails the test if it fails.
-func runKcat(_ arguments: [String], stdin: String) throws {
-    guard let kcat = ["/usr/bin/kcat", "/usr/local/bin/kcat", "/usr/bin/kafkacat"].first(where: FileManager.default.isExecutableFile) else {
-        throw TestFailure("kcat is not installed: apt-get install -y kcat (the README's test command does)")
-    }
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: kcat)
-    process.arguments = arguments
-    let input = Pipe()
-    let errors = Pipe()
-    process.standardInput = input
-    process.standardError = errors
-    try process.run()
-    input.fileHandleForWriting.write(Data(stdin.utf8))
-    try input.fileHandleForWriting.close()
-    process.waitUntilExit()
-    let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    guard process.terminationStatus == 0 else {
-        throw TestFailure("kcat exited \(process.terminationStatus): \(stderr)")
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+@_exported import HeraldTestSupport
 import HeraldKafka
 import Logging
 import NIOCore
@@ -89,10 +90,6 @@ func collect(_ count: Int, from consumer: KafkaLiveConsumer, limit: Duration = .
     }
 }
 
-struct TestFailure: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
-}
 
 func record(topic: String, key: String?, value: String, headers: [KafkaHeader] = []) -> KafkaOutgoingRecord {
     KafkaOutgoingRecord(topic: topic, key: key.map { Array($0.utf8) }, value: ByteBuffer(string: value), headers: headers)

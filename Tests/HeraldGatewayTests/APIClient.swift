@@ -1,0 +1,56 @@
+import Foundation
+import NIOCore
+import NIOPosix
+
+/// One HTTP/1.1 exchange with the control plane over loopback (`Connection: close`).
+struct APIResponse {
+    var status: Int
+    var headers: [String: String]
+    var body: String
+    var json: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]) ?? [:] }
+    var errorCode: String? { (json["error"] as? [String: Any])?["code"] as? String }
+    var errorMessage: String? { (json["error"] as? [String: Any])?["message"] as? String }
+}
+
+func api(_ port: Int, _ method: String, _ path: String, body: String? = nil, key: String? = testAPIKey) async throws -> APIResponse {
+    var request = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+    if let key { request += "Authorization: Bearer \(key)\r\n" }
+    if let body {
+        request += "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n"
+    }
+    request += "\r\n" + (body ?? "")
+    let raw = try await rawHTTP(port: port, request)
+    guard let split = raw.range(of: "\r\n\r\n") else { throw TestFailure("no HTTP response: \(raw)") }
+    let head = raw[..<split.lowerBound].split(separator: "\r\n")
+    let status = Int(head.first?.split(separator: " ").dropFirst().first ?? "") ?? 0
+    var headers: [String: String] = [:]
+    for line in head.dropFirst() {
+        guard let colon = line.firstIndex(of: ":") else { continue }
+        headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+    }
+    var body = String(raw[split.upperBound...])
+    if headers["transfer-encoding"] == "chunked" { body = dechunk(body) }
+    return APIResponse(status: status, headers: headers, body: body)
+}
+
+private func dechunk(_ text: String) -> String {
+    var rest = Substring(text)
+    var out = ""
+    while let lineEnd = rest.range(of: "\r\n"), let size = Int(rest[..<lineEnd.lowerBound], radix: 16), size > 0 {
+        let start = lineEnd.upperBound
+        let bytes = Array(rest[start...].utf8)
+        out += String(decoding: bytes.prefix(size), as: UTF8.self)
+        rest = Substring(String(decoding: bytes.dropFirst(size + 2), as: UTF8.self))
+    }
+    return out
+}
+
+extension APIResponse {
+    /// `results` of a single push: (stream, key, partition, offset).
+    var results: [(stream: String, key: String, partition: Int32, offset: Int64)] {
+        (json["results"] as? [[String: Any]] ?? []).map {
+            ($0["stream"] as? String ?? "", $0["key"] as? String ?? "",
+             Int32(($0["partition"] as? NSNumber)?.intValue ?? -1), ($0["offset"] as? NSNumber)?.int64Value ?? -1)
+        }
+    }
+}
