@@ -18,9 +18,9 @@ struct AutobahnTests {
         guard probe.terminationStatus == 0 else {
             throw TestFailure("kosoku is not installed: python3 -m pip install kosoku (scripts/install-deps --test does)")
         }
-        let node = try HeraldProcess(["serve", "--dev", "--port", "0", "--host", "127.0.0.1", "--node-id", "autobahn"])
+        let node = try HeraldProcess(["serve", "--dev", "--port", "0", "--host", "127.0.0.1", "--api-port", "0", "--api-host", "127.0.0.1", "--node-id", "autobahn"])
         defer { node.stop() }
-        let port = try await node.waitFor(#"port=(\d+)"#)
+        let port = try await node.waitFor(#"port=(\d+) \[\w+\] WebSocket listener open"#)
 
         let reports = FileManager.default.temporaryDirectory.appendingPathComponent("herald-autobahn-\(UUID().uuidString.prefix(8))")
         let process = Process()

@@ -93,10 +93,11 @@ struct NodeProcesses {
         let kafka = try HeraldProcess(["kafka", "--embedded-partitions", "4", "--log-level", "warning"])
         let bootstrap = try await kafka.waitFor(#"(127\.0\.0\.1:\d+)"#)
         let node = try HeraldProcess(
-            ["serve", "--kafka-brokers", bootstrap, "--port", "0", "--host", "127.0.0.1", "--node-id", "proc-node"] + nodeArguments,
-            environment: ["HERALD_JWT_SECRET": testSecret]
+            ["serve", "--kafka-brokers", bootstrap, "--port", "0", "--host", "127.0.0.1", "--api-port", "0", "--api-host", "127.0.0.1",
+             "--node-id", "proc-node"] + nodeArguments,
+            environment: ["HERALD_JWT_SECRET": testSecret, "HERALD_API_KEYS": testAPIKey]
         )
-        let port = try await node.waitFor(#"port=(\d+)"#)
+        let port = try await node.waitFor(#"port=(\d+) \[\w+\] WebSocket listener open"#)
         return NodeProcesses(kafka: kafka, node: node, bootstrap: bootstrap, port: Int(port)!)
     }
 
