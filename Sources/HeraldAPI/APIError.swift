@@ -13,6 +13,7 @@ public struct APIError: HTTPResponseError, Sendable, CustomStringConvertible {
         public static let invalidField = Code(name: "invalid-field", status: .badRequest)
         public static let unauthorized = Code(name: "unauthorized", status: .unauthorized)
         public static let notFound = Code(name: "not-found", status: .notFound)
+        public static let methodNotAllowed = Code(name: "method-not-allowed", status: .methodNotAllowed)
         public static let payloadTooLarge = Code(name: "payload-too-large", status: .contentTooLarge)
         public static let kafkaUnavailable = Code(name: "kafka-unavailable", status: .serviceUnavailable)
         public static let notReady = Code(name: "not-ready", status: .serviceUnavailable)
@@ -21,11 +22,14 @@ public struct APIError: HTTPResponseError, Sendable, CustomStringConvertible {
     public let code: Code
     public let message: String
     public let retryAfter: Int?
+    /// For 405: the methods the path serves.
+    public let allow: [String]
 
-    public init(_ code: Code, _ message: String, retryAfter: Int? = nil) {
+    public init(_ code: Code, _ message: String, retryAfter: Int? = nil, allow: [String] = []) {
         self.code = code
         self.message = message
         self.retryAfter = retryAfter
+        self.allow = allow
     }
 
     public var status: HTTPResponse.Status { code.status }
@@ -46,6 +50,7 @@ public struct APIError: HTTPResponseError, Sendable, CustomStringConvertible {
         var headers: HTTPFields = [.contentType: "application/json"]
         if let retryAfter { headers[.retryAfter] = String(retryAfter) }
         if code == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }
+        if !allow.isEmpty { headers[.allow] = allow.joined(separator: ", ") }
         return Response(status: status, headers: headers, body: .init(byteBuffer: body))
     }
 }

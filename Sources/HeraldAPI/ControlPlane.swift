@@ -128,8 +128,26 @@ struct ErrorShapeMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch let error as APIError {
             throw error
         } catch let error as HTTPError {
+            if error.status == .notFound, let allowed = Self.allowedMethods(request.uri.path) {
+                throw APIError(
+                    .methodNotAllowed, "\(request.method) is not served on \(request.uri.path); use \(allowed.joined(separator: " or "))",
+                    allow: allowed
+                )
+            }
             throw APIError(APIError.Code(name: error.status.code == 404 ? "not-found" : "http-\(error.status.code)", status: error.status),
                            error.body ?? error.status.reasonPhrase)
+        }
+    }
+
+    /// The methods each route serves, so a known path with another method is 405, not 404.
+    static func allowedMethods(_ path: String) -> [String]? {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true)
+        switch parts.count {
+        case 1 where parts[0] == "healthz" || parts[0] == "readyz": return ["GET"]
+        case 2 where parts[0] == "v1" && parts[1] == "push": return ["POST"]
+        case 3 where parts[0] == "v1" && parts[1] == "push" && parts[2] == "batch": return ["POST"]
+        case 4 where parts[0] == "v1" && parts[1] == "users" && parts[3] == "connections": return ["GET", "DELETE"]
+        default: return nil
         }
     }
 }

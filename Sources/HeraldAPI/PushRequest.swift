@@ -17,6 +17,9 @@ public struct PushRequest: Sendable, Equatable {
     public var exclude: String?
     public var expiresAt: Int64?
 
+    /// The largest integer every JSON reader represents exactly (2^53 - 1).
+    static let maxSafeInteger: Int64 = 9_007_199_254_740_991
+
     /// The streams this push produces one record each to.
     public var streams: [HeraldStream] {
         switch target {
@@ -127,8 +130,11 @@ public struct PushRequest: Sendable, Equatable {
         }
         var expiresAt: Int64? = nil
         if let span = members["expires_at"] {
-            guard let millis = Int64(String(decoding: bytes[span], as: UTF8.self).trimmingCharacters(in: .whitespaces)), millis > 0 else {
-                throw APIError.field(prefix + "expires_at", "must be Unix milliseconds as a positive integer")
+            // JSON has one number type: 1800000000000.0 is the same integer as 1800000000000.
+            let text = String(decoding: bytes[span], as: UTF8.self).trimmingCharacters(in: .whitespaces)
+            let millis = Int64(text) ?? Double(text).flatMap { $0 == $0.rounded() && abs($0) < 9e18 ? Int64($0) : nil }
+            guard let millis, millis > 0, millis <= Self.maxSafeInteger else {
+                throw APIError.field(prefix + "expires_at", "must be Unix milliseconds, a positive integer up to 2^53 - 1")
             }
             expiresAt = millis
         }

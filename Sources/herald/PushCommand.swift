@@ -1,0 +1,61 @@
+import ArgumentParser
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// Pushes one message through a node's HTTP API, as a business service would.
+struct PushCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "push",
+        abstract: "Push a message through the HTTP API (POST /v1/push) and print the answer."
+    )
+
+    @Option(help: "A user to push to (repeatable).") var user: [String] = []
+    @Option(help: "A channel to push to (repeatable).") var channel: [String] = []
+    @Flag(help: "Push to every connection.") var all = false
+    @Option(help: "How the payload is sent: json (default), text or base64.") var encoding = "json"
+    @Option(help: "Idempotency id.") var id: String?
+    @Option(help: "The API's base URL. Env: HERALD_API_URL. Default: http://127.0.0.1:8081.") var api: String?
+    @Option(help: "API key. Env: HERALD_API_KEY, else the first of HERALD_API_KEYS.") var apiKey: String?
+    @Argument(help: "The payload: JSON (default), or text/base64 with --encoding.") var payload: String
+
+    func validate() throws {
+        let targets = (user.isEmpty ? 0 : 1) + (channel.isEmpty ? 0 : 1) + (all ? 1 : 0)
+        guard targets == 1 else { throw ValidationError("give exactly one of --user, --channel, --all") }
+        guard ["json", "text", "base64"].contains(encoding) else { throw ValidationError("--encoding is json, text or base64") }
+    }
+
+    func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        guard let key = apiKey ?? environment["HERALD_API_KEY"]
+            ?? environment["HERALD_API_KEYS"]?.split(separator: ",").first.map(String.init) else {
+            throw ValidationError("--api-key (or HERALD_API_KEY) is required")
+        }
+        let base = api ?? environment["HERALD_API_URL"] ?? "http://127.0.0.1:8081"
+        guard let url = URL(string: base + "/v1/push") else { throw ValidationError("\(base) is not a URL") }
+
+        let to: Any = !user.isEmpty ? ["users": user] : !channel.isEmpty ? ["channels": channel] : ["all": true]
+        var body: [String: Any] = ["to": to]
+        if encoding == "json" {
+            guard let data = try? JSONSerialization.jsonObject(with: Data(payload.utf8), options: [.fragmentsAllowed]) else {
+                throw ValidationError("the payload is not JSON; use --encoding text to send it as text")
+            }
+            body["data"] = data
+        } else {
+            body["data"] = payload
+            body["encoding"] = encoding
+        }
+        if let id { body["id"] = id }
+
+        var request = URLRequest(url: url)
+        request.httpMethod = "POST"
+        request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization")
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        request.httpBody = try JSONSerialization.data(withJSONObject: body, options: [.fragmentsAllowed])
+        let (data, response) = try await URLSession.shared.data(for: request)
+        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        print(String(decoding: data, as: UTF8.self))
+        guard status == 202 else { throw ExitCode(1) }
+    }
+}
