@@ -62,8 +62,8 @@ public struct PushRequest: Sendable, Equatable {
             }
             var list: [String] = []
             for (index, name) in names.enumerated() {
-                guard let name = name as? String, !name.isEmpty, name.utf8.count <= 256 else {
-                    throw APIError.field(prefix + "to.\(kind)[\(index)]", "must be a non-empty string of at most 256 bytes")
+                guard let name = name as? String, !name.isEmpty, name.unicodeScalars.count <= 256 else {
+                    throw APIError.field(prefix + "to.\(kind)[\(index)]", "must be a non-empty string of at most 256 characters")
                 }
                 if kind == "users", name == HeraldStream.broadcastKey {
                     throw APIError.field(prefix + "to.users[\(index)]", "\"*\" is the broadcast stream's key, not a user; use {\"all\":true}")
@@ -116,8 +116,8 @@ public struct PushRequest: Sendable, Equatable {
         // options
         var id: String? = nil
         if members["id"] != nil {
-            guard let text = value("id") as? String, !text.isEmpty, text.utf8.count <= 128 else {
-                throw APIError.field(prefix + "id", "must be a non-empty string of at most 128 bytes")
+            guard let text = value("id") as? String, !text.isEmpty, text.unicodeScalars.count <= 128 else {
+                throw APIError.field(prefix + "id", "must be a non-empty string of at most 128 characters")
             }
             id = text
         }
