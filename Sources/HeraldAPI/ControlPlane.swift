@@ -94,14 +94,16 @@ public enum ControlPlane {
         return router
     }
 
+    /// The application; with `group`, it shares the node's event loops instead of starting its own.
     public static func application(
         configuration: ControlPlaneConfiguration, push: PushService, node: NodeHooks, logger: Logger,
-        onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
+        group: (any EventLoopGroup)? = nil, onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
         Application(
             router: router(configuration: configuration, push: push, node: node),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "herald"),
             onServerRunning: onServerRunning,
+            eventLoopGroupProvider: group.map { .shared($0) } ?? .singleton,
             logger: logger
         )
     }

@@ -24,6 +24,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "This node's id, shown to clients and in logs. Env: HERALD_NODE_ID. Default: the host name.")
     var nodeID: String?
 
+    @Option(help: "Producer linger in milliseconds (added to every push's latency). Env: HERALD_KAFKA_LINGER_MS. Default: 1.")
+    var kafkaLingerMs: Int?
+
     @Flag(help: "Development mode: a random token secret when none is set (an example token is printed), and the /v1/echo endpoint for the Autobahn suite.")
     var dev = false
 
@@ -53,7 +56,9 @@ struct ServeCommand: AsyncParsableCommand {
         defer { cluster?.shutdown() }
 
         let kafka = options.kafka(bootstrapServers: bootstrap, clientID: "herald-\(node)")
-        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(kafka: kafka), logger: logger)
+        var producerConfiguration = KafkaProducerConfiguration(kafka: kafka)
+        producerConfiguration.lingerMilliseconds = try Settings(environment: environment).number(kafkaLingerMs, "HERALD_KAFKA_LINGER_MS") ?? 1
+        let producer = try KafkaProducer(configuration: producerConfiguration, logger: logger)
         let consumer = try KafkaLiveConsumer(
             configuration: KafkaLiveConsumerConfiguration(kafka: kafka, topic: options.eventsTopic),
             logger: logger
@@ -73,7 +78,8 @@ struct ServeCommand: AsyncParsableCommand {
                 sessions: { user in dataPlane.registry.sessions(of: user).map { ($0.session, $0.device, $0.openedAt) } },
                 notReadyReason: { await dataPlane.notReadyReason() }
             ),
-            logger: logger
+            logger: logger,
+            group: group
         )
 
         if let devSecret {

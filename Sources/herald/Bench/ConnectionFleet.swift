@@ -14,6 +14,12 @@ final class ConnectionFleet: Sendable {
     }
 
     private let state = Mutex(State())
+    /// Called with each message frame's text (after the welcome); the default records its arrival time.
+    private let onMessage: (@Sendable (String) -> Void)?
+
+    init(onMessage: (@Sendable (String) -> Void)? = nil) {
+        self.onMessage = onMessage
+    }
 
     var count: Int { state.withLock { $0.connections.count } }
     var closedCount: Int { state.withLock { $0.closed } }
@@ -22,14 +28,14 @@ final class ConnectionFleet: Sendable {
     /// `Retry-After` as a well-behaved client would. Calls `progress` now and then.
     func open(
         count: Int, host: String, port: Int, secret: String, sourceAddresses: Int, concurrency: Int,
-        group: any EventLoopGroup, progress: @Sendable (Int) -> Void
+        group: any EventLoopGroup, user: (Int) -> String = { "bench-\($0)" }, progress: @Sendable (Int) -> Void
     ) async throws -> Duration {
         let issuer = try await TokenIssuer(hmacSecret: secret)
         let expiry = Date().addingTimeInterval(6 * 3_600)
         var tokens: [String] = []
         tokens.reserveCapacity(count)
         for index in 0..<count {
-            tokens.append(try await issuer.token(user: "bench-\(index)", expiresAt: expiry))
+            tokens.append(try await issuer.token(user: user(index), device: "d\(index)", expiresAt: expiry))
         }
         let start = ContinuousClock.now
         try await withThrowingTaskGroup(of: Void.self) { group2 in
@@ -72,6 +78,7 @@ final class ConnectionFleet: Sendable {
         switch event {
         case .text(let text):
             guard !text.hasPrefix(#"{"type":"welcome""#) else { return }
+            if let onMessage { return onMessage(text) }
             let now = ContinuousClock.now
             state.withLock { $0.arrivals.append(now) }
         case .closed:
