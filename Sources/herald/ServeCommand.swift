@@ -78,8 +78,7 @@ struct ServeCommand: AsyncParsableCommand {
                 sessions: { user in dataPlane.registry.sessions(of: user).map { ($0.session, $0.device, $0.openedAt) } },
                 notReadyReason: { await dataPlane.notReadyReason() }
             ),
-            logger: logger,
-            group: group
+            logger: logger
         )
 
         if let devSecret {
