@@ -11,8 +11,7 @@ import Synchronization
 public struct KafkaProducerConfiguration: Sendable, Hashable {
     public var kafka: KafkaConfiguration
     /// How long librdkafka waits to fill a batch. Small: a push is answered after its acknowledgement,
-    /// so the linger is added to every push's latency, and with a fixed number of requests in flight
-    /// latency bounds throughput (measured: 5 ms gave ~6k pushes/s at 64 concurrent, docs/benchmarks.md).
+    /// so the linger is added to every push's latency; concurrent pushes batch together anyway.
     public var lingerMilliseconds: Int = 1
     /// How long a record may take from `send` to acknowledgement before it fails (`message.timeout.ms`).
     public var deliveryTimeoutMilliseconds: Int = 30_000

@@ -9,15 +9,7 @@ struct AutobahnTests {
     @Test func allCasesPass() async throws {
         // kosoku's console script may not be on PATH (pyenv, --user installs); its module is where
         // python3's is.
-        guard let python = which("python3") else { throw TestFailure("python3 is needed to run kosoku") }
-        let probe = Process()
-        probe.executableURL = URL(fileURLWithPath: python)
-        probe.arguments = ["-c", "import kosoku"]
-        try probe.run()
-        probe.waitUntilExit()
-        guard probe.terminationStatus == 0 else {
-            throw TestFailure("kosoku is not installed: python3 -m pip install kosoku (scripts/install-deps --test does)")
-        }
+        let python = try pythonWith(module: "kosoku")
         let node = try HeraldProcess(["serve", "--dev", "--port", "0", "--host", "127.0.0.1", "--api-port", "0", "--api-host", "127.0.0.1", "--node-id", "autobahn"])
         defer { node.stop() }
         let port = try await node.waitFor(#"port=(\d+) \[\w+\] WebSocket listener open"#)
@@ -39,6 +31,20 @@ struct AutobahnTests {
         let passed = output.firstMatch(of: /(\d+) cases passed/).flatMap { Int($0.1) } ?? 0
         #expect(passed >= 300, "sections 1–7 and 9 hold 300 cases; \(passed) passed")
     }
+}
+
+/// The python3 that can import `module`, or a failure that says how to install it.
+func pythonWith(module: String) throws -> String {
+    guard let python = which("python3") else { throw TestFailure("python3 is needed to run \(module)") }
+    let probe = Process()
+    probe.executableURL = URL(fileURLWithPath: python)
+    probe.arguments = ["-c", "import \(module)"]
+    try probe.run()
+    probe.waitUntilExit()
+    guard probe.terminationStatus == 0 else {
+        throw TestFailure("\(module) is not installed: python3 -m pip install \(module) (scripts/install-deps --test does)")
+    }
+    return python
 }
 
 func which(_ name: String) -> String? {

@@ -54,15 +54,7 @@ struct OpenAPITests {
 
     @Test("schemathesis finds no 5xx and no response that disagrees with the document")
     func schemathesis() async throws {
-        guard let python = which("python3") else { throw TestFailure("python3 is needed to run schemathesis") }
-        let probe = Process()
-        probe.executableURL = URL(fileURLWithPath: python)
-        probe.arguments = ["-c", "import schemathesis"]
-        try probe.run()
-        probe.waitUntilExit()
-        guard probe.terminationStatus == 0 else {
-            throw TestFailure("schemathesis is not installed: python3 -m pip install schemathesis (scripts/install-deps --test does)")
-        }
+        let python = try pythonWith(module: "schemathesis")
         let processes = try await NodeProcesses.start()
         defer { processes.stop() }
         let apiPort = try await processes.node.waitFor(#"(?:Server started and listening on|listening on) [^:]*:(\d+)"#)
