@@ -162,6 +162,8 @@ struct APITests {
             let during = try await api(node.apiPort, "POST", "/v1/push", body: #"{"to":{"users":["jack"]},"data":"during"}"#)
             #expect(during.status == 503 && during.errorCode == "kafka-unavailable" && during.headers["retry-after"] == "1")
             #expect(ContinuousClock.now - started < .seconds(15), "answered within the producer's delivery timeout, not hung")
+            let notReady = try await api(node.apiPort, "GET", "/readyz", key: nil)
+            #expect(notReady.status == 503 && notReady.errorCode == "not-ready", "\(notReady.body)")
             try node.cluster.setBrokerUp(1)
             var after: APIResponse? = nil
             for _ in 0..<30 {
@@ -176,6 +178,32 @@ struct APITests {
                 seen[message.offset] = message.data
             }
             #expect(seen[before.results[0].offset] == #""before""#, "every acknowledged push arrived")
+        }
+    }
+
+    @Test("herald push sends through the API and prints the answer")
+    func pushCommand() async throws {
+        try await GatewayHarness.run { node in
+            let kim = try await node.connect("kim")
+            let process = Process()
+            process.executableURL = try heraldExecutable()
+            process.arguments = ["push", "--api", "http://127.0.0.1:\(node.apiPort)", "--api-key", testAPIKey, "--user", "kim", #"{"from":"cli"}"#]
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            try process.run()
+            let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0)
+            #expect(output.contains(#""stream":"u","key":"kim""#), "\(output)")
+            #expect(try await kim.nextMessage().data == #"{"from":"cli"}"#)
+
+            let refused = Process()
+            refused.executableURL = try heraldExecutable()
+            refused.arguments = ["push", "--api", "http://127.0.0.1:\(node.apiPort)", "--api-key", "nope", "--all", "1"]
+            refused.standardOutput = Pipe()
+            try refused.run()
+            refused.waitUntilExit()
+            #expect(refused.terminationStatus != 0, "a refused push exits non-zero")
         }
     }
 }

@@ -61,7 +61,7 @@ struct GatewayHarness {
         producerConfiguration.flushTimeoutMilliseconds = 2_000
         let producer = try KafkaProducer(configuration: producerConfiguration, logger: testLogger)
         let consumer = try KafkaLiveConsumer(configuration: KafkaLiveConsumerConfiguration(kafka: kafka, topic: topic), logger: testLogger)
-        let admin = try KafkaAdmin(kafka: kafka, logger: testLogger)
+        let admin = try KafkaAdmin(kafka: kafka, logger: testLogger, timeout: .seconds(2))
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         var configuration = GatewayConfiguration(nodeID: "test-node")
         configuration.host = "127.0.0.1"
