@@ -104,6 +104,32 @@ struct TokenVerifierTests {
         #expect(await refusal(confused, verifier: verifier)?.code == .invalidToken)
     }
 
+    @Test("RS256 verifies with its public key (the key pair comes from openssl); its HS256 confusion is refused")
+    func rs256() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("herald-rsa-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let privatePath = directory.appendingPathComponent("private.pem").path
+        let publicPath = directory.appendingPathComponent("public.pem").path
+        for arguments in [["genrsa", "-out", privatePath, "2048"], ["rsa", "-in", privatePath, "-pubout", "-out", publicPath]] {
+            let process = Process()
+            guard let openssl = which("openssl") else { throw TestFailure("openssl is needed (scripts/install-deps --test installs it)") }
+            process.executableURL = URL(fileURLWithPath: openssl)
+            process.arguments = arguments
+            process.standardError = Pipe()
+            try process.run()
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0)
+        }
+        let publicPEM = try String(contentsOfFile: publicPath, encoding: .utf8)
+        let verifier = try await TokenVerifier(configuration: TokenConfiguration(publicKeys: [(kid: "rsa", pem: publicPEM)]))
+        let signer = JWTKeyCollection()
+        await signer.add(rsa: try Insecure.RSA.PrivateKey(pem: try String(contentsOfFile: privatePath, encoding: .utf8)), digestAlgorithm: .sha256, kid: "rsa")
+        let rs256 = try await signer.sign(claims("rosa"), kid: "rsa")
+        #expect(try await verifier.verify(rs256).userID == "rosa")
+        #expect(await refusal(try await hs256(claims(), secret: publicPEM), verifier: verifier)?.code == .invalidToken)
+    }
+
     @Test func configurationErrors() async throws {
         await #expect(throws: (any Error).self) { _ = try await TokenVerifier(configuration: TokenConfiguration(hmacSecret: "short")) }
         await #expect(throws: (any Error).self) { _ = try await TokenVerifier(configuration: TokenConfiguration()) }
