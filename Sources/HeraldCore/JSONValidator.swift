@@ -229,7 +229,6 @@ public enum JSONSpans {
     private static func decodeKey(_ bytes: [UInt8]) -> String? {
         guard bytes.contains(UInt8(ascii: "\\")) else { return String(validating: bytes, as: UTF8.self) }
         // Escaped keys are rare: decode them as a JSON string literal would be.
-        var result = ""
         var iterator = bytes.makeIterator()
         var scalars: [UInt8] = []
         while let byte = iterator.next() {
@@ -249,7 +248,6 @@ public enum JSONSpans {
             default: scalars.append(escaped)
             }
         }
-        result = String(decoding: scalars, as: UTF8.self)
-        return result
+        return String(decoding: scalars, as: UTF8.self)
     }
 }

@@ -72,7 +72,7 @@ public final class Gateway: Service, Sendable {
         }
         let epoch = "\(try await admin.clusterID()).\(partitionCount)"
         let shards = group.makeIterator().map { loop in
-            Shard(eventLoop: loop, startOffsets: startOffsets, partitionCount: partitionCount, logger: logger)
+            Shard(eventLoop: loop, startOffsets: startOffsets, partitionCount: partitionCount)
         }
         let context = GatewayContext(
             nodeID: configuration.nodeID, epoch: epoch, registry: registry, admission: admission, tokens: tokens,

@@ -30,8 +30,6 @@ final class GatewayContext: Sendable {
         return shard
     }
 
-    var allShards: [Shard] { Array(shards.values) }
-
     func countAck() { acks.add(1, ordering: .relaxed) }
     var acksReceived: Int { acks.load(ordering: .relaxed) }
 }

@@ -180,7 +180,7 @@ public final class KafkaLiveConsumer: Service, Sendable {
         var nextPartitionCheck = ContinuousClock.now + configuration.partitionCheckInterval
 
         while !shouldStop {
-            let count = Self.nextBatch(queue, messages, capacity)
+            let count = consumeAvailable(queue, messages, capacity)
             if count > 0 {
                 var batch: [KafkaRecord] = []
                 batch.reserveCapacity(count)
@@ -207,21 +207,6 @@ public final class KafkaLiveConsumer: Service, Sendable {
                 checkForNewPartitions()
             }
         }
-    }
-
-    /// Takes what is ready now; when nothing is, waits up to 100 ms for the first record and then
-    /// takes what came with it. (`consume_batch_queue` with a timeout waits until the batch is full
-    /// or the timeout passes, which would hold every record of a quiet topic back for 100 ms.)
-    static func nextBatch(
-        _ queue: OpaquePointer, _ messages: UnsafeMutablePointer<UnsafeMutablePointer<rd_kafka_message_t>?>, _ capacity: Int
-    ) -> Int {
-        let ready = rd_kafka_consume_batch_queue(queue, 0, messages, capacity)
-        guard ready == 0 else { return ready }
-        // A batch of one returns as soon as one record is there.
-        guard rd_kafka_consume_batch_queue(queue, 100, messages, 1) == 1 else { return 0 }
-        guard capacity > 1 else { return 1 }
-        let more = rd_kafka_consume_batch_queue(queue, 0, messages + 1, capacity - 1)
-        return 1 + max(more, 0)
     }
 
     private func logConsumeError(_ message: UnsafeMutablePointer<rd_kafka_message_t>) {

@@ -119,7 +119,7 @@ public final class KafkaReplayReader: Sendable {
             if ContinuousClock.now >= deadline {
                 throw KafkaError(.timedOut, "replay of \(topic)[\(partition)] from \(from) reached only \(position) of \(end) in time")
             }
-            let count = KafkaLiveConsumer.nextBatch(queue, messages, capacity)
+            let count = consumeAvailable(queue, messages, capacity)
             var failure: KafkaError? = nil
             for index in 0..<max(count, 0) {
                 guard let message = messages[index] else { continue }

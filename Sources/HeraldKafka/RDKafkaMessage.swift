@@ -46,3 +46,18 @@ func withPartitionList<R>(topic: String, _ entries: [(partition: Int32, offset: 
     }
     return body(list)
 }
+
+/// Takes what is ready now; when nothing is, waits up to 100 ms for the first record and then
+/// takes what came with it. (`consume_batch_queue` with a timeout waits until the batch is full
+/// or the timeout passes, which would hold every record of a quiet topic back for 100 ms.)
+func consumeAvailable(
+    _ queue: OpaquePointer, _ messages: UnsafeMutablePointer<UnsafeMutablePointer<rd_kafka_message_t>?>, _ capacity: Int
+) -> Int {
+    let ready = rd_kafka_consume_batch_queue(queue, 0, messages, capacity)
+    guard ready == 0 else { return ready }
+    // A batch of one returns as soon as one record is there.
+    guard rd_kafka_consume_batch_queue(queue, 100, messages, 1) == 1 else { return 0 }
+    guard capacity > 1 else { return 1 }
+    let more = rd_kafka_consume_batch_queue(queue, 0, messages + 1, capacity - 1)
+    return 1 + max(more, 0)
+}

@@ -15,19 +15,12 @@ struct AutobahnTests {
         let port = try await node.waitFor(#"port=(\d+) \[\w+\] WebSocket listener open"#)
 
         let reports = FileManager.default.temporaryDirectory.appendingPathComponent("herald-autobahn-\(UUID().uuidString.prefix(8))")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: python)
         let sections = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*"].flatMap { ["-i", $0] }
-        process.arguments = ["-c", "import sys; sys.argv[0] = 'kosoku'; from kosoku._cli import main; main()",
-                             "ws://127.0.0.1:\(port)/v1/echo"] + sections + ["-p", "2", "-o", reports.path]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        print(output.split(separator: "\n").suffix(5).joined(separator: "\n"))
-        #expect(process.terminationStatus == 0, "kosoku reported failures:\n\(output.suffix(4_000))")
+        let (status, output) = try runPython(python, [
+            "-c", "import sys; sys.argv[0] = 'kosoku'; from kosoku._cli import main; main()",
+            "ws://127.0.0.1:\(port)/v1/echo",
+        ] + sections + ["-p", "2", "-o", reports.path])
+        #expect(status == 0, "kosoku reported failures:\n\(output.suffix(4_000))")
         let passed = output.firstMatch(of: /(\d+) cases passed/).flatMap { Int($0.1) } ?? 0
         #expect(passed >= 300, "sections 1–7 and 9 hold 300 cases; \(passed) passed")
     }
@@ -45,6 +38,21 @@ func pythonWith(module: String) throws -> String {
         throw TestFailure("\(module) is not installed: python3 -m pip install \(module) (scripts/install-deps --test does)")
     }
     return python
+}
+
+/// Runs python with `arguments`, returns its exit status and output, and prints the output's last lines.
+func runPython(_ python: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: python)
+    process.arguments = arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    print(output.split(separator: "\n").suffix(5).joined(separator: "\n"))
+    return (process.terminationStatus, output)
 }
 
 func which(_ name: String) -> String? {

@@ -135,8 +135,8 @@ func rawHTTP(port: Int, _ request: String) async throws -> String {
     return try await channel.eventLoop.submit { collector.text }.get()
 }
 
+/// @unchecked Sendable: touched only on its channel's loop (reads there, the final read via submit on that loop).
 final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
-    // Touched only on its channel's loop (reads there, the final read via submit on that loop).
     typealias InboundIn = ByteBuffer
     var text = ""
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

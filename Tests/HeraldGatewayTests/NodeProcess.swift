@@ -18,8 +18,9 @@ func heraldExecutable() throws -> URL {
 
 /// A `herald` process (a node, or the embedded Kafka alone), its output collected, stopped with
 /// SIGTERM at the end.
+/// @unchecked Sendable: `output`, appended by the pipe's reader and read by the test, is guarded by `lock`;
+/// `process` is configured before `run()` and only queried after.
 final class HeraldProcess: @unchecked Sendable {
-    // `output` is appended by the pipe's reader and read by the test: guarded by `lock`.
     let process = Process()
     private let lock = NSLock()
     private var output = ""

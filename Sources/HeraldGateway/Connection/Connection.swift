@@ -48,7 +48,11 @@ public final class Connection: @unchecked Sendable {
         channel.eventLoop.preconditionInEventLoop()
         guard !isClosing else { return }
         isClosing = true
-        let channel = self.channel
+        Self.sendClose(on: channel, code, reason, grace: grace)
+    }
+
+    /// Writes a close frame and closes the channel after `grace` unless the peer's answer closes it first.
+    static func sendClose(on channel: any Channel, _ code: CloseCode, _ reason: String, grace: TimeAmount = .seconds(3)) {
         channel.writeAndFlush(ServerFrame.close(code: code.rawValue, reason: reason), promise: nil)
         channel.eventLoop.scheduleTask(in: grace) { channel.close(promise: nil) }
     }

@@ -151,7 +151,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             guard offset == nil else {
                 return refuse(context, code: "unsupported", "subscribe with an offset needs replay, which this node does not serve yet")
             }
-            _ = shard.assumeIsolated { $0.subscribeWithPosition(connection, to: channel) }
+            _ = shard.assumeIsolated { $0.subscribe(connection, to: channel) }
         case .unsubscribe(let channel):
             shard.assumeIsolated { $0.unsubscribe(connection, from: channel) }
         case .publish:
@@ -202,9 +202,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         if let connection {
             connection.close(code, reason)
         } else {
-            let channel = context.channel
-            context.writeAndFlush(wrapOutboundOut(ServerFrame.close(code: code.rawValue, reason: reason)), promise: nil)
-            channel.eventLoop.scheduleTask(in: .seconds(3)) { channel.close(promise: nil) }
+            Connection.sendClose(on: context.channel, code, reason)
         }
     }
 

@@ -1,5 +1,4 @@
 import HeraldCore
-import Logging
 public import NIOCore
 
 /// Owns the connections of one event loop and runs on that loop: delivery writes to its channels with
@@ -18,17 +17,15 @@ public actor Shard {
     /// Per partition, the next offset this shard will see: a new connection is current up to one before it.
     private var nextOffsets: [Int32: Int64]
     private let partitionCount: Int32
-    private let logger: Logger
     private var touched: [Connection] = []
     /// Most bytes written to one socket before a flush within a batch.
     static let flushSlice = 64 * 1024
     private var sweeps = 0
 
-    init(eventLoop: any EventLoop, startOffsets: [Int32: Int64], partitionCount: Int32, logger: Logger) {
+    init(eventLoop: any EventLoop, startOffsets: [Int32: Int64], partitionCount: Int32) {
         self.eventLoop = eventLoop
         self.nextOffsets = startOffsets
         self.partitionCount = partitionCount
-        self.logger = logger
     }
 
     var connectionCount: Int { connections.count }
@@ -75,12 +72,6 @@ public actor Shard {
         connection.subscriptions.append(name)
         byChannel[name, default: [:]][connection.id] = connection
         return true
-    }
-
-    /// Subscribes and returns the channel's position for the client.
-    func subscribeWithPosition(_ connection: Connection, to name: String) -> Int64 {
-        subscribe(connection, to: name)
-        return position(of: .channel(name))
     }
 
     func unsubscribe(_ connection: Connection, from name: String) {

@@ -35,8 +35,8 @@ final class HTTPLoadConnection: Sendable {
 }
 
 /// Parses responses with Content-Length bodies (what the control plane sends).
+/// @unchecked Sendable: used only on its channel's event loop (`expect` is called through `eventLoop.execute`).
 private final class ResponseReader: ChannelInboundHandler, @unchecked Sendable {
-    // Used only on its channel's event loop: `expect` is called through `eventLoop.execute`.
     typealias InboundIn = ByteBuffer
     private var buffer = ByteBuffer()
     private var waiting: [EventLoopPromise<(Int, String)>] = []
