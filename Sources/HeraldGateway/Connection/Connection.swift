@@ -44,16 +44,20 @@ public final class Connection: @unchecked Sendable {
     /// Sends a close frame and closes the connection: at once when the peer answers with its own close
     /// frame (the handler sees it), else after `grace`, so that a peer that stopped reading cannot hold
     /// the socket.
-    func close(_ code: CloseCode, _ reason: String, grace: TimeAmount = .seconds(3)) {
+    /// With `failing` (a protocol violation, RFC 6455 §7.1.7) the TCP connection is closed as soon as
+    /// the close frame is written, without waiting for the peer's answer.
+    func close(_ code: CloseCode, _ reason: String, failing: Bool = false, grace: TimeAmount = .seconds(3)) {
         channel.eventLoop.preconditionInEventLoop()
         guard !isClosing else { return }
         isClosing = true
-        Self.sendClose(on: channel, code, reason, grace: grace)
+        Self.sendClose(on: channel, code, reason, failing: failing, grace: grace)
     }
 
-    /// Writes a close frame and closes the channel after `grace` unless the peer's answer closes it first.
-    static func sendClose(on channel: any Channel, _ code: CloseCode, _ reason: String, grace: TimeAmount = .seconds(3)) {
-        channel.writeAndFlush(ServerFrame.close(code: code.rawValue, reason: reason), promise: nil)
+    /// Writes a close frame and closes the channel: once the frame is written when failing, else when
+    /// the peer answers (the handler sees it). `grace` bounds both, for a peer that stopped reading.
+    static func sendClose(on channel: any Channel, _ code: CloseCode, _ reason: String, failing: Bool, grace: TimeAmount = .seconds(3)) {
+        let written = channel.writeAndFlush(ServerFrame.close(code: code.rawValue, reason: reason))
+        if failing { written.whenComplete { _ in channel.close(promise: nil) } }
         channel.eventLoop.scheduleTask(in: grace) { channel.close(promise: nil) }
     }
 

@@ -200,9 +200,9 @@ final class ConnectionHandler: ChannelInboundHandler {
         closing = true
         message = nil
         if let connection {
-            connection.close(code, reason)
+            connection.close(code, reason, failing: true)
         } else {
-            Connection.sendClose(on: context.channel, code, reason)
+            Connection.sendClose(on: context.channel, code, reason, failing: true)
         }
     }
 
