@@ -34,6 +34,14 @@ public struct KafkaReplayReaderConfiguration: Sendable, Hashable {
     }
 }
 
+/// What a keyed replay read returns: per key its last records in offset order, per key the highest
+/// offset dropped to stay within the retention, and the bound it read up to.
+public struct KafkaKeyedReplay: Sendable {
+    public var records: [[UInt8]: [KafkaRecord]]
+    public var dropped: [[UInt8]: Int64]
+    public var end: Int64
+}
+
 /// What a replay read returns: the records in offset order and the bound it read up to.
 public struct KafkaReplay: Sendable {
     public var records: [KafkaRecord]
@@ -72,6 +80,42 @@ public final class KafkaReplayReader: Sendable {
         }
     }
 
+    /// One pass over `partition` from `from` up to `until` (exclusive) for several keys at once: how
+    /// concurrent resumes on one partition share a read instead of each scanning it. For each key it
+    /// keeps the last `retainPerKey` matching records (so memory stays bounded whatever the range)
+    /// and reports the highest offset it had to drop, from which a caller decides `too-many`.
+    public func read(
+        partition: Int32, from: Int64, until: Int64, keys: Set<[UInt8]>, retainPerKey: Int
+    ) async throws(KafkaError) -> KafkaKeyedReplay {
+        try await worker.run { [self] () throws(KafkaError) -> KafkaKeyedReplay in
+            var result = KafkaKeyedReplay(records: [:], dropped: [:], end: from)
+            let allocator = ByteBufferAllocator()
+            let topic = configuration.topic
+            result.end = try self.scan(partition: partition, from: from, until: until) { message in
+                let m = message.pointee
+                guard let pointer = m.key else { return nil }
+                let key = [UInt8](UnsafeRawBufferPointer(start: pointer, count: m.key_len))
+                guard keys.contains(key) else { return nil }
+                var kept = result.records[key, default: []]
+                result.records[key] = nil  // keep the array uniquely referenced while appending
+                kept.append(KafkaRecord(copying: message, topic: topic, allocator: allocator))
+                if kept.count >= 2 * retainPerKey {
+                    let excess = kept.count - retainPerKey
+                    result.dropped[key] = kept[excess - 1].offset
+                    kept.removeFirst(excess)
+                }
+                result.records[key] = kept
+                return nil
+            }
+            for (key, kept) in result.records where kept.count > retainPerKey {
+                let excess = kept.count - retainPerKey
+                result.dropped[key] = kept[excess - 1].offset
+                result.records[key] = Array(kept.suffix(retainPerKey))
+            }
+            return result
+        }
+    }
+
     /// The partition's watermarks, asked on the reader's thread.
     public func watermarks(partition: Int32) async throws(KafkaError) -> (low: Int64, high: Int64) {
         try await worker.run { [self] () throws(KafkaError) -> (low: Int64, high: Int64) in
@@ -87,6 +131,26 @@ public final class KafkaReplayReader: Sendable {
 
     private func readBlocking(partition: Int32, from: Int64, until: Int64?, key: [UInt8]?, limit: Int?) throws(KafkaError) -> KafkaReplay {
         let topic = configuration.topic
+        let allocator = ByteBufferAllocator()
+        var records: [KafkaRecord] = []
+        let end = try scan(partition: partition, from: from, until: until) { message in
+            if let key, !keyMatches(message, key) { return nil }
+            records.append(KafkaRecord(copying: message, topic: topic, allocator: allocator))
+            if let limit, records.count > limit {
+                return KafkaError(.tooMany, "more than \(limit) records to replay from \(topic)[\(partition)] offset \(from)")
+            }
+            return nil
+        }
+        return KafkaReplay(records: records, end: end)
+    }
+
+    /// Reads `partition` over `[from, min(until, end of log))` and hands each record to `visit` in
+    /// offset order; a non-nil answer from `visit` fails the read. Returns the bound it read up to.
+    private func scan(
+        partition: Int32, from: Int64, until: Int64?,
+        visit: (UnsafeMutablePointer<rd_kafka_message_t>) -> KafkaError?
+    ) throws(KafkaError) -> Int64 {
+        let topic = configuration.topic
         let (low, high) = try client.watermarks(topic: topic, partition: partition, timeoutMs: 5_000)
         if from < low {
             throw KafkaError(.offsetExpired, "offset \(from) of \(topic)[\(partition)] is no longer kept; the log starts at \(low)")
@@ -95,7 +159,7 @@ public final class KafkaReplayReader: Sendable {
             throw KafkaError(.offsetAhead, "offset \(from) of \(topic)[\(partition)] is beyond the end of the log (\(high))")
         }
         let end = min(until ?? high, high)
-        guard from < end else { return KafkaReplay(records: [], end: max(from, end)) }
+        guard from < end else { return max(from, end) }
 
         let assignError = withPartitionList(topic: topic, [(partition, from)]) { rd_kafka_assign(client.handle, $0) }
         guard assignError == RD_KAFKA_RESP_ERR_NO_ERROR else {
@@ -107,12 +171,10 @@ public final class KafkaReplayReader: Sendable {
         }
         defer { rd_kafka_queue_destroy(queue) }
 
-        let allocator = ByteBufferAllocator()
         let capacity = 1_000
         let messages = UnsafeMutablePointer<UnsafeMutablePointer<rd_kafka_message_t>?>.allocate(capacity: capacity)
         defer { messages.deallocate() }
         let deadline = ContinuousClock.now + configuration.readTimeout
-        var records: [KafkaRecord] = []
         var position = from
 
         while position < end {
@@ -131,11 +193,7 @@ public final class KafkaReplayReader: Sendable {
                 case RD_KAFKA_RESP_ERR_NO_ERROR:
                     guard m.offset >= position, m.offset < end else { continue }
                     position = m.offset + 1
-                    if let key, !keyMatches(message, key) { continue }
-                    records.append(KafkaRecord(copying: message, topic: topic, allocator: allocator))
-                    if let limit, records.count > limit, failure == nil {
-                        failure = KafkaError(.tooMany, "more than \(limit) records to replay from \(topic)[\(partition)] offset \(from)")
-                    }
+                    if failure == nil { failure = visit(message) }
                 case RD_KAFKA_RESP_ERR__PARTITION_EOF:
                     // Offsets may have holes (transaction markers, compaction): the end of the log
                     // means everything up to it was seen.
@@ -148,7 +206,7 @@ public final class KafkaReplayReader: Sendable {
             }
             if let failure { throw failure }
         }
-        return KafkaReplay(records: records, end: end)
+        return end
     }
 
     private func keyMatches(_ message: UnsafeMutablePointer<rd_kafka_message_t>, _ key: [UInt8]) -> Bool {

@@ -48,6 +48,35 @@ struct ReplayReaderTests {
         }
     }
 
+    @Test("one pass serves several keys, each bounded to its last records")
+    func sharedKeyedRead() async throws {
+        try await withCluster(partitions: 1) { cluster, topic in
+            let producer = try KafkaProducer(configuration: producerConfiguration(cluster), logger: testLogger)
+            let keys = ["alice", "bob", "carol", "*"]
+            let records = (0..<200).map { i in
+                KafkaOutgoingRecord(topic: topic, key: Array(keys[i % 4].utf8), value: ByteBuffer(string: "m\(i)"), partition: 0)
+            }
+            for result in await producer.send(records) { _ = try result.get() }
+            await producer.shutdown()
+
+            let replay = try reader(cluster, topic)
+            let read = try await replay.read(
+                partition: 0, from: 20, until: 180, keys: [Array("alice".utf8), Array("bob".utf8), Array("nobody".utf8)], retainPerKey: 30
+            )
+            #expect(read.end == 180)
+            // alice: offsets 20, 24, …, 176 (40 records): the last 30 kept, 136 and below dropped.
+            #expect(read.records[Array("alice".utf8)]?.map(\.offset) == Array(stride(from: 60, to: 180, by: 4)))
+            #expect(read.dropped[Array("alice".utf8)] == 56)
+            #expect(read.records[Array("bob".utf8)]?.map(\.valueString) == stride(from: 61, to: 180, by: 4).map { "m\($0)" })
+            #expect(read.records[Array("carol".utf8)] == nil && read.records[Array("nobody".utf8)] == nil)
+
+            let small = try await replay.read(partition: 0, from: 190, until: 200, keys: [Array("*".utf8)], retainPerKey: 30)
+            #expect(small.records[Array("*".utf8)]?.map(\.offset) == [191, 195, 199])
+            #expect(small.dropped.isEmpty)
+            await replay.close()
+        }
+    }
+
     @Test func offsetsBeyondTheEndAndBelowTheStartAreDistinctErrors() async throws {
         try await withCluster(partitions: 1) { cluster, topic in
             let producer = try KafkaProducer(configuration: producerConfiguration(cluster), logger: testLogger)
