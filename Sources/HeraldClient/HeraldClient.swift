@@ -18,10 +18,12 @@ public struct HeraldClient: Sendable {
     /// Opens `/v1/ws` with the token in the Authorization header (or the query, as browsers must).
     public func connect(
         token: String, channels: [String] = [], tokenInQuery: Bool = false, origin: String? = nil,
-        sourceAddress: String? = nil
+        sourceAddress: String? = nil, cursor: String? = nil, epoch: String? = nil
     ) async throws -> HeraldSession {
         var query: [String] = []
         if !channels.isEmpty { query.append("channels=" + channels.joined(separator: ",")) }
+        if let cursor { query.append("cursor=" + Self.encode(cursor)) }
+        if let epoch { query.append("epoch=" + Self.encode(epoch)) }
         var headers: [(String, String)] = []
         if tokenInQuery {
             query.append("token=" + (token.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? token))
@@ -34,6 +36,12 @@ public struct HeraldClient: Sendable {
             host: host, port: port, path: path, headers: headers, group: group, sourceAddress: sourceAddress
         )
         return HeraldSession(connection: connection)
+    }
+
+    static func encode(_ value: String) -> String {
+        var allowed = CharacterSet.urlQueryAllowed
+        allowed.remove(charactersIn: "&=+,;")
+        return value.addingPercentEncoding(withAllowedCharacters: allowed) ?? value
     }
 }
 
@@ -63,6 +71,11 @@ public struct HeraldSession: Sendable {
 
     public func ack(stream: String, offset: Int64) {
         connection.send(text: #"{"type":"ack","stream":"\#(stream)","offset":\#(offset)}"#)
+    }
+
+    /// Publishes `json` (a JSON value) upstream; with `sync`, also to the user's other devices.
+    public func publish(json: String, sync: Bool = false) {
+        connection.send(text: #"{"type":"publish","data":\#(json),"sync":\#(sync)}"#)
     }
 
     public func close() {

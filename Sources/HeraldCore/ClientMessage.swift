@@ -31,7 +31,11 @@ public enum ClientMessage: Equatable, Sendable {
             return .ack(stream: stream, offset: offset)
         case "publish":
             guard let data = object["data"] else { throw ClientMessageError("publish needs \"data\"") }
-            let sync = (object["sync"] as? Bool) ?? false
+            var sync = false
+            if let raw = object["sync"] {
+                guard let flag = boolean(raw) else { throw ClientMessageError("publish \"sync\" must be true or false") }
+                sync = flag
+            }
             guard let encoded = try? JSONSerialization.data(withJSONObject: data, options: [.fragmentsAllowed, .withoutEscapingSlashes]) else {
                 throw ClientMessageError("publish \"data\" cannot be encoded")
             }
@@ -59,11 +63,21 @@ public enum ClientMessage: Equatable, Sendable {
     }
 
     private static func integer(_ value: Any?) -> Int64? {
-        // Booleans arrive as NSNumbers too; only whole numbers that fit count.
-        guard let number = value as? NSNumber, !(value is Bool) else { return nil }
+        // Booleans arrive as NSNumbers too (and on Linux `1 is Bool` holds): only whole numbers that fit count.
+        guard let number = value as? NSNumber, !isBoolean(number) else { return nil }
         let double = number.doubleValue
         guard double.rounded() == double, abs(double) < 9.0e15 else { return nil }
         return number.int64Value
+    }
+
+    private static func boolean(_ value: Any) -> Bool? {
+        guard let number = value as? NSNumber, isBoolean(number) else { return nil }
+        return number.boolValue
+    }
+
+    /// JSON `true`/`false` parse to NSNumbers of type `c` (char); numbers never do.
+    private static func isBoolean(_ number: NSNumber) -> Bool {
+        String(cString: number.objCType) == "c"
     }
 }
 

@@ -21,6 +21,10 @@ public struct HeraldHeader: Hashable, Sendable {
     public static let expiresAt = "herald-expires-at"
     /// A control record (not a message): `disconnect` on a user's key closes that user's connections.
     public static let control = "herald-control"
+    /// On the upstream topic: the publishing connection's session, device and node.
+    public static let session = "herald-session"
+    public static let device = "herald-device"
+    public static let node = "herald-node"
 }
 
 /// What a record's payload is, from `herald-content-type`.

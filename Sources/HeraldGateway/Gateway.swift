@@ -14,11 +14,14 @@ public final class Gateway: Service, Sendable {
     public let registry: SessionRegistry
     public let admission: Admission
     public let counters = DispatchCounters()
+    public let replayStats = ReplayStats()
 
     private let consumer: KafkaLiveConsumer
     private let admin: KafkaAdmin
     private let topic: String
     private let tokens: TokenVerifier
+    private let replayReader: KafkaReplayReader?
+    private let upstream: UpstreamPublisher?
     private let group: any EventLoopGroup
     private let logger: Logger
     private let listening = Mutex<(port: Int?, waiters: [CheckedContinuation<Int, Never>])>((nil, []))
@@ -26,8 +29,11 @@ public final class Gateway: Service, Sendable {
 
     public init(
         configuration: GatewayConfiguration, consumer: KafkaLiveConsumer, admin: KafkaAdmin, topic: String,
-        tokens: TokenVerifier, group: any EventLoopGroup, logger: Logger
+        tokens: TokenVerifier, group: any EventLoopGroup, logger: Logger,
+        replayReader: KafkaReplayReader? = nil, upstream: UpstreamPublisher? = nil
     ) {
+        self.replayReader = replayReader
+        self.upstream = upstream
         self.configuration = configuration
         self.consumer = consumer
         self.admin = admin
@@ -52,6 +58,12 @@ public final class Gateway: Service, Sendable {
         return nil
     }
 
+    /// The hot window's size now: records and bytes (0 before the gateway runs).
+    public var hotWindowSize: (records: Int, bytes: Int) {
+        guard let window = contextStorage.withLock({ $0?.replay.window }) else { return (0, 0) }
+        return (window.entryCount, window.byteCount)
+    }
+
     /// The bound public port, once listening (useful with port 0).
     public func waitUntilListening() async -> Int {
         await withCheckedContinuation { continuation in
@@ -72,14 +84,22 @@ public final class Gateway: Service, Sendable {
         }
         let epoch = "\(try await admin.clusterID()).\(partitionCount)"
         let shards = group.makeIterator().map { loop in
-            Shard(eventLoop: loop, startOffsets: startOffsets, partitionCount: partitionCount)
+            Shard(eventLoop: loop, startOffsets: startOffsets, partitionCount: partitionCount, holdCapBytes: configuration.outboundCapBytes)
         }
+        let window = HotWindow(
+            startOffsets: startOffsets, maxAgeMillis: Int64(configuration.hotWindowAge.components.seconds * 1000),
+            maxBytes: configuration.hotWindowBytes
+        )
+        let replay = ReplayService(window: window, reader: replayReader, limit: configuration.replayLimit, stats: replayStats)
         let context = GatewayContext(
             nodeID: configuration.nodeID, epoch: epoch, registry: registry, admission: admission, tokens: tokens,
-            configuration: configuration, shards: shards
+            configuration: configuration, shards: shards, replay: replay, upstream: upstream
         )
         contextStorage.withLock { $0 = context }
-        let timers = shards.map { startSweeping($0) }
+        var timers = shards.map { startSweeping($0) }
+        timers.append(group.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+            window.evict(now: WebSocketListener.nowMillis())
+        })
         defer { timers.forEach { $0.cancel() } }
 
         let server = try await WebSocketListener(context: context, group: group).bind(host: configuration.host, port: configuration.port)
@@ -92,7 +112,7 @@ public final class Gateway: Service, Sendable {
         }
         waiters.forEach { $0.resume(returning: port) }
 
-        let dispatcher = Dispatcher(shards: shards, logger: logger, counters: counters)
+        let dispatcher = Dispatcher(shards: shards, window: window, logger: logger, counters: counters)
         await withGracefulShutdownHandler {
             await dispatcher.run(consumer.batches)
         } onGracefulShutdown: { [self] in

@@ -19,6 +19,13 @@ public struct GatewayConfiguration: Sendable {
     public var handshakeTimeout: Duration = .seconds(10)
     /// Browser origins allowed to connect; empty allows any (non-browser clients send none).
     public var allowedOrigins: Set<String> = []
+    /// How long and how many bytes of recent records each node keeps in memory to serve resumes.
+    public var hotWindowAge: Duration = .seconds(120)
+    public var hotWindowBytes = 64 * 1024 * 1024
+    /// Most messages one resume replays; more is `recovered:false` with reason `too-many`.
+    public var replayLimit = 10_000
+    /// Publishes from one connection queued while earlier ones wait for Kafka; more are refused.
+    public var maxQueuedPublishes = 32
     /// `--dev` only: serve `/v1/echo`, an unauthenticated echo endpoint for the Autobahn suite.
     public var echoEndpoint = false
     /// Message limit of the echo endpoint (Autobahn sends up to 16 MiB).

@@ -9,17 +9,21 @@ final class GatewayContext: Sendable {
     let admission: Admission
     let tokens: TokenVerifier
     let configuration: GatewayConfiguration
+    let replay: ReplayService
+    let upstream: UpstreamPublisher?
     private let shards: [ObjectIdentifier: Shard]
     private let acks = Atomic<Int>(0)
 
     init(nodeID: String, epoch: String, registry: SessionRegistry, admission: Admission, tokens: TokenVerifier,
-         configuration: GatewayConfiguration, shards: [Shard]) {
+         configuration: GatewayConfiguration, shards: [Shard], replay: ReplayService, upstream: UpstreamPublisher?) {
         self.nodeID = nodeID
         self.epoch = epoch
         self.registry = registry
         self.admission = admission
         self.tokens = tokens
         self.configuration = configuration
+        self.replay = replay
+        self.upstream = upstream
         self.shards = Dictionary(uniqueKeysWithValues: shards.map { (ObjectIdentifier($0.eventLoop), $0) })
     }
 

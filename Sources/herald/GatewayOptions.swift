@@ -37,6 +37,15 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "Outbound bytes queued per connection before it is closed as a slow consumer (4008). Env: HERALD_OUTBOUND_CAP. Default: 1048576.")
     var outboundCap: Int?
 
+    @Option(help: "Seconds of recent records kept in memory to serve resumes. Env: HERALD_HOT_WINDOW_SECONDS. Default: 120.")
+    var hotWindowSeconds: Int?
+
+    @Option(help: "Bytes of recent records kept in memory to serve resumes. Env: HERALD_HOT_WINDOW_BYTES. Default: 67108864.")
+    var hotWindowBytes: Int?
+
+    @Option(help: "Most messages one resume replays (more: recovered:false, too-many). Env: HERALD_REPLAY_LIMIT. Default: 10000.")
+    var replayLimit: Int?
+
     func gatewayConfiguration(nodeID: String, dev: Bool, environment: [String: String]) throws -> GatewayConfiguration {
         let settings = Settings(environment: environment)
         let value = settings.string
@@ -51,7 +60,11 @@ struct GatewayOptions: ParsableArguments {
             $0.trimmingCharacters(in: .whitespaces)
         }.filter { !$0.isEmpty })
         configuration.outboundCapBytes = try number(outboundCap, "HERALD_OUTBOUND_CAP") ?? 1024 * 1024
+        configuration.hotWindowAge = .seconds(try number(hotWindowSeconds, "HERALD_HOT_WINDOW_SECONDS") ?? 120)
+        configuration.hotWindowBytes = try number(hotWindowBytes, "HERALD_HOT_WINDOW_BYTES") ?? 64 * 1024 * 1024
+        configuration.replayLimit = try number(replayLimit, "HERALD_REPLAY_LIMIT") ?? 10_000
         configuration.echoEndpoint = dev
+        guard configuration.replayLimit >= 1 else { throw ValidationError("the replay limit must be at least 1") }
         guard configuration.perUserConnectionLimit >= 1 else { throw ValidationError("the per-user connection limit must be at least 1") }
         return configuration
     }

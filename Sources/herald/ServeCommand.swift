@@ -65,9 +65,13 @@ struct ServeCommand: AsyncParsableCommand {
         )
         let admin = try KafkaAdmin(kafka: kafka, logger: logger, timeout: .seconds(3))
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let replayReader = try KafkaReplayReader(
+            configuration: KafkaReplayReaderConfiguration(kafka: kafka, topic: options.eventsTopic), logger: logger
+        )
         let dataPlane = Gateway(
             configuration: gatewayConfiguration, consumer: consumer, admin: admin, topic: options.eventsTopic,
-            tokens: tokens, group: group, logger: logger
+            tokens: tokens, group: group, logger: logger, replayReader: replayReader,
+            upstream: UpstreamPublisher(producer: producer, upstreamTopic: options.upstreamTopic, eventsTopic: options.eventsTopic, nodeID: node)
         )
 
         let controlPlane = ControlPlane.application(
@@ -108,6 +112,7 @@ struct ServeCommand: AsyncParsableCommand {
             )
         )
         try await serviceGroup.run()
+        await replayReader.close()
         await admin.close()
         try await group.shutdownGracefully()
         logger.info("herald node stopped")

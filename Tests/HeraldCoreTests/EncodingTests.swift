@@ -134,6 +134,9 @@ struct ClientMessageTests {
         #expect(try parse(#"{"type":"subscribe","channel":"news","offset":12}"#) == .subscribe(channel: "news", offset: 12))
         #expect(try parse(#"{"type":"subscribe","channel":"news"}"#) == .subscribe(channel: "news", offset: nil))
         #expect(try parse(#"{"type":"unsubscribe","channel":"news"}"#) == .unsubscribe(channel: "news"))
+        // 0 and 1 are numbers, not booleans (Foundation on Linux says `1 is Bool`).
+        #expect(try parse(#"{"type":"ack","stream":"u","offset":1}"#) == .ack(stream: "u", offset: 1))
+        #expect(try parse(#"{"type":"subscribe","channel":"news","offset":0}"#) == .subscribe(channel: "news", offset: 0))
         guard case .publish(let data, let sync) = try parse(#"{"type":"publish","data":{"k":[1,"x/y"]},"sync":true}"#) else {
             Issue.record("not a publish")
             return
@@ -146,7 +149,7 @@ struct ClientMessageTests {
         "not json", "[1]", #"{"stream":"u"}"#, #"{"type":"dance"}"#, #"{"type":"ack","stream":"u"}"#,
         #"{"type":"ack","stream":"u","offset":"12"}"#, #"{"type":"ack","stream":"u","offset":1.5}"#,
         #"{"type":"ack","stream":"u","offset":true}"#, #"{"type":"subscribe"}"#, #"{"type":"subscribe","channel":""}"#,
-        #"{"type":"publish"}"#,
+        #"{"type":"publish"}"#, #"{"type":"publish","data":1,"sync":1}"#, #"{"type":"subscribe","channel":"n","offset":false}"#,
     ])
     func refusedWithAMessage(_ text: String) {
         #expect {

@@ -20,6 +20,7 @@ let testLogger: Logger = {
 
 let testSecret = "test-secret-that-is-at-least-32-bytes-long"
 let testAPIKey = "test-api-key"
+let upstreamTopic = "herald.upstream"
 
 /// The control plane's bound port, set once the server runs.
 final class PortBox: Sendable {
@@ -53,7 +54,9 @@ struct GatewayHarness {
         _ body: (GatewayHarness) async throws -> T
     ) async throws -> T {
         let topic = "herald.events"
-        let cluster = try EmbeddedKafkaCluster(topics: [KafkaTopicSpec(name: topic, partitions: 4)], logger: testLogger)
+        let cluster = try EmbeddedKafkaCluster(
+            topics: [KafkaTopicSpec(name: topic, partitions: 4), KafkaTopicSpec(name: upstreamTopic, partitions: 2)], logger: testLogger
+        )
         defer { cluster.shutdown() }
         let kafka = KafkaConfiguration(bootstrapServers: cluster.bootstrapServers)
         var producerConfiguration = KafkaProducerConfiguration(kafka: kafka)
@@ -70,9 +73,11 @@ struct GatewayHarness {
         configuration.acceptsPerSecond = 5_000
         configure(&configuration)
         let tokens = try await TokenVerifier(configuration: TokenConfiguration(hmacSecret: testSecret))
+        let replayReader = try KafkaReplayReader(configuration: KafkaReplayReaderConfiguration(kafka: kafka, topic: topic), logger: testLogger)
         let gateway = Gateway(
             configuration: configuration, consumer: consumer, admin: admin, topic: topic, tokens: tokens, group: group,
-            logger: testLogger
+            logger: testLogger, replayReader: replayReader,
+            upstream: UpstreamPublisher(producer: producer, upstreamTopic: upstreamTopic, eventsTopic: topic, nodeID: configuration.nodeID)
         )
         var apiConfiguration = ControlPlaneConfiguration(apiKeys: [testAPIKey])
         apiConfiguration.host = "127.0.0.1"
@@ -114,6 +119,7 @@ struct GatewayHarness {
             await tasks.waitForAll()
             return result
         }
+        await replayReader.close()
         await admin.close()
         try await group.shutdownGracefully()
         return try result.get()
@@ -126,8 +132,12 @@ struct GatewayHarness {
     }
 
     /// Connects and returns the connection, its welcome frame already read.
-    func connect(_ user: String, device: String? = nil, channels: [String] = [], subscribe: [String] = []) async throws -> TestConnection {
-        let session = try await client.connect(token: try await token(user, device: device, channels: channels), channels: subscribe)
+    func connect(
+        _ user: String, device: String? = nil, channels: [String] = [], subscribe: [String] = [], cursor: String? = nil, epoch: String? = nil
+    ) async throws -> TestConnection {
+        let session = try await client.connect(
+            token: try await token(user, device: device, channels: channels), channels: subscribe, cursor: cursor, epoch: epoch
+        )
         return try await TestConnection.open(session)
     }
 

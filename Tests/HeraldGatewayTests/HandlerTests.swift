@@ -114,7 +114,7 @@ struct ShardTests {
     func deliverAndCap() async throws {
         // A shard runs on its loop as its executor: NIO's async testing loop can be one.
         let loop = NIOAsyncTestingEventLoop()
-        let shard = Shard(eventLoop: loop, startOffsets: [0: 10, 1: 20], partitionCount: 2)
+        let shard = Shard(eventLoop: loop, startOffsets: [0: 10, 1: 20], partitionCount: 2, holdCapBytes: 1 << 20)
         let fast = NIOAsyncTestingChannel(loop: loop)
         let slow = NIOAsyncTestingChannel(loop: loop)
         func connect(_ channel: NIOAsyncTestingChannel, id: UInt64) -> Connection {
@@ -125,7 +125,7 @@ struct ShardTests {
         _ = await shard.register(second, channels: [])
         let positions = await shard.register(first, channels: [])
         let partition = Murmur2.partition(forKey: "alice", partitionCount: 2)
-        #expect(positions.first { $0.stream == "u" }?.offset == (partition == 0 ? 9 : 19), "current up to one before the next offset")
+        #expect(positions.first { $0.stream == .user("alice") }?.offset == (partition == 0 ? 9 : 19), "current up to one before the next offset")
 
         let frame = ServerMessage.message(stream: "u", offset: 30, id: nil, payload: ByteBuffer(string: "{}"), contentType: nil)
         let delivery = Delivery(stream: .user("alice"), partition: partition, offset: 30, action: .frame(frame), exclude: nil, expiresAt: nil)
@@ -149,7 +149,7 @@ struct ShardTests {
     @Test("a connection whose token expired gets 4009 instead of the message")
     func nothingAfterExpiry() async throws {
         let loop = NIOAsyncTestingEventLoop()
-        let shard = Shard(eventLoop: loop, startOffsets: [0: 0], partitionCount: 1)
+        let shard = Shard(eventLoop: loop, startOffsets: [0: 0], partitionCount: 1, holdCapBytes: 1 << 20)
         let channel = NIOAsyncTestingChannel(loop: loop)
         let connection = Connection(
             id: 7, identity: Identity(userID: "frank", deviceID: nil, channels: [], expiresAt: 1_000), channel: channel, openedAt: 0

@@ -28,6 +28,8 @@ public final class Connection: @unchecked Sendable {
     /// Bytes written since the last flush. NIO counts unflushed bytes as queued too, so a large batch
     /// is flushed in slices: writability then measures what the peer has not taken, not our batching.
     var unflushedBytes = 0
+    /// Set while a resume replays (and, for a client ahead of this node, until it has caught up).
+    var resume: ResumeState?
 
     init(id: UInt64, identity: Identity, channel: any Channel, openedAt: Int64) {
         self.id = id
@@ -59,6 +61,12 @@ public final class Connection: @unchecked Sendable {
         let written = channel.writeAndFlush(ServerFrame.close(code: code.rawValue, reason: reason))
         if failing { written.whenComplete { _ in channel.close(promise: nil) } }
         channel.eventLoop.scheduleTask(in: grace) { channel.close(promise: nil) }
+    }
+
+    /// Writes what a resume queued while the socket takes it; back to plain live delivery when done.
+    func drainResume() {
+        guard let resume, !resume.fetching, !isClosing else { return }
+        if resume.drain(into: channel), resume.skipThrough.isEmpty { self.resume = nil }
     }
 
     /// The session id clients see (`welcome.session`, `herald-exclude`).

@@ -1,4 +1,5 @@
 import HeraldCore
+import HeraldKafka
 import NIOCore
 import NIOWebSocket
 
@@ -14,7 +15,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     typealias OutboundOut = ByteBuffer
 
     enum Mode {
-        case gateway(Connection, GatewayContext, initialChannels: [String])
+        case gateway(Connection, GatewayContext, initialChannels: [String], resume: HandshakeState.ResumeRequest)
         case echo
     }
 
@@ -25,6 +26,9 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var utf8 = UTF8Validation()
     private var badFrames: UInt8 = 0
     private var closing = false
+    /// Client publishes waiting for the one in flight: sent one at a time, so they reach Kafka in order.
+    private var publishQueue: [(data: [UInt8], sync: Bool)] = []
+    private var publishing = false
 
     init(mode: Mode, maxMessageBytes: Int) {
         self.mode = mode
@@ -32,25 +36,98 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     private var connection: Connection? {
-        if case .gateway(let connection, _, _) = mode { return connection }
+        if case .gateway(let connection, _, _, _) = mode { return connection }
         return nil
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        guard case .gateway(let connection, let gateway, let channels) = mode else { return }
+        guard case .gateway(let connection, let gateway, let channels, let resume) = mode else { return }
         let shard = gateway.shard(for: context.eventLoop)
         for replaced in gateway.registry.add(connection) {
             replaced.channel.eventLoop.execute {
                 replaced.close(.replaced, "replaced by a newer connection of the same user")
             }
         }
-        let positions = shard.assumeIsolated { $0.register(connection, channels: channels) }
-        let welcome = ServerMessage.welcome(node: gateway.nodeID, session: connection.sessionID, epoch: gateway.epoch, positions: positions)
+        var following = channels
+        if case .cursor(let cursor) = resume {
+            following += cursor.channels.filter { !following.contains($0) }
+        }
+        let positions = shard.assumeIsolated { $0.register(connection, channels: following) }
+        switch resume {
+        case .none:
+            sendWelcome(context, connection, gateway, positions)
+        case .failed(let reason):
+            gateway.replay.stats.count(reason)
+            sendWelcome(context, connection, gateway, positions, recovered: false, reason: reason)
+        case .cursor(let cursor):
+            startResume(from: cursor, positions: positions, context: context, connection: connection, gateway: gateway)
+        }
+    }
+
+    /// Replays what the cursor says the device missed, holding live records meanwhile; the welcome
+    /// goes out when the outcome is known, then the replay, then what was held.
+    private func startResume(
+        from cursor: ResumeCursor, positions: [(stream: HeraldStream, offset: Int64)], context: ChannelHandlerContext,
+        connection: Connection, gateway: GatewayContext
+    ) {
+        let shard = gateway.shard(for: context.eventLoop)
+        var requests: [StreamReplay] = []
+        var ahead: [HeraldStream: Int64] = [:]
+        var resumed = positions
+        for entry in cursor.entries {
+            let stream = entry.stream.stream(of: connection.userID)
+            guard let index = positions.firstIndex(where: { $0.stream == stream }) else { continue }
+            let through = positions[index].offset
+            requests.append(StreamReplay(stream: stream, partition: shard.partition(of: stream), after: entry.offset, through: through))
+            if entry.offset > through { ahead[stream] = entry.offset }
+            resumed[index].offset = entry.offset
+        }
+        let state = ResumeState()
+        connection.resume = state
+        replay(requests, connection: connection, gateway: gateway, context: context) { [self] outcome in
+            switch outcome {
+            case .recovered(let frames):
+                sendWelcome(context, connection, gateway, resumed, recovered: true)
+                state.release(replay: frames, skipThrough: ahead)
+            case .failed(let reason):
+                sendWelcome(context, connection, gateway, positions, recovered: false, reason: reason)
+                state.release(replay: [], skipThrough: [:])
+            case .unavailable:
+                connection.close(.overloaded, "the replay cannot be read now; reconnect later with the same cursor")
+                return
+            }
+            connection.drainResume()
+        }
+    }
+
+    /// Runs a replay off the loop and continues on it, unless the connection ended meanwhile.
+    private func replay(
+        _ requests: [StreamReplay], connection: Connection, gateway: GatewayContext, context: ChannelHandlerContext,
+        then: @escaping (ReplayOutcome) -> Void
+    ) {
+        let promise = context.eventLoop.makePromise(of: ReplayOutcome.self)
+        let replay = gateway.replay
+        let id = connection.id
+        promise.completeWithTask { await replay.replay(requests, connection: id, now: WebSocketListener.nowMillis()) }
+        promise.futureResult.assumeIsolated().whenSuccess { outcome in
+            guard !connection.isClosing, connection.channel.isActive else { return }
+            then(outcome)
+        }
+    }
+
+    private func sendWelcome(
+        _ context: ChannelHandlerContext, _ connection: Connection, _ gateway: GatewayContext,
+        _ positions: [(stream: HeraldStream, offset: Int64)], recovered: Bool? = nil, reason: RecoveryFailure? = nil
+    ) {
+        let welcome = ServerMessage.welcome(
+            node: gateway.nodeID, session: connection.sessionID, epoch: gateway.epoch,
+            positions: positions.map { ($0.stream.wireName, $0.offset) }, recovered: recovered, reason: reason?.rawValue
+        )
         context.writeAndFlush(wrapOutboundOut(welcome), promise: nil)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if case .gateway(let connection, let gateway, _) = mode {
+        if case .gateway(let connection, let gateway, _, _) = mode {
             connection.isClosing = true
             gateway.shard(for: context.eventLoop).assumeIsolated { $0.unregister(connection) }
             gateway.registry.remove(connection)
@@ -126,7 +203,7 @@ final class ConnectionHandler: ChannelInboundHandler {
                 buffer.writeBuffer(&payload)
             }
             context.writeAndFlush(wrapOutboundOut(echoed), promise: nil)
-        case .gateway(let connection, let gateway, _):
+        case .gateway(let connection, let gateway, _, _):
             guard isText else {
                 return refuse(context, code: "bad-request", "binary frames are not part of the protocol; send JSON text")
             }
@@ -148,15 +225,77 @@ final class ConnectionHandler: ChannelInboundHandler {
             guard connection.allowedChannels.contains(channel) else {
                 return refuse(context, code: "channel-not-allowed", "the token does not grant channel \(channel)")
             }
-            guard offset == nil else {
-                return refuse(context, code: "unsupported", "subscribe with an offset needs replay, which this node does not serve yet")
+            guard let offset else {
+                _ = shard.assumeIsolated { $0.subscribe(connection, to: channel) }
+                return
             }
-            _ = shard.assumeIsolated { $0.subscribe(connection, to: channel) }
+            subscribe(channel, from: offset, connection: connection, gateway: gateway, context: context)
         case .unsubscribe(let channel):
             shard.assumeIsolated { $0.unsubscribe(connection, from: channel) }
-        case .publish:
-            refuse(context, code: "unsupported", "publish is not served by this node yet")
+        case .publish(let data, let sync):
+            guard gateway.upstream != nil else {
+                return tell(context, code: "unsupported", "this node has no upstream topic to publish to")
+            }
+            guard publishQueue.count < gateway.configuration.maxQueuedPublishes else {
+                return tell(context, code: "slow-down", "more than \(gateway.configuration.maxQueuedPublishes) publishes wait for Kafka; this one was dropped")
+            }
+            publishQueue.append((data, sync))
+            publishNext(connection: connection, gateway: gateway)
         }
+    }
+
+    /// `subscribe` with an offset: the channel's messages after it, then live, like a resume of one stream.
+    private func subscribe(_ channel: String, from offset: Int64, connection: Connection, gateway: GatewayContext, context: ChannelHandlerContext) {
+        if connection.resume?.isQueueing == true {
+            return tell(context, code: "busy", "a replay is still being sent; subscribe to \(channel) again once it is done")
+        }
+        let shard = gateway.shard(for: context.eventLoop)
+        guard let position = shard.assumeIsolated({ $0.subscribeReturningPosition(connection, to: channel) }) else {
+            return tell(context, code: "already-subscribed", "already subscribed to \(channel); unsubscribe first to replay it")
+        }
+        let stream = HeraldStream.channel(channel)
+        let state = connection.resume ?? ResumeState()
+        state.fetching = true
+        connection.resume = state
+        let request = StreamReplay(stream: stream, partition: shard.partition(of: stream), after: offset, through: position)
+        replay([request], connection: connection, gateway: gateway, context: context) { [self] outcome in
+            switch outcome {
+            case .recovered(let frames):
+                state.release(replay: frames, skipThrough: offset > position ? [stream: offset] : [:])
+            case .failed(let reason):
+                tell(context, code: "not-recovered", "channel \(channel) continues live from \(position): \(reason.rawValue)")
+                state.release(replay: [], skipThrough: [:])
+            case .unavailable(let message):
+                tell(context, code: "unavailable", "channel \(channel) continues live from \(position); its replay failed: \(message)")
+                state.release(replay: [], skipThrough: [:])
+            }
+            connection.drainResume()
+        }
+    }
+
+    private func publishNext(connection: Connection, gateway: GatewayContext) {
+        guard !publishing, !publishQueue.isEmpty, let upstream = gateway.upstream else { return }
+        publishing = true
+        let next = publishQueue.removeFirst()
+        let channel = connection.channel
+        let promise = channel.eventLoop.makePromise(of: KafkaError?.self)
+        promise.completeWithTask {
+            await upstream.publish(next.data, sync: next.sync, user: connection.userID, device: connection.deviceID, session: connection.sessionID)
+        }
+        promise.futureResult.assumeIsolated().whenSuccess { [self] error in
+            publishing = false
+            guard channel.isActive, !connection.isClosing else { return }
+            if let error {
+                let frame = ServerMessage.error(code: "publish-failed", message: "Kafka did not take the publish (\(error.message)); send it again")
+                channel.writeAndFlush(frame, promise: nil)
+            }
+            publishNext(connection: connection, gateway: gateway)
+        }
+    }
+
+    /// An `error` frame for a request the client may make but that cannot be served now (not abuse).
+    private func tell(_ context: ChannelHandlerContext, code: String, _ text: String) {
+        context.writeAndFlush(wrapOutboundOut(ServerMessage.error(code: code, message: text)), promise: nil)
     }
 
     /// Answers a bad client frame with an `error` frame; repeated abuse closes with 1008.
@@ -207,10 +346,15 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        // Over the outbound cap: a slow consumer. It resumes from its cursor after reconnecting.
-        if !context.channel.isWritable, let connection {
-            closing = true
-            connection.close(.slowConsumer, "outbound queue over its cap; reconnect and resume")
+        if let connection {
+            if context.channel.isWritable {
+                connection.drainResume()
+            } else if connection.resume?.isQueueing != true {
+                // Over the outbound cap: a slow consumer. It resumes from its cursor after reconnecting.
+                // (A replay is paced by writability instead; its own bound is on what it holds.)
+                closing = true
+                connection.close(.slowConsumer, "outbound queue over its cap; reconnect and resume")
+            }
         }
         context.fireChannelWritabilityChanged()
     }

@@ -1,4 +1,5 @@
 import HeraldCore
+import HeraldKafka
 import NIOCore
 
 /// One record ready for sockets: its stream, its position, and its `message` frame, encoded once and
@@ -19,6 +20,37 @@ struct Delivery: Sendable {
     var exclude: UInt64?
     /// Unix milliseconds; `nil` never expires.
     var expiresAt: Int64?
+
+    /// Reads a record of the events topic: its stream from key and headers, its frame encoded once.
+    /// `nil` when it expired by `now`; throws when it is not a Herald record.
+    init?(_ record: KafkaRecord, now: Int64, allocator: ByteBufferAllocator) throws(HeraldRecordError) {
+        let envelope = try HeraldRecord.decode(
+            key: record.key, headers: record.headers.lazy.map { HeraldHeader(name: $0.name, value: $0.value ?? []) }
+        )
+        if envelope.isExpired(atUnixMillis: now) { return nil }
+        if envelope.control == .disconnect {
+            action = .disconnect
+        } else {
+            action = .frame(ServerMessage.message(
+                stream: envelope.stream.wireName, offset: record.offset, id: envelope.id, payload: record.value,
+                contentType: envelope.contentType, allocator: allocator
+            ))
+        }
+        stream = envelope.stream
+        partition = record.partition
+        offset = record.offset
+        exclude = envelope.exclude.flatMap(Connection.parseSessionID)
+        expiresAt = envelope.expiresAt
+    }
+
+    init(stream: HeraldStream, partition: Int32, offset: Int64, action: Action, exclude: UInt64?, expiresAt: Int64?) {
+        self.stream = stream
+        self.partition = partition
+        self.offset = offset
+        self.action = action
+        self.exclude = exclude
+        self.expiresAt = expiresAt
+    }
 }
 
 /// What the dispatcher hands each shard per consumer batch: the deliveries in order, and for every

@@ -11,12 +11,16 @@ import Synchronization
 /// back to the consumer's poll thread.
 struct Dispatcher: Sendable {
     let shards: [Shard]
+    let window: HotWindow
     let logger: Logger
     let counters: DispatchCounters
 
     func run(_ batches: KafkaRecordBatches) async {
         for await records in batches.cancelOnGracefulShutdown() {
             let batch = makeBatch(records, now: WebSocketListener.nowMillis())
+            // Before any shard moves its positions past these records, so a resume that reads the
+            // window up to a shard's position finds them.
+            window.append(batch)
             await withTaskGroup(of: Void.self) { group in
                 for shard in shards {
                     group.addTask { await shard.deliver(batch) }
@@ -32,38 +36,19 @@ struct Dispatcher: Sendable {
         let allocator = ByteBufferAllocator()
         for record in records {
             nextOffsets[record.partition] = max(nextOffsets[record.partition] ?? 0, record.offset + 1)
-            let envelope: HeraldRecord
             do {
-                envelope = try HeraldRecord.decode(
-                    key: record.key, headers: record.headers.lazy.map { HeraldHeader(name: $0.name, value: $0.value ?? []) }
-                )
+                guard let delivery = try Delivery(record, now: now, allocator: allocator) else {
+                    counters.expired.add(1, ordering: .relaxed)
+                    continue
+                }
+                deliveries.append(delivery)
             } catch {
                 counters.malformed.add(1, ordering: .relaxed)
                 logger.warning(
                     "record is not a Herald message; skipped",
                     metadata: ["partition": "\(record.partition)", "offset": "\(record.offset)", "error": "\(error)"]
                 )
-                continue
             }
-            if envelope.isExpired(atUnixMillis: now) {
-                counters.expired.add(1, ordering: .relaxed)
-                continue
-            }
-            let action: Delivery.Action
-            if envelope.control == .disconnect {
-                action = .disconnect
-            } else {
-                action = .frame(ServerMessage.message(
-                    stream: envelope.stream.wireName, offset: record.offset, id: envelope.id, payload: record.value,
-                    contentType: envelope.contentType, allocator: allocator
-                ))
-            }
-            deliveries.append(
-                Delivery(
-                    stream: envelope.stream, partition: record.partition, offset: record.offset, action: action,
-                    exclude: envelope.exclude.flatMap(Connection.parseSessionID), expiresAt: envelope.expiresAt
-                )
-            )
         }
         counters.records.add(records.count, ordering: .relaxed)
         return DeliveryBatch(deliveries: deliveries, nextOffsets: nextOffsets, now: now)

@@ -16,32 +16,35 @@ public actor Shard {
     private var byChannel: [String: [UInt64: Connection]] = [:]
     /// Per partition, the next offset this shard will see: a new connection is current up to one before it.
     private var nextOffsets: [Int32: Int64]
-    private let partitionCount: Int32
+    nonisolated let partitionCount: Int32
+    /// Bytes of live records a resuming connection may hold behind its replay (the outbound cap).
+    private let holdCapBytes: Int
     private var touched: [Connection] = []
     /// Most bytes written to one socket before a flush within a batch.
     static let flushSlice = 64 * 1024
     private var sweeps = 0
 
-    init(eventLoop: any EventLoop, startOffsets: [Int32: Int64], partitionCount: Int32) {
+    init(eventLoop: any EventLoop, startOffsets: [Int32: Int64], partitionCount: Int32, holdCapBytes: Int) {
         self.eventLoop = eventLoop
         self.nextOffsets = startOffsets
         self.partitionCount = partitionCount
+        self.holdCapBytes = holdCapBytes
     }
 
     var connectionCount: Int { connections.count }
 
     /// Adds a connection with its initial channels and returns its positions: for each stream it
     /// follows, the offset it is current up to. Every record this shard delivers later is after them.
-    func register(_ connection: Connection, channels: [String]) -> [(stream: String, offset: Int64)] {
+    func register(_ connection: Connection, channels: [String]) -> [(stream: HeraldStream, offset: Int64)] {
         connections[connection.id] = connection
         connection.nextOfUser = byUser[connection.userID]
         byUser[connection.userID] = connection
-        var positions = [
-            (stream: HeraldStream.user(connection.userID).wireName, offset: position(of: .user(connection.userID))),
-            (stream: HeraldStream.broadcast.wireName, offset: position(of: .broadcast)),
+        var positions: [(stream: HeraldStream, offset: Int64)] = [
+            (.user(connection.userID), position(of: .user(connection.userID))),
+            (.broadcast, position(of: .broadcast)),
         ]
         for name in channels where subscribe(connection, to: name) {
-            positions.append((HeraldStream.channel(name).wireName, position(of: .channel(name))))
+            positions.append((.channel(name), position(of: .channel(name))))
         }
         return positions
     }
@@ -74,6 +77,11 @@ public actor Shard {
         return true
     }
 
+    /// Subscribes and returns the channel's position here, or nil if the connection already was subscribed.
+    func subscribeReturningPosition(_ connection: Connection, to name: String) -> Int64? {
+        subscribe(connection, to: name) ? position(of: .channel(name)) : nil
+    }
+
     func unsubscribe(_ connection: Connection, from name: String) {
         guard let index = connection.subscriptions.firstIndex(of: name) else { return }
         connection.subscriptions.remove(at: index)
@@ -82,8 +90,11 @@ public actor Shard {
     }
 
     func position(of stream: HeraldStream) -> Int64 {
-        let partition = Murmur2.partition(forKey: stream.kafkaKey, partitionCount: partitionCount)
-        return (nextOffsets[partition] ?? 0) - 1
+        (nextOffsets[partition(of: stream)] ?? 0) - 1
+    }
+
+    nonisolated func partition(of stream: HeraldStream) -> Int32 {
+        Murmur2.partition(forKey: stream.kafkaKey, partitionCount: partitionCount)
     }
 
     /// Writes each delivery's shared frame to its local recipients, then flushes each touched socket once.
@@ -131,6 +142,15 @@ public actor Shard {
         if now >= connection.expiresAt {
             connection.close(.tokenExpired, "the token expired")
             return
+        }
+        if let resume = connection.resume {
+            if !resume.fetching, resume.skips(delivery.stream, delivery.offset) { return }
+            if resume.isQueueing {
+                if !resume.queueLive(stream: delivery.stream, offset: delivery.offset, frame: frame, cap: holdCapBytes) {
+                    connection.close(.slowConsumer, "too much arrived while replaying; reconnect and resume")
+                }
+                return
+            }
         }
         // NIO counts the bytes queued on the socket; over the high watermark (the per-connection
         // outbound cap) the channel turns unwritable, and a client that far behind resumes from its

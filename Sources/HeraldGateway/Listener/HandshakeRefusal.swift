@@ -13,6 +13,7 @@ public struct HandshakeRefusal: Error, Sendable, Equatable, CustomStringConverti
         public static let expiredToken = Code(name: "expired-token", status: .unauthorized)
         public static let originNotAllowed = Code(name: "origin-not-allowed", status: .forbidden)
         public static let channelNotAllowed = Code(name: "channel-not-allowed", status: .forbidden)
+        public static let cursorNotAllowed = Code(name: "cursor-not-allowed", status: .forbidden)
         public static let badRequest = Code(name: "bad-request", status: .badRequest)
         public static let notFound = Code(name: "not-found", status: .notFound)
         public static let rateLimited = Code(name: "rate-limited", status: .tooManyRequests)

@@ -1,3 +1,4 @@
+import HeraldCore
 import NIOCore
 
 /// What the upgrader learned about one connection's handshake, for the handler that runs after it:
@@ -9,8 +10,16 @@ final class HandshakeState: @unchecked Sendable {
     enum Outcome: Sendable {
         case pending
         case refused(HandshakeRefusal)
-        case accepted(Identity, channels: [String])
+        case accepted(Identity, channels: [String], resume: ResumeRequest)
         case echo
+    }
+
+    /// What the handshake asked to resume (the `cursor` and `epoch` query parameters).
+    enum ResumeRequest: Sendable {
+        case none
+        /// Known before any replay: a malformed cursor, or one from another epoch.
+        case failed(RecoveryFailure)
+        case cursor(ResumeCursor)
     }
 
     var outcome: Outcome = .pending

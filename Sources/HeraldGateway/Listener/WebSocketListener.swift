@@ -85,6 +85,7 @@ final class WebSocketListener: Sendable {
             return refuse(HandshakeRefusal(.missingToken, "a token is required: Authorization: Bearer <token> or ?token="))
         }
         let channels = (query["channels"] ?? "").split(separator: ",").map(String.init).filter { !$0.isEmpty }
+        let resumeRequest = Self.resumeRequest(cursor: query["cursor"], epoch: query["epoch"], nodeEpoch: context.epoch)
         if let refusal = context.admission.admit() {
             return refuse(refusal)
         }
@@ -95,7 +96,15 @@ final class WebSocketListener: Sendable {
                 if let denied = channels.first(where: { !identity.channels.contains($0) }) {
                     return .refused(HandshakeRefusal(.channelNotAllowed, "the token does not grant channel \(denied)"))
                 }
-                return .accepted(identity, channels: channels)
+                let resume: HandshakeState.ResumeRequest
+                switch resumeRequest {
+                case .success(let request): resume = request
+                case .failure(let refusal): return .refused(refusal)
+                }
+                if case .cursor(let cursor) = resume, let denied = cursor.channels.first(where: { !identity.channels.contains($0) }) {
+                    return .refused(HandshakeRefusal(.cursorNotAllowed, "the cursor names channel \(denied), which the token does not grant"))
+                }
+                return .accepted(identity, channels: channels, resume: resume)
             } catch let refusal as HandshakeRefusal {
                 return .refused(refusal)
             }
@@ -126,18 +135,35 @@ final class WebSocketListener: Sendable {
         switch state.outcome {
         case .echo:
             try pipeline.addHandler(ConnectionHandler(mode: .echo, maxMessageBytes: context.configuration.echoMaxMessageBytes))
-        case .accepted(let identity, let channels):
+        case .accepted(let identity, let channels, let resume):
             state.holdsSlot = false
             let connection = Connection(
                 id: UInt64.random(in: 1...UInt64.max), identity: identity, channel: channel, openedAt: Self.nowMillis()
             )
             try pipeline.addHandler(
-                ConnectionHandler(mode: .gateway(connection, context, initialChannels: channels), maxMessageBytes: context.configuration.maxMessageBytes)
+                ConnectionHandler(mode: .gateway(connection, context, initialChannels: channels, resume: resume), maxMessageBytes: context.configuration.maxMessageBytes)
             )
         case .pending, .refused:
             channel.close(promise: nil)
         }
         state.outcome = .pending
+    }
+
+    /// Reads the `cursor` and `epoch` parameters. A cursor that names another user's stream is refused
+    /// (403) before anything else; a malformed one, or one from another epoch (or with none), is a
+    /// `recovered:false` in the welcome, because the client can still connect and continue live.
+    static func resumeRequest(cursor: String?, epoch: String?, nodeEpoch: String) -> Result<HandshakeState.ResumeRequest, HandshakeRefusal> {
+        guard let cursor else { return .success(.none) }
+        let parsed: ResumeCursor
+        do {
+            parsed = try ResumeCursor.parse(cursor)
+        } catch .foreignStream(let message) {
+            return .failure(HandshakeRefusal(.cursorNotAllowed, message))
+        } catch {
+            return .success(.failed(.malformed))
+        }
+        guard epoch == nodeEpoch else { return .success(.failed(.epoch)) }
+        return .success(.cursor(parsed))
     }
 
     static func nowMillis() -> Int64 {

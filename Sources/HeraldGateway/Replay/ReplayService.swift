@@ -1,0 +1,152 @@
+public import HeraldCore
+import HeraldKafka
+import NIOCore
+import Synchronization
+
+/// One stream of a resume: replay the records after `after` up to `through` (the position the
+/// connection's shard had reached when it registered the stream; later records arrive live).
+struct StreamReplay: Sendable {
+    var stream: HeraldStream
+    var partition: Int32
+    var after: Int64
+    var through: Int64
+}
+
+/// What a resume came to.
+enum ReplayOutcome: Sendable {
+    /// Per requested stream, in request order, the frames to send before anything live.
+    case recovered([[ByteBuffer]])
+    case failed(RecoveryFailure)
+    /// Kafka could not be read; the connection is closed with 1013 so the client retries with its cursor.
+    case unavailable(String)
+}
+
+/// Replays what a reconnecting device missed: from the node's hot window when it still holds every
+/// record after the cursor, else from Kafka through shared reads. All streams recover or none does:
+/// the contract has no partial replay.
+final class ReplayService: Sendable {
+    let window: HotWindow
+    let limit: Int
+    let stats: ReplayStats
+    private let kafka: SharedKafkaReads?
+
+    init(window: HotWindow, reader: KafkaReplayReader?, limit: Int, stats: ReplayStats) {
+        self.window = window
+        self.limit = limit
+        self.stats = stats
+        self.kafka = reader.map { SharedKafkaReads(reader: $0, limit: limit) }
+    }
+
+    func replay(_ requests: [StreamReplay], connection: UInt64, now: Int64) async -> ReplayOutcome {
+        stats.inFlight.add(1, ordering: .relaxed)
+        defer { stats.inFlight.subtract(1, ordering: .relaxed) }
+        let outcome = await resolve(requests, connection: connection, now: now)
+        stats.count(outcome)
+        return outcome
+    }
+
+    private func resolve(_ requests: [StreamReplay], connection: UInt64, now: Int64) async -> ReplayOutcome {
+        var frames = [[ByteBuffer]](repeating: [], count: requests.count)
+        var fromKafka: [Int] = []
+        var total = 0
+        for (index, request) in requests.enumerated() {
+            if request.after >= request.through {
+                // The client is at or past this node's position (it was on a node further ahead). It is
+                // only wrong if it is past the end of the log itself.
+                guard request.after > request.through else { continue }
+                guard let kafka else { return .failed(.ahead) }
+                switch await kafka.end(of: request.partition) {
+                case .success(let end) where request.after >= end: return .failed(.ahead)
+                case .success: continue
+                case .failure(let failure): return Self.outcome(failure)
+                }
+            }
+            switch window.frames(
+                of: request.stream, partition: request.partition, after: request.after, through: request.through,
+                limit: limit, now: now, connection: connection
+            ) {
+            case .found(let found):
+                frames[index] = found
+                total += found.count
+            case .tooMany:
+                return .failed(.tooMany)
+            case .notCovered:
+                fromKafka.append(index)
+            }
+        }
+        if total > limit { return .failed(.tooMany) }
+        guard !fromKafka.isEmpty else {
+            stats.fromWindow.add(1, ordering: .relaxed)
+            return .recovered(frames)
+        }
+        guard let kafka else { return .failed(.expired) }
+        let results = await withTaskGroup(of: (Int, Result<[KafkaRecord], SharedKafkaReads.Failure>).self) { group in
+            for index in fromKafka {
+                let request = requests[index]
+                group.addTask {
+                    let key = Array(request.stream.kafkaKey.utf8)
+                    return (index, await kafka.records(partition: request.partition, key: key, after: request.after, through: request.through))
+                }
+            }
+            return await group.reduce(into: [(Int, Result<[KafkaRecord], SharedKafkaReads.Failure>)]()) { $0.append($1) }
+        }
+        let allocator = ByteBufferAllocator()
+        for (index, result) in results {
+            switch result {
+            case .failure(let failure):
+                return Self.outcome(failure)
+            case .success(let records):
+                let stream = requests[index].stream
+                for record in records {
+                    // Same key, but maybe another kind of stream (a user and a channel may share a name);
+                    // malformed, expired and control records are not messages.
+                    guard let delivery = try? Delivery(record, now: now, allocator: allocator), delivery.stream == stream,
+                          case .frame(let frame) = delivery.action, delivery.exclude != connection else { continue }
+                    frames[index].append(frame)
+                }
+                total += frames[index].count
+            }
+        }
+        if total > limit { return .failed(.tooMany) }
+        stats.fromKafka.add(1, ordering: .relaxed)
+        return .recovered(frames)
+    }
+
+    private static func outcome(_ failure: SharedKafkaReads.Failure) -> ReplayOutcome {
+        switch failure {
+        case .recovery(let reason): .failed(reason)
+        case .unavailable(let message): .unavailable(message)
+        }
+    }
+}
+
+/// How resumes went on this node, for the bench tool and (issue 6) metrics.
+public final class ReplayStats: Sendable {
+    public init() {}
+    let inFlight = Atomic<Int>(0)
+    let fromWindow = Atomic<Int>(0)
+    let fromKafka = Atomic<Int>(0)
+    let recovered = Atomic<Int>(0)
+    let unavailableCount = Atomic<Int>(0)
+    private let failures = Mutex<[RecoveryFailure: Int]>([:])
+
+    func count(_ outcome: ReplayOutcome) {
+        switch outcome {
+        case .recovered: recovered.add(1, ordering: .relaxed)
+        case .failed(let reason): failures.withLock { $0[reason, default: 0] += 1 }
+        case .unavailable: unavailableCount.add(1, ordering: .relaxed)
+        }
+    }
+
+    /// Failures decided before any replay (malformed cursor, another epoch).
+    func count(_ reason: RecoveryFailure) { failures.withLock { $0[reason, default: 0] += 1 } }
+
+    public var resumesInFlight: Int { inFlight.load(ordering: .relaxed) }
+    /// Recovered resumes that needed no Kafka read (everything after the cursor was in the hot window).
+    public var servedFromWindow: Int { fromWindow.load(ordering: .relaxed) }
+    /// Recovered resumes that read at least one stream from Kafka.
+    public var servedFromKafka: Int { fromKafka.load(ordering: .relaxed) }
+    public var recoveredCount: Int { recovered.load(ordering: .relaxed) }
+    public var unavailable: Int { unavailableCount.load(ordering: .relaxed) }
+    public var failuresByReason: [RecoveryFailure: Int] { failures.withLock { $0 } }
+}

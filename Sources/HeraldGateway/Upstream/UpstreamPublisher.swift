@@ -1,0 +1,47 @@
+import Foundation
+import HeraldCore
+public import HeraldKafka
+import NIOCore
+
+/// Sends what clients `publish` to the upstream topic, for the business services behind Herald
+/// (PROTOCOL.md §2): key = the user id, headers naming the session, device and node. With `sync` the
+/// same payload also goes to the user's own stream on the events topic, excluding the sender's
+/// session, so the user's other devices receive it.
+public struct UpstreamPublisher: Sendable {
+    let producer: KafkaProducer
+    let upstreamTopic: String
+    let eventsTopic: String
+    let nodeID: String
+
+    public init(producer: KafkaProducer, upstreamTopic: String, eventsTopic: String, nodeID: String) {
+        self.producer = producer
+        self.upstreamTopic = upstreamTopic
+        self.eventsTopic = eventsTopic
+        self.nodeID = nodeID
+    }
+
+    /// Produces the records and waits for Kafka's acknowledgement; the error of the first that failed.
+    func publish(_ data: [UInt8], sync: Bool, user: String, device: String?, session: String) async -> KafkaError? {
+        let id = UUID().uuidString.lowercased()
+        let key = Array(user.utf8)
+        let value = ByteBuffer(bytes: data)
+        var upstreamHeaders = [
+            KafkaHeader(name: HeraldHeader.id, value: Array(id.utf8)),
+            KafkaHeader(name: HeraldHeader.contentType, value: Array(HeraldContentType.json.rawValue.utf8)),
+            KafkaHeader(name: HeraldHeader.session, value: Array(session.utf8)),
+            KafkaHeader(name: HeraldHeader.node, value: Array(nodeID.utf8)),
+        ]
+        if let device { upstreamHeaders.append(KafkaHeader(name: HeraldHeader.device, value: Array(device.utf8))) }
+        var records = [KafkaOutgoingRecord(topic: upstreamTopic, key: key, value: value, headers: upstreamHeaders)]
+        if sync {
+            let envelope = HeraldRecord(stream: .user(user), id: id, contentType: .json, exclude: session)
+            records.append(KafkaOutgoingRecord(
+                topic: eventsTopic, key: key, value: value, headers: envelope.headers.map { KafkaHeader(name: $0.name, value: $0.value) }
+            ))
+        }
+        for result in await producer.send(records) {
+            if case .failure(let error) = result { return error }
+        }
+        return nil
+    }
+}
