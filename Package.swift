@@ -106,6 +106,7 @@ let package = Package(
         // Helpers shared by the test targets (kcat, failures).
         .target(
             name: "HeraldTestSupport",
+            dependencies: ["HeraldKafka", .product(name: "NIOCore", package: "swift-nio")],
             path: "Tests/Support",
             swiftSettings: strict
         ),

@@ -94,11 +94,3 @@ func collect(_ count: Int, from consumer: KafkaLiveConsumer, limit: Duration = .
 func record(topic: String, key: String?, value: String, headers: [KafkaHeader] = []) -> KafkaOutgoingRecord {
     KafkaOutgoingRecord(topic: topic, key: key.map { Array($0.utf8) }, value: ByteBuffer(string: value), headers: headers)
 }
-
-extension KafkaRecord {
-    var keyString: String? { key.map { String(decoding: $0, as: UTF8.self) } }
-    var valueString: String { String(buffer: value) }
-    func header(_ name: String) -> String? {
-        headers.first { $0.name == name }?.value.map { String(decoding: $0, as: UTF8.self) }
-    }
-}

@@ -1,0 +1,58 @@
+import Foundation
+import HeraldClient
+import HeraldCore
+import HeraldKafka
+import NIOCore
+import Testing
+
+@Suite("Publish: upstream to Kafka, and multi-device sync")
+struct PublishTests {
+    @Test("publish reaches the upstream topic with session and device; sync reaches the user's other devices, not the sender")
+    func publishAndSync() async throws {
+        try await GatewayHarness.run { node in
+            let phone = try await node.connect("alice", device: "phone")
+            let laptop = try await node.connect("alice", device: "laptop")
+            phone.session.publish(json: #"{"draft":"hello"}"#, sync: true)
+            let synced = try await laptop.nextMessage()
+            #expect(synced.stream == "u")
+            #expect(synced.data == #"{"draft":"hello"}"#)
+            phone.session.publish(json: #""upstream only""#)
+
+            // A fence after both: the phone saw neither its own sync nor anything else.
+            let fence = try await node.produce(HeraldRecord(stream: .user("alice")), #"{"fence":true}"#)
+            #expect(try await phone.nextMessage().offset == fence.offset)
+            #expect(try await laptop.nextMessage().offset == fence.offset, "the non-sync publish is not on the events topic")
+
+            let reader = try KafkaReplayReader(
+                configuration: KafkaReplayReaderConfiguration(
+                    kafka: KafkaConfiguration(bootstrapServers: node.cluster.bootstrapServers), topic: upstreamTopic
+                ),
+                logger: testLogger
+            )
+            defer { Task { await reader.close() } }
+            let partition = Murmur2.partition(forKey: "alice", partitionCount: 2)
+            let upstream = try await reader.read(partition: partition, from: 0).records
+            #expect(upstream.map(\.valueString) == [#"{"draft":"hello"}"#, #""upstream only""#])
+            for record in upstream {
+                #expect(record.key == Array("alice".utf8))
+                #expect(record.header(HeraldHeader.session) == phone.welcome.session)
+                #expect(record.header(HeraldHeader.device) == "phone")
+                #expect(record.header(HeraldHeader.node) == "test-node")
+                #expect(record.header(HeraldHeader.id)?.count == 36)
+            }
+        }
+    }
+
+    @Test("a bad publish gets an error frame and the connection stays")
+    func badPublish() async throws {
+        try await GatewayHarness.run { node in
+            let phone = try await node.connect("bob")
+            phone.session.connection.send(text: #"{"type":"publish","data":1,"sync":"yes"}"#)
+            guard case .error(let code, let message) = try await phone.next() else { throw TestFailure("expected an error frame") }
+            #expect(code == "bad-request")
+            #expect(message.contains("sync"))
+            let live = try await node.produce(HeraldRecord(stream: .user("bob")), "{}")
+            #expect(try await phone.nextMessage().offset == live.offset)
+        }
+    }
+}
