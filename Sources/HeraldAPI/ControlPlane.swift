@@ -11,14 +11,17 @@ public struct NodeHooks: Sendable {
     public var sessions: @Sendable (String) -> [(session: String, device: String?, openedAt: Int64)]
     /// nil when ready; otherwise why not.
     public var notReadyReason: @Sendable () async -> String?
+    /// The node's state as a JSON object (connections, resumes, hot window) for `GET /v1/node`.
+    public var status: @Sendable () -> String
 
     public init(
         nodeID: String, sessions: @escaping @Sendable (String) -> [(session: String, device: String?, openedAt: Int64)],
-        notReadyReason: @escaping @Sendable () async -> String?
+        notReadyReason: @escaping @Sendable () async -> String?, status: @escaping @Sendable () -> String = { "{}" }
     ) {
         self.nodeID = nodeID
         self.sessions = sessions
         self.notReadyReason = notReadyReason
+        self.status = status
     }
 }
 
@@ -78,6 +81,9 @@ public enum ControlPlane {
             }
             let outcomes = try await push.push(requests)
             return json(.accepted, #"{"results":[\#(outcomes.map(\.json).joined(separator: ","))]}"#)
+        }
+        v1.get("node") { _, _ -> Response in
+            json(.ok, node.status())
         }
         v1.get("users/:user/connections") { _, context -> Response in
             let user = try context.parameters.require("user")
@@ -147,6 +153,7 @@ struct ErrorShapeMiddleware<Context: RequestContext>: RouterMiddleware {
         switch parts.count {
         case 1 where parts[0] == "healthz" || parts[0] == "readyz": return ["GET"]
         case 2 where parts[0] == "v1" && parts[1] == "push": return ["POST"]
+        case 2 where parts[0] == "v1" && parts[1] == "node": return ["GET"]
         case 3 where parts[0] == "v1" && parts[1] == "push" && parts[2] == "batch": return ["POST"]
         case 4 where parts[0] == "v1" && parts[1] == "users" && parts[3] == "connections": return ["GET", "DELETE"]
         default: return nil

@@ -1,4 +1,5 @@
 public import HeraldKafka
+import HeraldCore
 public import Logging
 public import NIOCore
 import NIOPosix
@@ -62,6 +63,19 @@ public final class Gateway: Service, Sendable {
     public var hotWindowSize: (records: Int, bytes: Int) {
         guard let window = contextStorage.withLock({ $0?.replay.window }) else { return (0, 0) }
         return (window.entryCount, window.byteCount)
+    }
+
+    /// This node's state for `GET /v1/node`: connections, resumes by outcome and source, hot window.
+    public func statusJSON() -> String {
+        let stats = replayStats
+        let window = hotWindowSize
+        let failures = RecoveryFailure.allCases.map { #""\#($0.rawValue)":\#(stats.failuresByReason[$0] ?? 0)"# }.joined(separator: ",")
+        var node = ByteBuffer()
+        node.writeJSONString(configuration.nodeID)
+        return #"{"node":\#(String(buffer: node)),"connections":\#(admission.openConnections),"draining":\#(admission.isDraining),"#
+            + #""resumes":{"recovered":\#(stats.recoveredCount),"from_window":\#(stats.servedFromWindow),"from_kafka":\#(stats.servedFromKafka),"#
+            + #""in_flight":\#(stats.resumesInFlight),"unavailable":\#(stats.unavailable),"not_recovered":{\#(failures)}},"#
+            + #""hot_window":{"records":\#(window.records),"bytes":\#(window.bytes)},"acks":\#(contextStorage.withLock { $0?.acksReceived ?? 0 })}"#
     }
 
     /// The bound public port, once listening (useful with port 0).

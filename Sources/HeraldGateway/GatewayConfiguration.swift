@@ -5,7 +5,7 @@ public struct GatewayConfiguration: Sendable {
     public var nodeID: String
     /// Most open WebSocket connections; further handshakes get 503.
     public var maxConnections = 1_000_000
-    /// Handshakes per second; more get 429.
+    /// Handshakes per second; more get 503 with Retry-After.
     public var acceptsPerSecond: Double = 2_000
     public var perUserConnectionLimit = 10
     /// Largest message a client may send, fragments included (close 1009 above it).

@@ -80,7 +80,8 @@ struct ServeCommand: AsyncParsableCommand {
             node: NodeHooks(
                 nodeID: node,
                 sessions: { user in dataPlane.registry.sessions(of: user).map { ($0.session, $0.device, $0.openedAt) } },
-                notReadyReason: { await dataPlane.notReadyReason() }
+                notReadyReason: { await dataPlane.notReadyReason() },
+                status: { dataPlane.statusJSON() }
             ),
             logger: logger
         )

@@ -89,7 +89,8 @@ struct GatewayHarness {
             node: NodeHooks(
                 nodeID: configuration.nodeID,
                 sessions: { user in gateway.registry.sessions(of: user).map { ($0.session, $0.device, $0.openedAt) } },
-                notReadyReason: { await gateway.notReadyReason() }
+                notReadyReason: { await gateway.notReadyReason() },
+                status: { gateway.statusJSON() }
             ),
             logger: testLogger,
             onServerRunning: { channel in apiPort.set(channel.localAddress?.port ?? 0) }

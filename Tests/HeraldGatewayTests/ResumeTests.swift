@@ -30,6 +30,18 @@ struct ResumeTests {
         return messages
     }
 
+    /// Waits until the node has read everything produced so far to `user`'s partition: a fence
+    /// message to another user of that partition reaches a watcher.
+    static func waitUntilRead(_ node: GatewayHarness, partitionOf user: String) async throws {
+        let neighbour = (0...).lazy.map { "fence\($0)" }.first {
+            Murmur2.partition(forKey: $0, partitionCount: 4) == Murmur2.partition(forKey: user, partitionCount: 4)
+        }!
+        let watcher = try await node.connect(neighbour)
+        let fence = try await node.produce(HeraldRecord(stream: .user(neighbour)), "{}")
+        #expect(try await watcher.nextMessage(within: .seconds(30)).offset == fence.offset)
+        watcher.session.close()
+    }
+
     @Test("a device resumes u, * and a channel after the messages it missed, in order, then continues live", arguments: [true, false])
     func resumeThenLive(fromWindow: Bool) async throws {
         try await GatewayHarness.run(configure: { if !fromWindow { $0.hotWindowBytes = 0 } }) { node in
@@ -70,6 +82,10 @@ struct ResumeTests {
             #expect(await back.pending().isEmpty)
             let stats = node.gateway.replayStats
             #expect(fromWindow ? stats.servedFromWindow == 1 : stats.servedFromKafka == 1)
+            let status = try await api(node.apiPort, "GET", "/v1/node")
+            let resumes = try #require(status.json["resumes"] as? [String: Any], "\(status.body)")
+            #expect(resumes[fromWindow ? "from_window" : "from_kafka"] as? Int == 1, "\(status.body)")
+            #expect(resumes["recovered"] as? Int == 1)
         }
     }
 
@@ -86,13 +102,8 @@ struct ResumeTests {
             }
             let offsets = try await node.producer.send(records).map { try $0.get().offset }
             // Live, 800 KB in one batch would overflow a 64 KiB cap (that is what the cap is for): wait
-            // until the node has read them, with a fence on another user of the same partition.
-            let neighbour = (0...).lazy.map { "n\($0)" }.first {
-                Murmur2.partition(forKey: $0, partitionCount: 4) == Murmur2.partition(forKey: "carol", partitionCount: 4)
-            }!
-            let watcher = try await node.connect(neighbour)
-            let fence = try await node.produce(HeraldRecord(stream: .user(neighbour)), "{}")
-            #expect(try await watcher.nextMessage().offset == fence.offset)
+            // until the node has read them.
+            try await Self.waitUntilRead(node, partitionOf: "carol")
             let back = try await node.connect("carol", cursor: cursor.text, epoch: phone.welcome.epoch)
             #expect(back.welcome.recovered == true)
             var resumed = DeviceCursor(back.welcome)
@@ -155,6 +166,7 @@ struct ResumeTests {
                 })
                 for result in results { _ = try result.get() }
             }
+            try await Self.waitUntilRead(node, partitionOf: "erin")
             let back = try await node.connect("erin", cursor: start.text, epoch: first.welcome.epoch)
             #expect(back.welcome.recovered == false)
             #expect(back.welcome.reason == "expired")

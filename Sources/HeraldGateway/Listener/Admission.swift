@@ -10,6 +10,8 @@ public final class Admission: Sendable {
         var draining = false
     }
 
+    /// Rate-limited handshakes are told to retry after 1 to this many seconds.
+    static let maxRateRetrySeconds = 5
     public let maxConnections: Int
     public let acceptsPerSecond: Double
     private let state: Mutex<State>
@@ -35,7 +37,12 @@ public final class Admission: Sendable {
             state.tokens = min(acceptsPerSecond, state.tokens + seconds * acceptsPerSecond)
             state.lastRefill = now
             guard state.tokens >= 1 else {
-                return HandshakeRefusal(.rateLimited, "more than \(Int(acceptsPerSecond)) connections per second", retryAfter: 1)
+                // A reconnect storm is what trips this: a spread of Retry-After values turns one wave of
+                // retries into several, where the same value for everyone would send the wave back whole.
+                return HandshakeRefusal(
+                    .rateLimited, "more than \(Int(acceptsPerSecond)) connections per second; retry later",
+                    retryAfter: Int.random(in: 1...Self.maxRateRetrySeconds)
+                )
             }
             state.tokens -= 1
             state.open += 1

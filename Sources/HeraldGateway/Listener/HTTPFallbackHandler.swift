@@ -3,7 +3,7 @@ import NIOCore
 import NIOHTTP1
 
 /// Answers every HTTP request that did not become a WebSocket: the refusal the upgrader decided on
-/// (401, 403, 429, 503 with `Retry-After`), 400 for `/v1/ws` without an upgrade, 404 for anything
+/// (401, 403, 503 with `Retry-After`), 400 for `/v1/ws` without an upgrade, 404 for anything
 /// else. Each answer closes the connection: the public port serves WebSockets, not HTTP.
 final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart

@@ -16,7 +16,9 @@ public struct HandshakeRefusal: Error, Sendable, Equatable, CustomStringConverti
         public static let cursorNotAllowed = Code(name: "cursor-not-allowed", status: .forbidden)
         public static let badRequest = Code(name: "bad-request", status: .badRequest)
         public static let notFound = Code(name: "not-found", status: .notFound)
-        public static let rateLimited = Code(name: "rate-limited", status: .tooManyRequests)
+        /// 503 rather than 429: shedding load during a reconnect storm is the node's condition, not the
+        /// client's fault, and clients treat 503 + Retry-After as "another node or later".
+        public static let rateLimited = Code(name: "rate-limited", status: .serviceUnavailable)
         public static let atCapacity = Code(name: "at-capacity", status: .serviceUnavailable)
         public static let draining = Code(name: "draining", status: .serviceUnavailable)
         public static let notReady = Code(name: "not-ready", status: .serviceUnavailable)
@@ -24,7 +26,7 @@ public struct HandshakeRefusal: Error, Sendable, Equatable, CustomStringConverti
 
     public let code: Code
     public let message: String
-    /// Seconds, for `Retry-After` on 429 and 503.
+    /// Seconds, for `Retry-After` on 503.
     public let retryAfter: Int?
 
     public init(_ code: Code, _ message: String, retryAfter: Int? = nil) {
