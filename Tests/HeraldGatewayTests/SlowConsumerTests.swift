@@ -12,7 +12,8 @@ import Testing
 struct SlowConsumerTests {
     @Test("a client that stops reading is closed with 4008 and the node process's memory stays bounded")
     func slowConsumer() async throws {
-        let processes = try await NodeProcesses.start(nodeArguments: ["--outbound-cap", "262144"])
+        // The hot window is bounded too (8 MiB here, 64 MiB by default); it is full after the warm-up.
+        let processes = try await NodeProcesses.start(nodeArguments: ["--outbound-cap", "262144", "--hot-window-bytes", "8388608"])
         defer { processes.stop() }
         let group = MultiThreadedEventLoopGroup.singleton
         let client = HeraldClient(host: "127.0.0.1", port: processes.port, group: group)

@@ -63,7 +63,8 @@ final class HotWindow: Sendable {
         state.withLock { state in
             for delivery in batch.deliveries {
                 guard case .frame(let frame) = delivery.action else { continue }
-                let bytes = frame.readableBytes + Self.entryOverhead
+                // What the frame really holds: NIO rounds a buffer's storage up to a power of two.
+                let bytes = frame.capacity + Self.entryOverhead
                 let entry = Entry(offset: delivery.offset, frame: frame, exclude: delivery.exclude, expiresAt: delivery.expiresAt)
                 state.partitions[delivery.partition, default: Partition(start: delivery.offset)]
                     .streams[delivery.stream, default: CircularBuffer()].append(entry)
