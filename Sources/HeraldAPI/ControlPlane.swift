@@ -13,11 +13,15 @@ public struct NodeHooks: Sendable {
     public var notReadyReason: @Sendable () async -> String?
     /// The node's state as a JSON object (connections, resumes, hot window) for `GET /v1/node`.
     public var status: @Sendable () -> String
+    /// The Prometheus text exposition for `GET /metrics`; nil when metrics are off.
+    public var metrics: (@Sendable () -> [UInt8])?
 
     public init(
         nodeID: String, sessions: @escaping @Sendable (String) -> [(session: String, device: String?, openedAt: Int64)],
-        notReadyReason: @escaping @Sendable () async -> String?, status: @escaping @Sendable () -> String = { "{}" }
+        notReadyReason: @escaping @Sendable () async -> String?, status: @escaping @Sendable () -> String = { "{}" },
+        metrics: (@Sendable () -> [UInt8])? = nil
     ) {
+        self.metrics = metrics
         self.nodeID = nodeID
         self.sessions = sessions
         self.notReadyReason = notReadyReason
@@ -42,8 +46,18 @@ public struct ControlPlaneConfiguration: Sendable {
 public enum ControlPlane {
     public static func router(configuration: ControlPlaneConfiguration, push: PushService, node: NodeHooks) -> Router<BasicRequestContext> {
         let router = Router()
+        router.add(middleware: RequestMetricsMiddleware())
         router.add(middleware: ErrorShapeMiddleware())
         router.get("/healthz") { _, _ in json(.ok, #"{"status":"ok"}"#) }
+        // Unauthenticated like the health checks: Prometheus scrapes the internal port, which only
+        // the cluster reaches (the NetworkPolicy in k8s/).
+        router.get("/metrics") { _, _ -> Response in
+            guard let metrics = node.metrics else { throw APIError(.notFound, "metrics are off on this node (--no-metrics)") }
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(bytes: metrics()))
+            )
+        }
         router.get("/readyz") { _, _ -> Response in
             if let reason = await node.notReadyReason() {
                 throw APIError(.notReady, reason, retryAfter: 5)
@@ -151,7 +165,7 @@ struct ErrorShapeMiddleware<Context: RequestContext>: RouterMiddleware {
     static func allowedMethods(_ path: String) -> [String]? {
         let parts = path.split(separator: "/", omittingEmptySubsequences: true)
         switch parts.count {
-        case 1 where parts[0] == "healthz" || parts[0] == "readyz": return ["GET"]
+        case 1 where parts[0] == "healthz" || parts[0] == "readyz" || parts[0] == "metrics": return ["GET"]
         case 2 where parts[0] == "v1" && parts[1] == "push": return ["POST"]
         case 2 where parts[0] == "v1" && parts[1] == "node": return ["GET"]
         case 3 where parts[0] == "v1" && parts[1] == "push" && parts[2] == "batch": return ["POST"]

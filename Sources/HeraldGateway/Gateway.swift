@@ -16,6 +16,7 @@ public final class Gateway: Service, Sendable {
     public let admission: Admission
     public let counters = DispatchCounters()
     public let replayStats = ReplayStats()
+    let metrics = GatewayMetrics()
 
     private let consumer: KafkaLiveConsumer
     private let admin: KafkaAdmin
@@ -65,6 +66,18 @@ public final class Gateway: Service, Sendable {
         return (window.entryCount, window.byteCount)
     }
 
+    /// Sets the gauges that are read rather than counted (connections, users, hot window, Kafka lag);
+    /// called before each scrape.
+    public func updateMetrics() {
+        metrics.connections.record(admission.openConnections)
+        metrics.users.record(registry.userCount)
+        let window = hotWindowSize
+        metrics.hotWindowBytes.record(window.bytes)
+        metrics.hotWindowRecords.record(window.records)
+        metrics.resumesInFlight.record(replayStats.resumesInFlight)
+        metrics.recordLag(consumer.lag())
+    }
+
     /// This node's state for `GET /v1/node`: connections, resumes by outcome and source, hot window.
     public func statusJSON() -> String {
         let stats = replayStats
@@ -98,16 +111,20 @@ public final class Gateway: Service, Sendable {
         }
         let epoch = "\(try await admin.clusterID()).\(partitionCount)"
         let shards = group.makeIterator().map { loop in
-            Shard(eventLoop: loop, startOffsets: startOffsets, partitionCount: partitionCount, holdCapBytes: configuration.outboundCapBytes)
+            Shard(
+                eventLoop: loop, startOffsets: startOffsets, partitionCount: partitionCount, holdCapBytes: configuration.outboundCapBytes,
+                metrics: metrics
+            )
         }
         let window = HotWindow(
             startOffsets: startOffsets, maxAgeMillis: Int64(configuration.hotWindowAge.components.seconds * 1000),
             maxBytes: configuration.hotWindowBytes
         )
-        let replay = ReplayService(window: window, reader: replayReader, limit: configuration.replayLimit, stats: replayStats)
+        let replay = ReplayService(window: window, reader: replayReader, limit: configuration.replayLimit, stats: replayStats, metrics: metrics)
         let context = GatewayContext(
             nodeID: configuration.nodeID, epoch: epoch, registry: registry, admission: admission, tokens: tokens,
-            configuration: configuration, shards: shards, replay: replay, upstream: upstream
+            configuration: configuration, shards: shards, replay: replay, upstream: upstream,
+            metrics: metrics
         )
         contextStorage.withLock { $0 = context }
         var timers = shards.map { startSweeping($0) }
@@ -126,7 +143,7 @@ public final class Gateway: Service, Sendable {
         }
         waiters.forEach { $0.resume(returning: port) }
 
-        let dispatcher = Dispatcher(shards: shards, window: window, logger: logger, counters: counters)
+        let dispatcher = Dispatcher(shards: shards, window: window, logger: logger, counters: counters, metrics: metrics)
         await withGracefulShutdownHandler {
             await dispatcher.run(consumer.batches)
         } onGracefulShutdown: { [self] in

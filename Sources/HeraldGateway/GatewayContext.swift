@@ -11,11 +11,14 @@ final class GatewayContext: Sendable {
     let configuration: GatewayConfiguration
     let replay: ReplayService
     let upstream: UpstreamPublisher?
+    let metrics: GatewayMetrics
     private let shards: [ObjectIdentifier: Shard]
     private let acks = Atomic<Int>(0)
 
     init(nodeID: String, epoch: String, registry: SessionRegistry, admission: Admission, tokens: TokenVerifier,
-         configuration: GatewayConfiguration, shards: [Shard], replay: ReplayService, upstream: UpstreamPublisher?) {
+         configuration: GatewayConfiguration, shards: [Shard], replay: ReplayService, upstream: UpstreamPublisher?,
+         metrics: GatewayMetrics) {
+        self.metrics = metrics
         self.nodeID = nodeID
         self.epoch = epoch
         self.registry = registry
@@ -34,6 +37,9 @@ final class GatewayContext: Sendable {
         return shard
     }
 
-    func countAck() { acks.add(1, ordering: .relaxed) }
+    func countAck() {
+        acks.add(1, ordering: .relaxed)
+        metrics.acks.increment()
+    }
     var acksReceived: Int { acks.load(ordering: .relaxed) }
 }

@@ -129,10 +129,29 @@ public final class KafkaLiveConsumer: Service, Sendable {
         }
     }
 
+    /// Per assigned partition, how far the next offset to read is behind the partition's end, from the
+    /// high watermarks librdkafka last saw in fetch responses (no request is made). Partitions whose
+    /// end is not known yet are left out.
+    public func lag() -> [Int32: Int64] {
+        assignment.withLock { next in
+            var lag: [Int32: Int64] = [:]
+            for (partition, offset) in next {
+                var low: Int64 = -1
+                var high: Int64 = -1
+                let err = rd_kafka_get_watermark_offsets(client.handle, configuration.topic, partition, &low, &high)
+                guard err == RD_KAFKA_RESP_ERR_NO_ERROR, high >= 0 else { continue }
+                lag[partition] = max(0, high - offset)
+            }
+            return lag
+        }
+    }
+
     private var shouldStop: Bool { stopRequested.load(ordering: .acquiring) }
 
     private func shutdownClient() {
         rd_kafka_consumer_close(client.handle)
+        // `lag()` reads the client under this lock only while partitions are assigned.
+        assignment.withLock { $0 = [:] }
         client.destroy()
         pipe.finish()
         // Anyone waiting for an assignment that never came is released too.

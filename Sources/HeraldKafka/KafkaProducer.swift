@@ -79,6 +79,8 @@ public final class KafkaProducer: Service, Sendable {
     private let pollThreadDone = Mutex<CheckedContinuation<Void, Never>?>(nil)
     private let pollThreadFinished = Atomic<Bool>(false)
 
+    private let failures = Atomic<Int>(0)
+
     public init(configuration: KafkaProducerConfiguration, logger: Logger) throws(KafkaError) {
         self.configuration = configuration
         self.logger = logger
@@ -100,7 +102,7 @@ public final class KafkaProducer: Service, Sendable {
     public func send(_ records: [KafkaOutgoingRecord]) async -> [Result<KafkaDelivery, KafkaError>] {
         guard !records.isEmpty else { return [] }
         let batch = PendingDeliveries(count: records.count)
-        return await withCheckedContinuation { continuation in
+        let results = await withCheckedContinuation { continuation in
             batch.install(continuation)
             // Enqueueing does not block: do it here, and only hand the rest to a task (which waits for
             // room) when librdkafka's local queue is full.
@@ -109,7 +111,13 @@ public final class KafkaProducer: Service, Sendable {
                 Task.detached { [self] in await self.enqueue(records, from: next, into: batch) }
             }
         }
+        let failed = results.reduce(0) { count, result in if case .failure = result { count + 1 } else { count } }
+        if failed > 0 { failures.add(failed, ordering: .relaxed) }
+        return results
     }
+
+    /// Records whose send failed (not enqueued, not acknowledged, or purged at shutdown), since start.
+    public var failedCount: Int { failures.load(ordering: .relaxed) }
 
     private func enqueue(_ records: [KafkaOutgoingRecord], from start: Int, into batch: PendingDeliveries) async {
         let deadline = ContinuousClock.now + .milliseconds(configuration.enqueueTimeoutMilliseconds)

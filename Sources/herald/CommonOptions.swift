@@ -21,6 +21,9 @@ struct CommonOptions: ParsableArguments {
     @Option(help: "trace, debug, info, notice, warning, error or critical. Env: HERALD_LOG_LEVEL. Default: info.")
     var logLevel: String?
 
+    @Option(help: "text or json (one object per line, for log collectors). Env: HERALD_LOG_FORMAT. Default: text.")
+    var logFormat: String?
+
     func resolve(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ResolvedOptions {
         let settings = Settings(environment: environment)
         let value = settings.string
@@ -28,6 +31,11 @@ struct CommonOptions: ParsableArguments {
         guard let level = Logger.Level(rawValue: levelName) else {
             throw ValidationError("log level \(levelName) is not one of trace, debug, info, notice, warning, error, critical")
         }
+        let formatName = value(logFormat, "HERALD_LOG_FORMAT") ?? "text"
+        guard let format = LogFormat(rawValue: formatName) else {
+            throw ValidationError("log format \(formatName) is not text or json")
+        }
+        LogOutput.bootstrap(format)
         return ResolvedOptions(
             kafkaBrokers: value(kafkaBrokers, "HERALD_KAFKA_BROKERS"),
             eventsTopic: value(eventsTopic, "HERALD_EVENTS_TOPIC") ?? "herald.events",

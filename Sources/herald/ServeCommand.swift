@@ -27,12 +27,18 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Producer linger in milliseconds (added to every push's latency). Env: HERALD_KAFKA_LINGER_MS. Default: 1.")
     var kafkaLingerMs: Int?
 
+    @Flag(inversion: .prefixedNo, help: "Serve Prometheus metrics at /metrics on the API port. Env: HERALD_METRICS (true/false). Default: on.")
+    var metrics: Bool?
+
     @Flag(help: "Development mode: a random token secret when none is set (an example token is printed), and the /v1/echo endpoint for the Autobahn suite.")
     var dev = false
 
     func run() async throws {
         let options = try common.resolve()
         let environment = ProcessInfo.processInfo.environment
+        let metricsOn = metrics ?? (environment["HERALD_METRICS"].map { !["false", "0", "off", "no"].contains($0.lowercased()) } ?? true)
+        // Before anything creates a metric: swift-metrics binds each metric to the factory at creation.
+        let nodeMetrics = metricsOn ? NodeMetrics() : nil
         let node = nodeID ?? environment["HERALD_NODE_ID"] ?? ProcessInfo.processInfo.hostName
         var logger = options.logger("herald")
         logger[metadataKey: "node"] = "\(node)"
@@ -43,6 +49,7 @@ struct ServeCommand: AsyncParsableCommand {
         let tokens = try await TokenVerifier(configuration: tokenConfiguration)
         let devAPIKey = dev ? "dev-" + (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined() : nil
         let apiConfiguration = try api.configuration(devKey: devAPIKey, environment: environment)
+        LogRedaction.protect(apiConfiguration.apiKeys + [tokenConfiguration.hmacSecret, devSecret].compactMap { $0 })
 
         var cluster: EmbeddedKafkaCluster? = nil
         let bootstrap: String
@@ -74,6 +81,10 @@ struct ServeCommand: AsyncParsableCommand {
             upstream: UpstreamPublisher(producer: producer, upstreamTopic: options.upstreamTopic, eventsTopic: options.eventsTopic, nodeID: node)
         )
 
+        var scrape: (@Sendable () -> [UInt8])? = nil
+        if let nodeMetrics {
+            scrape = { nodeMetrics.scrape(gateway: dataPlane, producer: producer) }
+        }
         let controlPlane = ControlPlane.application(
             configuration: apiConfiguration,
             push: PushService(producer: producer, topic: options.eventsTopic),
@@ -81,7 +92,8 @@ struct ServeCommand: AsyncParsableCommand {
                 nodeID: node,
                 sessions: { user in dataPlane.registry.sessions(of: user).map { ($0.session, $0.device, $0.openedAt) } },
                 notReadyReason: { await dataPlane.notReadyReason() },
-                status: { dataPlane.statusJSON() }
+                status: { dataPlane.statusJSON() },
+                metrics: scrape
             ),
             logger: logger
         )
@@ -90,11 +102,13 @@ struct ServeCommand: AsyncParsableCommand {
             let example = try await TokenIssuer(hmacSecret: devSecret).token(
                 user: "alice", device: "laptop", channels: ["news"], expiresAt: Date().addingTimeInterval(3_600)
             )
-            logger.notice("development mode: tokens are signed with a random secret", metadata: [
-                "HERALD_JWT_SECRET": "\(devSecret)",
-                "HERALD_API_KEYS": "\(devAPIKey ?? "")",
-                "example": "ws://127.0.0.1:\(gatewayConfiguration.port)/v1/ws?channels=news&token=\(example)",
-            ])
+            // Printed, not logged: logs never carry secrets (they are masked), but a developer needs these.
+            print("""
+                development mode: tokens are signed with a random secret, and the API key is random
+                  HERALD_JWT_SECRET=\(devSecret)
+                  HERALD_API_KEYS=\(devAPIKey ?? "")
+                  example: ws://127.0.0.1:\(gatewayConfiguration.port)/v1/ws?channels=news&token=\(example)
+                """)
         }
 
         logger.info("herald node starting", metadata: ["kafka.bootstrap": "\(bootstrap)", "kafka.events": "\(options.eventsTopic)"])

@@ -114,7 +114,7 @@ struct ShardTests {
     func deliverAndCap() async throws {
         // A shard runs on its loop as its executor: NIO's async testing loop can be one.
         let loop = NIOAsyncTestingEventLoop()
-        let shard = Shard(eventLoop: loop, startOffsets: [0: 10, 1: 20], partitionCount: 2, holdCapBytes: 1 << 20)
+        let shard = Shard(eventLoop: loop, startOffsets: [0: 10, 1: 20], partitionCount: 2, holdCapBytes: 1 << 20, metrics: GatewayMetrics())
         let fast = NIOAsyncTestingChannel(loop: loop)
         let slow = NIOAsyncTestingChannel(loop: loop)
         func connect(_ channel: NIOAsyncTestingChannel, id: UInt64) -> Connection {
@@ -149,7 +149,7 @@ struct ShardTests {
     @Test("a connection whose token expired gets 4009 instead of the message")
     func nothingAfterExpiry() async throws {
         let loop = NIOAsyncTestingEventLoop()
-        let shard = Shard(eventLoop: loop, startOffsets: [0: 0], partitionCount: 1, holdCapBytes: 1 << 20)
+        let shard = Shard(eventLoop: loop, startOffsets: [0: 0], partitionCount: 1, holdCapBytes: 1 << 20, metrics: GatewayMetrics())
         let channel = NIOAsyncTestingChannel(loop: loop)
         let connection = Connection(
             id: 7, identity: Identity(userID: "frank", deviceID: nil, channels: [], expiresAt: 1_000), channel: channel, openedAt: 0

@@ -25,6 +25,9 @@ public final class Connection: @unchecked Sendable {
     var nextOfUser: Connection?
     var missedPongs: UInt8 = 0
     var isClosing = false
+    /// The close code the connection ended with (0: none), and whether the server sent it: for metrics.
+    var closeCode: UInt16 = 0
+    var closedByServer = false
     /// Bytes written since the last flush. NIO counts unflushed bytes as queued too, so a large batch
     /// is flushed in slices: writability then measures what the peer has not taken, not our batching.
     var unflushedBytes = 0
@@ -52,6 +55,8 @@ public final class Connection: @unchecked Sendable {
         channel.eventLoop.preconditionInEventLoop()
         guard !isClosing else { return }
         isClosing = true
+        closeCode = code.rawValue
+        closedByServer = true
         Self.sendClose(on: channel, code, reason, failing: failing, grace: grace)
     }
 

@@ -42,6 +42,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         guard case .gateway(let connection, let gateway, let channels, let resume) = mode else { return }
+        gateway.metrics.connectionsOpened.increment()
         let shard = gateway.shard(for: context.eventLoop)
         for replaced in gateway.registry.add(connection) {
             replaced.channel.eventLoop.execute {
@@ -57,7 +58,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         case .none:
             sendWelcome(context, connection, gateway, positions)
         case .failed(let reason):
-            gateway.replay.stats.count(reason)
+            gateway.replay.notRecovered(reason)
             sendWelcome(context, connection, gateway, positions, recovered: false, reason: reason)
         case .cursor(let cursor):
             startResume(from: cursor, positions: positions, context: context, connection: connection, gateway: gateway)
@@ -128,6 +129,10 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         if case .gateway(let connection, let gateway, _, _) = mode {
+            gateway.metrics.closed(
+                serverCode: connection.closedByServer ? connection.closeCode : nil,
+                clientCode: !connection.closedByServer && connection.closeCode != 0 ? connection.closeCode : nil
+            )
             connection.isClosing = true
             gateway.shard(for: context.eventLoop).assumeIsolated { $0.unregister(connection) }
             gateway.registry.remove(connection)
@@ -284,6 +289,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         promise.futureResult.assumeIsolated().whenSuccess { [self] error in
             publishing = false
+            gateway.metrics.published(ok: error == nil)
             guard channel.isActive, !connection.isClosing else { return }
             if let error {
                 let frame = ServerMessage.error(code: "publish-failed", message: "Kafka did not take the publish (\(error.message)); send it again")
@@ -329,6 +335,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         closing = true
         connection?.isClosing = true
+        connection?.closeCode = code
         let reply = ServerFrame.close(code: code, reason: "")
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(reply)).whenComplete { _ in channel.close(promise: nil) }

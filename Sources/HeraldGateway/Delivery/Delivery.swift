@@ -20,6 +20,8 @@ struct Delivery: Sendable {
     var exclude: UInt64?
     /// Unix milliseconds; `nil` never expires.
     var expiresAt: Int64?
+    /// The record's Kafka timestamp (Unix milliseconds), for the delivery latency.
+    var timestamp: Int64 = 0
 
     /// Reads a record of the events topic: its stream from key and headers, its frame encoded once.
     /// `nil` when it expired by `now`; throws when it is not a Herald record.
@@ -41,9 +43,11 @@ struct Delivery: Sendable {
         offset = record.offset
         exclude = envelope.exclude.flatMap(Connection.parseSessionID)
         expiresAt = envelope.expiresAt
+        timestamp = record.timestamp
     }
 
-    init(stream: HeraldStream, partition: Int32, offset: Int64, action: Action, exclude: UInt64?, expiresAt: Int64?) {
+    init(stream: HeraldStream, partition: Int32, offset: Int64, action: Action, exclude: UInt64?, expiresAt: Int64?, timestamp: Int64 = 0) {
+        self.timestamp = timestamp
         self.stream = stream
         self.partition = partition
         self.offset = offset

@@ -14,6 +14,7 @@ struct Dispatcher: Sendable {
     let window: HotWindow
     let logger: Logger
     let counters: DispatchCounters
+    let metrics: GatewayMetrics
 
     func run(_ batches: KafkaRecordBatches) async {
         for await records in batches.cancelOnGracefulShutdown() {
@@ -39,11 +40,17 @@ struct Dispatcher: Sendable {
             do {
                 guard let delivery = try Delivery(record, now: now, allocator: allocator) else {
                     counters.expired.add(1, ordering: .relaxed)
+                    // Expired records are rare: decoding the envelope again for its kind costs nothing much.
+                    let envelope = try? HeraldRecord.decode(
+                        key: record.key, headers: record.headers.lazy.map { HeraldHeader(name: $0.name, value: $0.value ?? []) }
+                    )
+                    metrics.dropped(envelope?.stream.kind ?? .user, .expired)
                     continue
                 }
                 deliveries.append(delivery)
             } catch {
                 counters.malformed.add(1, ordering: .relaxed)
+                metrics.recordsMalformed.increment()
                 logger.warning(
                     "record is not a Herald message; skipped",
                     metadata: ["partition": "\(record.partition)", "offset": "\(record.offset)", "error": "\(error)"]
@@ -51,6 +58,7 @@ struct Dispatcher: Sendable {
             }
         }
         counters.records.add(records.count, ordering: .relaxed)
+        metrics.recordsRead.increment(by: records.count)
         return DeliveryBatch(deliveries: deliveries, nextOffsets: nextOffsets, now: now)
     }
 }

@@ -19,12 +19,20 @@ public actor Shard {
     nonisolated let partitionCount: Int32
     /// Bytes of live records a resuming connection may hold behind its replay (the outbound cap).
     private let holdCapBytes: Int
+    private let metrics: GatewayMetrics
+    /// Counted per batch, added to the metrics once per batch (indexed by `HeraldStreamKind`).
+    private var deliveredCounts = [0, 0, 0]
+    private var slowCounts = [0, 0, 0]
+    private var tokenExpiredCounts = [0, 0, 0]
+    private var bytesWritten = 0
+    private var recipientsOfDelivery = 0
     private var touched: [Connection] = []
     /// Most bytes written to one socket before a flush within a batch.
     static let flushSlice = 64 * 1024
     private var sweeps = 0
 
-    init(eventLoop: any EventLoop, startOffsets: [Int32: Int64], partitionCount: Int32, holdCapBytes: Int) {
+    init(eventLoop: any EventLoop, startOffsets: [Int32: Int64], partitionCount: Int32, holdCapBytes: Int, metrics: GatewayMetrics) {
+        self.metrics = metrics
         self.eventLoop = eventLoop
         self.nextOffsets = startOffsets
         self.partitionCount = partitionCount
@@ -99,12 +107,15 @@ public actor Shard {
 
     /// Writes each delivery's shared frame to its local recipients, then flushes each touched socket once.
     func deliver(_ batch: DeliveryBatch) {
+        var reached: [Int64] = []  // timestamps of the deliveries that reached someone here
         for delivery in batch.deliveries {
             if let expiresAt = delivery.expiresAt, batch.now >= expiresAt { continue }
             guard case .frame(let frame) = delivery.action else {
                 if case .user(let user) = delivery.stream { disconnect(user) }
                 continue
             }
+            recipientsOfDelivery = 0
+            defer { if recipientsOfDelivery > 0 { reached.append(delivery.timestamp) } }
             switch delivery.stream {
             case .user(let user):
                 var next = byUser[user]
@@ -127,6 +138,31 @@ public actor Shard {
             connection.channel.flush()
         }
         touched.removeAll(keepingCapacity: true)
+        recordMetrics(reached)
+    }
+
+    private func recordMetrics(_ reached: [Int64]) {
+        if !reached.isEmpty {
+            let now = WebSocketListener.nowMillis()
+            for timestamp in reached where timestamp > 0 {
+                metrics.deliveryLatency.recordNanoseconds(max(0, now - timestamp) * 1_000_000)
+            }
+        }
+        let frames = deliveredCounts.reduce(0, +)
+        if frames > 0 { metrics.framesWritten.increment(by: frames) }
+        for kind in HeraldStreamKind.allCases {
+            let index = kind.index
+            metrics.delivered(kind, deliveredCounts[index])
+            metrics.dropped(kind, .slowConsumer, slowCounts[index])
+            metrics.dropped(kind, .tokenExpired, tokenExpiredCounts[index])
+            deliveredCounts[index] = 0
+            slowCounts[index] = 0
+            tokenExpiredCounts[index] = 0
+        }
+        if bytesWritten > 0 {
+            metrics.bytesWritten.increment(by: bytesWritten)
+            bytesWritten = 0
+        }
     }
 
     private func disconnect(_ user: String) {
@@ -139,7 +175,9 @@ public actor Shard {
 
     private func write(_ frame: ByteBuffer, of delivery: Delivery, to connection: Connection, now: Int64) {
         guard !connection.isClosing, delivery.exclude != connection.id else { return }
+        let kind = delivery.stream.kind.index
         if now >= connection.expiresAt {
+            tokenExpiredCounts[kind] += 1
             connection.close(.tokenExpired, "the token expired")
             return
         }
@@ -147,6 +185,7 @@ public actor Shard {
             if !resume.fetching, resume.skips(delivery.stream, delivery.offset) { return }
             if resume.isQueueing {
                 if !resume.queueLive(stream: delivery.stream, offset: delivery.offset, frame: frame, cap: holdCapBytes) {
+                    slowCounts[kind] += 1
                     connection.close(.slowConsumer, "too much arrived while replaying; reconnect and resume")
                 }
                 return
@@ -156,9 +195,13 @@ public actor Shard {
         // outbound cap) the channel turns unwritable, and a client that far behind resumes from its
         // cursor instead of growing this node's memory.
         guard connection.channel.isWritable else {
+            slowCounts[kind] += 1
             connection.close(.slowConsumer, "outbound queue over its cap; reconnect and resume")
             return
         }
+        deliveredCounts[kind] += 1
+        recipientsOfDelivery += 1
+        bytesWritten += frame.readableBytes
         if connection.unflushedBytes == 0 { touched.append(connection) }
         connection.channel.write(frame, promise: nil)
         connection.unflushedBytes += frame.readableBytes

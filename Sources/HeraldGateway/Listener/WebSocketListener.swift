@@ -74,6 +74,7 @@ final class WebSocketListener: Sendable {
             return loop.makeSucceededFuture(nil)
         }
         func refuse(_ refusal: HandshakeRefusal) -> EventLoopFuture<HTTPHeaders?> {
+            context.metrics.refused(refusal.code.name)
             state.outcome = .refused(refusal)
             return loop.makeSucceededFuture(nil)
         }
@@ -112,6 +113,7 @@ final class WebSocketListener: Sendable {
         return promise.futureResult.map { [context] outcome in
             state.outcome = outcome
             guard case .accepted = outcome else {
+                if case .refused(let refusal) = outcome { context.metrics.refused(refusal.code.name) }
                 context.admission.release()
                 return nil
             }

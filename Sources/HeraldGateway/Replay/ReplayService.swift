@@ -28,9 +28,11 @@ final class ReplayService: Sendable {
     let window: HotWindow
     let limit: Int
     let stats: ReplayStats
+    private let metrics: GatewayMetrics
     private let kafka: SharedKafkaReads?
 
-    init(window: HotWindow, reader: KafkaReplayReader?, limit: Int, stats: ReplayStats) {
+    init(window: HotWindow, reader: KafkaReplayReader?, limit: Int, stats: ReplayStats, metrics: GatewayMetrics) {
+        self.metrics = metrics
         self.window = window
         self.limit = limit
         self.stats = stats
@@ -40,12 +42,30 @@ final class ReplayService: Sendable {
     func replay(_ requests: [StreamReplay], connection: UInt64, now: Int64) async -> ReplayOutcome {
         stats.inFlight.add(1, ordering: .relaxed)
         defer { stats.inFlight.subtract(1, ordering: .relaxed) }
-        let outcome = await resolve(requests, connection: connection, now: now)
+        let (outcome, readKafka) = await resolve(requests, connection: connection, now: now)
         stats.count(outcome)
+        switch outcome {
+        case .recovered(let frames):
+            if readKafka { stats.fromKafka.add(1, ordering: .relaxed) } else { stats.fromWindow.add(1, ordering: .relaxed) }
+            let source = readKafka ? "kafka" : "window"
+            metrics.resumed(result: "recovered", reason: "none", source: source)
+            metrics.replayedMessages.increment(by: frames.reduce(0) { $0 + $1.count })
+        case .failed(let reason):
+            metrics.resumed(result: "not_recovered", reason: reason.rawValue, source: "none")
+        case .unavailable:
+            metrics.resumed(result: "unavailable", reason: "kafka", source: "none")
+        }
         return outcome
     }
 
-    private func resolve(_ requests: [StreamReplay], connection: UInt64, now: Int64) async -> ReplayOutcome {
+    /// A resume refused before any replay (malformed cursor, another epoch).
+    func notRecovered(_ reason: RecoveryFailure) {
+        stats.count(reason)
+        metrics.resumed(result: "not_recovered", reason: reason.rawValue, source: "none")
+    }
+
+    /// The outcome, and whether Kafka was read for it.
+    private func resolve(_ requests: [StreamReplay], connection: UInt64, now: Int64) async -> (ReplayOutcome, Bool) {
         var frames = [[ByteBuffer]](repeating: [], count: requests.count)
         var fromKafka: [Int] = []
         var total = 0
@@ -54,11 +74,11 @@ final class ReplayService: Sendable {
                 // The client is at or past this node's position (it was on a node further ahead). It is
                 // only wrong if it is past the end of the log itself.
                 guard request.after > request.through else { continue }
-                guard let kafka else { return .failed(.ahead) }
+                guard let kafka else { return (.failed(.ahead), false) }
                 switch await kafka.end(of: request.partition) {
-                case .success(let end) where request.after >= end: return .failed(.ahead)
+                case .success(let end) where request.after >= end: return (.failed(.ahead), false)
                 case .success: continue
-                case .failure(let failure): return Self.outcome(failure)
+                case .failure(let failure): return (Self.outcome(failure), false)
                 }
             }
             switch window.frames(
@@ -69,17 +89,14 @@ final class ReplayService: Sendable {
                 frames[index] = found
                 total += found.count
             case .tooMany:
-                return .failed(.tooMany)
+                return (.failed(.tooMany), false)
             case .notCovered:
                 fromKafka.append(index)
             }
         }
-        if total > limit { return .failed(.tooMany) }
-        guard !fromKafka.isEmpty else {
-            stats.fromWindow.add(1, ordering: .relaxed)
-            return .recovered(frames)
-        }
-        guard let kafka else { return .failed(.expired) }
+        if total > limit { return (.failed(.tooMany), false) }
+        guard !fromKafka.isEmpty else { return (.recovered(frames), false) }
+        guard let kafka else { return (.failed(.expired), false) }
         let results = await withTaskGroup(of: (Int, Result<[KafkaRecord], SharedKafkaReads.Failure>).self) { group in
             for index in fromKafka {
                 let request = requests[index]
@@ -94,7 +111,7 @@ final class ReplayService: Sendable {
         for (index, result) in results {
             switch result {
             case .failure(let failure):
-                return Self.outcome(failure)
+                return (Self.outcome(failure), false)
             case .success(let records):
                 let stream = requests[index].stream
                 for record in records {
@@ -107,9 +124,8 @@ final class ReplayService: Sendable {
                 total += frames[index].count
             }
         }
-        if total > limit { return .failed(.tooMany) }
-        stats.fromKafka.add(1, ordering: .relaxed)
-        return .recovered(frames)
+        if total > limit { return (.failed(.tooMany), true) }
+        return (.recovered(frames), true)
     }
 
     private static func outcome(_ failure: SharedKafkaReads.Failure) -> ReplayOutcome {
