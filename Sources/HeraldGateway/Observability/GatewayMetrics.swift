@@ -72,6 +72,10 @@ final class GatewayMetrics: Sendable {
             true: Counter(label: "herald_publishes_total", dimensions: [("result", "ok")]),
             false: Counter(label: "herald_publishes_total", dimensions: [("result", "failed")]),
         ]
+        // The resume series exist from the start, so dashboards and alerts see zeros rather than nothing.
+        for source in ["window", "kafka"] { resumed(result: "recovered", reason: "none", source: source, by: 0) }
+        for reason in RecoveryFailure.allCases { resumed(result: "not_recovered", reason: reason.rawValue, source: "none", by: 0) }
+        resumed(result: "unavailable", reason: "kafka", source: "none", by: 0)
     }
 
     func delivered(_ kind: HeraldStreamKind, _ count: Int) {
@@ -101,7 +105,7 @@ final class GatewayMetrics: Sendable {
 
     /// A resume ended: `result` recovered / not_recovered / unavailable, with its reason and where it
     /// was served from (window, kafka, none).
-    func resumed(result: String, reason: String, source: String) {
+    func resumed(result: String, reason: String, source: String, by count: Int = 1) {
         let key = result + "|" + reason + "|" + source
         let counter = resumes.withLock { counters in
             if let counter = counters[key] { return counter }
@@ -109,7 +113,7 @@ final class GatewayMetrics: Sendable {
             counters[key] = counter
             return counter
         }
-        counter.increment()
+        counter.increment(by: count)
     }
 
     func published(ok: Bool) {

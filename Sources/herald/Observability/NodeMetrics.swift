@@ -9,7 +9,7 @@ import Synchronization
 /// before rendering it with the process metrics.
 final class NodeMetrics: Sendable {
     private let registry: PrometheusCollectorRegistry
-    private let producerErrors = Counter(label: "herald_kafka_producer_errors_total")
+    private let producerErrors: Metrics.Counter
     private let producerErrorsSeen = Mutex(0)
 
     /// Bootstraps swift-metrics; call once, before the gateway and the API create their metrics.
@@ -27,6 +27,8 @@ final class NodeMetrics: Sendable {
         ]
         MetricsSystem.bootstrap(factory)
         self.registry = registry
+        // Created after the bootstrap: a metric binds to the factory in place when it is created.
+        producerErrors = Metrics.Counter(label: "herald_kafka_producer_errors_total")
     }
 
     func scrape(gateway: Gateway, producer: KafkaProducer) -> [UInt8] {
