@@ -144,18 +144,52 @@ public final class Gateway: Service, Sendable {
         waiters.forEach { $0.resume(returning: port) }
 
         let dispatcher = Dispatcher(shards: shards, window: window, logger: logger, counters: counters, metrics: metrics)
-        await withGracefulShutdownHandler {
-            await dispatcher.run(consumer.batches)
-        } onGracefulShutdown: { [self] in
-            admission.startDraining()
-            server.close(promise: nil)
-            for shard in shards {
-                shard.eventLoop.execute {
-                    shard.assumeIsolated { $0.closeAll(.restarting, "node shutting down; reconnect and resume") }
-                }
+        await withTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { await dispatcher.run(self.consumer.batches) }
+            tasks.addTask {
+                // Until SIGTERM (or the group's shutdown); then drain, while the dispatcher still delivers.
+                guard (try? await gracefulShutdown()) != nil else { return }
+                await self.drain(server: server, shards: shards)
             }
+            await tasks.next()
+            tasks.cancelAll()
         }
         try? await server.close()
+        for shard in shards {
+            shard.eventLoop.execute { shard.assumeIsolated { $0.closeAll(.restarting, "node shutting down; reconnect and resume") } }
+        }
+    }
+
+    /// The graceful drain: readiness turns 503 and handshakes are refused at once; after `drainDelay`
+    /// (load balancers notice the readiness) the listener closes; then the connections are closed with
+    /// 1012 in batches every 100 ms, spread evenly over the rest of the window, so that their clients
+    /// reconnect to other nodes as a trickle, not a storm.
+    private func drain(server: any Channel, shards: [Shard]) async {
+        admission.startDraining()
+        let start = ContinuousClock.now
+        logger.notice("draining", metadata: ["connections": "\(admission.openConnections)", "window": "\(configuration.drainDuration)"])
+        try? await Task.sleep(for: configuration.drainDelay)
+        try? await server.close()
+        // Leave a second of the window for the last close handshakes.
+        let tick = Duration.milliseconds(100)
+        let window = max(.zero, configuration.drainDuration - configuration.drainDelay - .seconds(1))
+        let ticks = max(1, Int(window / tick))
+        for step in 0..<ticks {
+            var open = 0
+            for shard in shards {
+                let remaining = await shard.openCount
+                let share = (remaining + (ticks - step) - 1) / (ticks - step)
+                open += await shard.drainStep(closing: share)
+            }
+            if open == 0 { break }
+            try? await Task.sleep(until: start + configuration.drainDelay + tick * (step + 1))
+        }
+        // The close handshakes finish (or their grace runs out) before the dispatcher stops.
+        let deadline = ContinuousClock.now + .seconds(3)
+        while admission.openConnections > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        logger.notice("drained", metadata: ["seconds": "\(ContinuousClock.now - start)", "left": "\(admission.openConnections)"])
     }
 
     private func startSweeping(_ shard: Shard) -> RepeatedTask {

@@ -26,6 +26,10 @@ public struct GatewayConfiguration: Sendable {
     public var replayLimit = 10_000
     /// Publishes from one connection queued while earlier ones wait for Kafka; more are refused.
     public var maxQueuedPublishes = 32
+    /// The graceful drain on SIGTERM, all of it: readiness fails at once, the listener closes after
+    /// `drainDelay`, and the connections are closed with 1012 in batches spread over the rest.
+    public var drainDuration: Duration = .seconds(20)
+    public var drainDelay: Duration = .seconds(3)
     /// `--dev` only: serve `/v1/echo`, an unauthenticated echo endpoint for the Autobahn suite.
     public var echoEndpoint = false
     /// Message limit of the echo endpoint (Autobahn sends up to 16 MiB).

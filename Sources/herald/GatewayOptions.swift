@@ -46,6 +46,12 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "Most messages one resume replays (more: recovered:false, too-many). Env: HERALD_REPLAY_LIMIT. Default: 10000.")
     var replayLimit: Int?
 
+    @Option(help: "Seconds a graceful drain (SIGTERM) takes in all: connections are closed with 1012, spread over it. Env: HERALD_DRAIN_SECONDS. Default: 20.")
+    var drainSeconds: Double?
+
+    @Option(help: "Seconds between SIGTERM (readiness fails at once) and closing the listener. Env: HERALD_DRAIN_DELAY_SECONDS. Default: 3.")
+    var drainDelaySeconds: Double?
+
     func gatewayConfiguration(nodeID: String, dev: Bool, environment: [String: String]) throws -> GatewayConfiguration {
         let settings = Settings(environment: environment)
         let value = settings.string
@@ -63,6 +69,11 @@ struct GatewayOptions: ParsableArguments {
         configuration.hotWindowAge = .seconds(try number(hotWindowSeconds, "HERALD_HOT_WINDOW_SECONDS") ?? 120)
         configuration.hotWindowBytes = try number(hotWindowBytes, "HERALD_HOT_WINDOW_BYTES") ?? 64 * 1024 * 1024
         configuration.replayLimit = try number(replayLimit, "HERALD_REPLAY_LIMIT") ?? 10_000
+        configuration.drainDuration = .milliseconds(Int((try number(drainSeconds, "HERALD_DRAIN_SECONDS") ?? 20) * 1_000))
+        configuration.drainDelay = .milliseconds(Int((try number(drainDelaySeconds, "HERALD_DRAIN_DELAY_SECONDS") ?? 3) * 1_000))
+        guard configuration.drainDelay <= configuration.drainDuration else {
+            throw ValidationError("the drain delay must not be longer than the drain")
+        }
         configuration.echoEndpoint = dev
         guard configuration.replayLimit >= 1 else { throw ValidationError("the replay limit must be at least 1") }
         guard configuration.perUserConnectionLimit >= 1 else { throw ValidationError("the per-user connection limit must be at least 1") }

@@ -112,15 +112,17 @@ struct ServeCommand: AsyncParsableCommand {
         }
 
         logger.info("herald node starting", metadata: ["kafka.bootstrap": "\(bootstrap)", "kafka.events": "\(options.eventsTopic)"])
-        // Started in this order, stopped in reverse: pushes stop first, then the data plane closes its
-        // connections (1012), then the consumer, and the producer flushes last.
+        // Started in this order, stopped in reverse: the data plane drains first (readiness 503 at
+        // once, served by the control plane, which stays up meanwhile; connections closed with 1012
+        // spread over the drain), then the control plane stops, then the consumer, and the producer
+        // flushes last.
         let serviceGroup = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [
                     .init(service: producer, serviceName: "kafka-producer"),
                     .init(service: consumer, serviceName: "kafka-live-consumer"),
-                    .init(service: dataPlane, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "gateway"),
                     .init(service: controlPlane, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "control-plane"),
+                    .init(service: dataPlane, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "gateway"),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger

@@ -71,6 +71,8 @@ struct GatewayHarness {
         configuration.port = 0
         configuration.maxConnections = 5_000
         configuration.acceptsPerSecond = 5_000
+        configuration.drainDuration = .milliseconds(500)
+        configuration.drainDelay = .zero
         configure(&configuration)
         let tokens = try await TokenVerifier(configuration: TokenConfiguration(hmacSecret: testSecret))
         let replayReader = try KafkaReplayReader(configuration: KafkaReplayReaderConfiguration(kafka: kafka, topic: topic), logger: testLogger)

@@ -29,6 +29,9 @@ final class HeraldProcess: @unchecked Sendable {
         process.executableURL = try heraldExecutable()
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
+        // Tests stop nodes with SIGTERM: a short drain, unless a test sets its own.
+        env["HERALD_DRAIN_SECONDS"] = "1"
+        env["HERALD_DRAIN_DELAY_SECONDS"] = "0"
         env.merge(environment) { _, new in new }
         process.environment = env
         let pipe = Pipe()

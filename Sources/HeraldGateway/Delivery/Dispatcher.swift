@@ -17,7 +17,8 @@ struct Dispatcher: Sendable {
     let metrics: GatewayMetrics
 
     func run(_ batches: KafkaRecordBatches) async {
-        for await records in batches.cancelOnGracefulShutdown() {
+        // Runs until cancelled: during a drain the connections still open keep receiving.
+        for await records in batches {
             let batch = makeBatch(records, now: WebSocketListener.nowMillis())
             // Before any shard moves its positions past these records, so a resume that reads the
             // window up to a shard's position finds them.

@@ -236,6 +236,24 @@ public actor Shard {
     func closeAll(_ code: CloseCode, _ reason: String) {
         for connection in connections.values { connection.close(code, reason) }
     }
+
+    /// Connections not yet closing.
+    var openCount: Int { connections.values.reduce(0) { $0 + ($1.isClosing ? 0 : 1) } }
+
+    /// One step of a paced drain: closes up to `count` connections with 1012; returns how many remain open.
+    func drainStep(closing count: Int) -> Int {
+        var closed = 0
+        var open = 0
+        for connection in connections.values where !connection.isClosing {
+            if closed < count {
+                connection.close(.restarting, "node draining; reconnect and resume")
+                closed += 1
+            } else {
+                open += 1
+            }
+        }
+        return open
+    }
 }
 
 enum ShardFrames {
