@@ -3,6 +3,7 @@ import HeraldClient
 import HeraldCore
 import HeraldKafka
 import NIOCore
+import NIOPosix
 import Testing
 
 /// A small, seeded generator, so a failing run can be repeated exactly (`HERALD_TEST_SEED`).
@@ -71,6 +72,58 @@ final class SimulatedDevice {
         self.connection = nil
     }
 
+    /// Connects (resuming from its cursor once it has one) and checks the welcome: a resume must be
+    /// recovered, with the cursor as its positions. Returns whether it resumed.
+    @discardableResult
+    func connect(port: Int, token: String, group: any EventLoopGroup, context: String) async throws -> Bool {
+        let client = HeraldClient(host: "127.0.0.1", port: port, group: group)
+        let resuming = !cursor.isEmpty
+        let session = try await client.connect(
+            token: token, channels: ["news"], cursor: resuming ? cursorText : nil, epoch: resuming ? epoch : nil
+        )
+        let connection = try await TestConnection.open(session)
+        let welcome = connection.welcome
+        if resuming {
+            guard welcome.recovered == true else {
+                throw TestFailure("\(context): \(user)/\(name) not recovered: \(welcome.reason ?? "-") from \(cursorText)")
+            }
+            #expect(welcome.positions == cursor, "\(context): positions of a recovered resume are the cursor")
+            resumes += 1
+        } else {
+            first = welcome.positions
+            cursor = welcome.positions
+        }
+        epoch = welcome.epoch
+        self.connection = connection
+        return resuming
+    }
+
+    /// Reads what has arrived; returns the close event if the connection ended.
+    func pumpReportingClose() async throws -> ServerEvent? {
+        guard let connection else { return nil }
+        for event in await connection.pending() {
+            if case .closed = event {
+                self.connection = nil
+                return event
+            }
+            try record(event)
+        }
+        return nil
+    }
+
+    /// Checks what it received against what was acknowledged, per stream; returns how many it checked.
+    func check(against acknowledged: [String: [Int64]], context: String) -> Int {
+        var checked = 0
+        for (stream, key) in [("u", "u:" + user), ("*", "*"), ("c:news", "c:news")] {
+            let start = first[stream] ?? -1
+            let expected = (acknowledged[key] ?? []).filter { $0 > start }.sorted()
+            let got = received[stream] ?? []
+            #expect(got == expected, "\(context): \(user)/\(name) stream \(stream)")
+            checked += expected.count
+        }
+        return checked
+    }
+
     var cursorText: String {
         cursor.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: ",")
     }
@@ -100,26 +153,9 @@ struct NoLossTests {
 
             func connect(_ device: SimulatedDevice, port: Int) async throws {
                 let token = try await node.token(device.user, device: device.name, channels: ["news"])
-                let client = HeraldClient(host: "127.0.0.1", port: port, group: node.group)
-                let resuming = !device.cursor.isEmpty
-                let session = try await client.connect(
-                    token: token, channels: ["news"], cursor: resuming ? device.cursorText : nil, epoch: resuming ? device.epoch : nil
-                )
-                let connection = try await TestConnection.open(session)
-                let welcome = connection.welcome
-                if resuming {
-                    guard welcome.recovered == true else {
-                        throw TestFailure("seed \(seed): \(device.user)/\(device.name) not recovered: \(welcome.reason ?? "-") from \(device.cursorText)")
-                    }
-                    #expect(welcome.positions == device.cursor, "seed \(seed): positions of a recovered resume are the cursor")
-                    device.resumes += 1
-                    if port == secondPort { device.resumesOnSecondNode += 1 }
-                } else {
-                    device.first = welcome.positions
-                    device.cursor = welcome.positions
+                if try await device.connect(port: port, token: token, group: node.group, context: "seed \(seed)"), port == secondPort {
+                    device.resumesOnSecondNode += 1
                 }
-                device.epoch = welcome.epoch
-                device.connection = connection
             }
 
             func push() async throws {
@@ -183,16 +219,7 @@ struct NoLossTests {
 
             // The checker: per device and stream, exactly the acknowledged offsets after its first
             // position, in order, once each.
-            var checked = 0
-            for device in devices {
-                for (stream, key) in [("u", "u:" + device.user), ("*", "*"), ("c:news", "c:news")] {
-                    let start = device.first[stream] ?? -1
-                    let expected = (acknowledged[key] ?? []).filter { $0 > start }.sorted()
-                    let got = device.received[stream] ?? []
-                    #expect(got == expected, "seed \(seed): \(device.user)/\(device.name) stream \(stream)")
-                    checked += expected.count
-                }
-            }
+            let checked = devices.map { $0.check(against: acknowledged, context: "seed \(seed)") }.reduce(0, +)
             let resumes = devices.map(\.resumes).reduce(0, +)
             let onSecond = devices.map(\.resumesOnSecondNode).reduce(0, +)
             #expect(resumes >= 20 && onSecond >= 5, "seed \(seed): the run exercised resumes (\(resumes), \(onSecond) on the second node)")
