@@ -24,6 +24,7 @@ public final class Gateway: Service, Sendable {
     private let tokens: TokenVerifier
     private let replayReader: KafkaReplayReader?
     private let upstream: UpstreamPublisher?
+    private let developmentTools: DevelopmentTools?
     private let group: any EventLoopGroup
     private let logger: Logger
     private let listening = Mutex<(port: Int?, waiters: [CheckedContinuation<Int, Never>])>((nil, []))
@@ -32,8 +33,9 @@ public final class Gateway: Service, Sendable {
     public init(
         configuration: GatewayConfiguration, consumer: KafkaLiveConsumer, admin: KafkaAdmin, topic: String,
         tokens: TokenVerifier, group: any EventLoopGroup, logger: Logger,
-        replayReader: KafkaReplayReader? = nil, upstream: UpstreamPublisher? = nil
+        replayReader: KafkaReplayReader? = nil, upstream: UpstreamPublisher? = nil, developmentTools: DevelopmentTools? = nil
     ) {
+        self.developmentTools = developmentTools
         self.replayReader = replayReader
         self.upstream = upstream
         self.configuration = configuration
@@ -124,7 +126,7 @@ public final class Gateway: Service, Sendable {
         let context = GatewayContext(
             nodeID: configuration.nodeID, epoch: epoch, registry: registry, admission: admission, tokens: tokens,
             configuration: configuration, shards: shards, replay: replay, upstream: upstream,
-            metrics: metrics
+            metrics: metrics, developmentTools: developmentTools
         )
         contextStorage.withLock { $0 = context }
         var timers = shards.map { startSweeping($0) }

@@ -1,3 +1,4 @@
+import HeraldCore
 import NIOCore
 import Synchronization
 
@@ -12,13 +13,15 @@ final class GatewayContext: Sendable {
     let replay: ReplayService
     let upstream: UpstreamPublisher?
     let metrics: GatewayMetrics
+    let developmentTools: DevelopmentTools?
     private let shards: [ObjectIdentifier: Shard]
     private let acks = Atomic<Int>(0)
 
     init(nodeID: String, epoch: String, registry: SessionRegistry, admission: Admission, tokens: TokenVerifier,
          configuration: GatewayConfiguration, shards: [Shard], replay: ReplayService, upstream: UpstreamPublisher?,
-         metrics: GatewayMetrics) {
+         metrics: GatewayMetrics, developmentTools: DevelopmentTools? = nil) {
         self.metrics = metrics
+        self.developmentTools = developmentTools
         self.nodeID = nodeID
         self.epoch = epoch
         self.registry = registry
@@ -35,6 +38,16 @@ final class GatewayContext: Sendable {
             preconditionFailure("every event loop of the gateway's group has a shard")
         }
         return shard
+    }
+
+    /// Closes every connection of `user` on this node with `code`, each on its own loop; returns how many.
+    @discardableResult
+    func closeConnections(of user: String, _ code: CloseCode, _ reason: String) -> Int {
+        let connections = registry.connections(of: user)
+        for connection in connections {
+            connection.channel.eventLoop.execute { connection.close(code, reason) }
+        }
+        return connections.count
     }
 
     func countAck() {

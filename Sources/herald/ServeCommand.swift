@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import HeraldAPI
+import HeraldCore
 import HeraldGateway
 import HeraldKafka
 import Logging
@@ -72,13 +73,32 @@ struct ServeCommand: AsyncParsableCommand {
         )
         let admin = try KafkaAdmin(kafka: kafka, logger: logger, timeout: .seconds(3))
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        var developmentTools: DevelopmentTools? = nil
+        if dev, let secret = tokenConfiguration.hmacSecret {
+            // The demo page's helpers: tokens for any user, and a push to oneself.
+            let issuer = try await TokenIssuer(hmacSecret: secret)
+            let events = options.eventsTopic
+            developmentTools = DevelopmentTools(
+                issueToken: { user, device in
+                    try await issuer.token(user: user, device: device, channels: ["news"], expiresAt: Date().addingTimeInterval(3_600))
+                },
+                push: { user, text in
+                    let envelope = HeraldRecord(stream: .user(user), id: UUID().uuidString.lowercased(), contentType: .text)
+                    return try await producer.send(KafkaOutgoingRecord(
+                        topic: events, key: Array(user.utf8), value: ByteBuffer(string: text),
+                        headers: envelope.headers.map { KafkaHeader(name: $0.name, value: $0.value) }
+                    )).offset
+                }
+            )
+        }
         let replayReader = try KafkaReplayReader(
             configuration: KafkaReplayReaderConfiguration(kafka: kafka, topic: options.eventsTopic), logger: logger
         )
         let dataPlane = Gateway(
             configuration: gatewayConfiguration, consumer: consumer, admin: admin, topic: options.eventsTopic,
             tokens: tokens, group: group, logger: logger, replayReader: replayReader,
-            upstream: UpstreamPublisher(producer: producer, upstreamTopic: options.upstreamTopic, eventsTopic: options.eventsTopic, nodeID: node)
+            upstream: UpstreamPublisher(producer: producer, upstreamTopic: options.upstreamTopic, eventsTopic: options.eventsTopic, nodeID: node),
+            developmentTools: developmentTools
         )
 
         var scrape: (@Sendable () -> [UInt8])? = nil
@@ -98,17 +118,20 @@ struct ServeCommand: AsyncParsableCommand {
             logger: logger
         )
 
-        if let devSecret {
-            let example = try await TokenIssuer(hmacSecret: devSecret).token(
-                user: "alice", device: "laptop", channels: ["news"], expiresAt: Date().addingTimeInterval(3_600)
-            )
+        if dev {
             // Printed, not logged: logs never carry secrets (they are masked), but a developer needs these.
-            print("""
-                development mode: tokens are signed with a random secret, and the API key is random
-                  HERALD_JWT_SECRET=\(devSecret)
-                  HERALD_API_KEYS=\(devAPIKey ?? "")
-                  example: ws://127.0.0.1:\(gatewayConfiguration.port)/v1/ws?channels=news&token=\(example)
-                """)
+            var lines = ["development mode: the demo page is at http://127.0.0.1:\(gatewayConfiguration.port)/"]
+            if let secret = tokenConfiguration.hmacSecret, secret == devSecret {
+                let example = try await TokenIssuer(hmacSecret: secret).token(
+                    user: "alice", device: "laptop", channels: ["news"], expiresAt: Date().addingTimeInterval(3_600)
+                )
+                lines.append("  tokens are signed with a random secret: HERALD_JWT_SECRET=\(secret)")
+                lines.append("  example: ws://127.0.0.1:\(gatewayConfiguration.port)/v1/ws?channels=news&token=\(example)")
+            }
+            if let devAPIKey, apiConfiguration.apiKeys.contains(devAPIKey) {
+                lines.append("  the API key is random: HERALD_API_KEYS=\(devAPIKey)")
+            }
+            print(lines.joined(separator: "\n"))
         }
 
         logger.info("herald node starting", metadata: ["kafka.bootstrap": "\(bootstrap)", "kafka.events": "\(options.eventsTopic)"])

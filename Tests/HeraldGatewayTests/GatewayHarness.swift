@@ -51,6 +51,7 @@ struct GatewayHarness {
     static func run<T>(
         configure: (inout GatewayConfiguration) -> Void = { _ in },
         producerTimeoutMilliseconds: Int = 30_000,
+        developmentTools: Bool = false,
         _ body: (GatewayHarness) async throws -> T
     ) async throws -> T {
         let topic = "herald.events"
@@ -76,10 +77,23 @@ struct GatewayHarness {
         configure(&configuration)
         let tokens = try await TokenVerifier(configuration: TokenConfiguration(hmacSecret: testSecret))
         let replayReader = try KafkaReplayReader(configuration: KafkaReplayReaderConfiguration(kafka: kafka, topic: topic), logger: testLogger)
+        let devIssuer = try await TokenIssuer(hmacSecret: testSecret)
+        let tools = DevelopmentTools(
+            issueToken: { user, device in
+                try await devIssuer.token(user: user, device: device, channels: ["news"], expiresAt: Date().addingTimeInterval(600))
+            },
+            push: { user, text in
+                try await producer.send(KafkaOutgoingRecord(
+                    topic: topic, key: Array(user.utf8), value: ByteBuffer(string: text),
+                    headers: [KafkaHeader(name: HeraldHeader.contentType, value: Array(HeraldContentType.text.rawValue.utf8))]
+                )).offset
+            }
+        )
         let gateway = Gateway(
             configuration: configuration, consumer: consumer, admin: admin, topic: topic, tokens: tokens, group: group,
             logger: testLogger, replayReader: replayReader,
-            upstream: UpstreamPublisher(producer: producer, upstreamTopic: upstreamTopic, eventsTopic: topic, nodeID: configuration.nodeID)
+            upstream: UpstreamPublisher(producer: producer, upstreamTopic: upstreamTopic, eventsTopic: topic, nodeID: configuration.nodeID),
+            developmentTools: developmentTools ? tools : nil
         )
         var apiConfiguration = ControlPlaneConfiguration(apiKeys: [testAPIKey])
         apiConfiguration.host = "127.0.0.1"
@@ -158,10 +172,10 @@ struct GatewayHarness {
 final class TestConnection: Sendable {
     let session: HeraldSession
     let welcome: ServerEvent.Welcome
-    private let inbox: Inbox
+    private let inbox: Inbox<ServerEvent>
     private let reader: Task<Void, Never>
 
-    private init(session: HeraldSession, welcome: ServerEvent.Welcome, inbox: Inbox, reader: Task<Void, Never>) {
+    private init(session: HeraldSession, welcome: ServerEvent.Welcome, inbox: Inbox<ServerEvent>, reader: Task<Void, Never>) {
         self.session = session
         self.welcome = welcome
         self.inbox = inbox
@@ -169,7 +183,7 @@ final class TestConnection: Sendable {
     }
 
     static func open(_ session: HeraldSession) async throws -> TestConnection {
-        let inbox = Inbox()
+        let inbox = Inbox<ServerEvent>()
         let reader = Task {
             for await event in session.events { await inbox.append(event) }
         }
@@ -204,17 +218,17 @@ final class TestConnection: Sendable {
     func pending() async -> [ServerEvent] { await inbox.drain() }
 }
 
-actor Inbox {
-    private var events: [ServerEvent] = []
+actor Inbox<Event: Sendable> {
+    private var events: [Event] = []
 
-    func append(_ event: ServerEvent) { events.append(event) }
+    func append(_ event: Event) { events.append(event) }
 
-    func drain() -> [ServerEvent] {
+    func drain() -> [Event] {
         defer { events = [] }
         return events
     }
 
-    func next(within limit: Duration) async throws -> ServerEvent {
+    func next(within limit: Duration) async throws -> Event {
         let deadline = ContinuousClock.now + limit
         while events.isEmpty {
             guard ContinuousClock.now < deadline else { throw TestFailure("no event within \(limit)") }

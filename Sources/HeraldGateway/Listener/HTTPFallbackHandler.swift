@@ -3,37 +3,68 @@ import NIOCore
 import NIOHTTP1
 
 /// Answers every HTTP request that did not become a WebSocket: the refusal the upgrader decided on
-/// (401, 403, 503 with `Retry-After`), 400 for `/v1/ws` without an upgrade, 404 for anything
-/// else. Each answer closes the connection: the public port serves WebSockets, not HTTP.
+/// (401, 403, 503 with `Retry-After`), the public pages (`/herald.js`; the demo in `--dev`), 400 for
+/// `/v1/ws` without an upgrade, 404 for anything else. Each answer closes the connection: the public
+/// port serves WebSockets, and HTTP only for these few resources.
 final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
+    /// Request bodies are small JSON objects (the demo's helpers).
+    static let maxBodyBytes = 16 * 1024
+
     private let state: HandshakeState
     private let admission: Admission
+    private let gateway: GatewayContext
+    private var head: HTTPRequestHead?
+    private var body: ByteBuffer?
     private var answered = false
 
-    init(state: HandshakeState, admission: Admission) {
+    init(state: HandshakeState, admission: Admission, gateway: GatewayContext) {
         self.state = state
         self.admission = admission
+        self.gateway = gateway
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case .head(let head) = unwrapInboundIn(data), !answered else { return }
-        answered = true
-        let refusal: HandshakeRefusal
-        switch state.outcome {
-        case .refused(let decided):
-            refusal = decided
-        default:
-            let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-            if path == GatewayPaths.websocket {
-                refusal = HandshakeRefusal(.badRequest, "GET \(GatewayPaths.websocket) must be a WebSocket upgrade (RFC 6455)")
-            } else {
-                refusal = HandshakeRefusal(.notFound, "no such endpoint: \(path)")
+        guard !answered else { return }
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            if case .refused(let refusal) = state.outcome {
+                answered = true
+                return respond(context, .error(refusal.status, refusal.code.description, refusal.message), retryAfter: refusal.retryAfter)
             }
+            self.head = head
+        case .body(var part):
+            guard (body?.readableBytes ?? 0) + part.readableBytes <= Self.maxBodyBytes else {
+                answered = true
+                return respond(context, .error(.payloadTooLarge, "payload-too-large", "request bodies are limited to \(Self.maxBodyBytes) bytes"))
+            }
+            if body == nil { body = context.channel.allocator.buffer(capacity: part.readableBytes) }
+            body!.writeBuffer(&part)
+        case .end:
+            guard let head else { return }
+            answered = true
+            answer(context, head)
         }
-        respond(context, refusal)
+    }
+
+    private func answer(_ context: ChannelHandlerContext, _ head: HTTPRequestHead) {
+        if let page = PublicPages.answer(method: head.method, uri: head.uri, body: body, gateway: gateway, loop: context.eventLoop) {
+            page.assumeIsolated().whenComplete { [self] result in
+                switch result {
+                case .success(let response): respond(context, response)
+                case .failure(let error): respond(context, .error(.internalServerError, "internal-error", "\(error)"))
+                }
+            }
+            return
+        }
+        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        if path == GatewayPaths.websocket {
+            respond(context, .error(.badRequest, HandshakeRefusal.Code.badRequest.description, "GET \(GatewayPaths.websocket) must be a WebSocket upgrade (RFC 6455)"))
+        } else {
+            respond(context, .error(.notFound, HandshakeRefusal.Code.notFound.description, "no such endpoint: \(path)"))
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -50,21 +81,18 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
         admission.release()
     }
 
-    private func respond(_ context: ChannelHandlerContext, _ refusal: HandshakeRefusal) {
-        var body = context.channel.allocator.buffer(capacity: 128)
-        body.writeStaticString(#"{"error":{"code":"#)
-        body.writeJSONString(refusal.code.description)
-        body.writeStaticString(#","message":"#)
-        body.writeJSONString(refusal.message)
-        body.writeStaticString("}}")
+    private func respond(_ context: ChannelHandlerContext, _ response: PublicResponse, retryAfter: Int? = nil) {
+        var body = context.channel.allocator.buffer(capacity: response.body.utf8.count)
+        body.writeString(response.body)
         var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: "application/json")
+        headers.add(name: "Content-Type", value: response.contentType)
         headers.add(name: "Content-Length", value: String(body.readableBytes))
         headers.add(name: "Connection", value: "close")
-        if let retryAfter = refusal.retryAfter {
+        headers.add(name: "Cache-Control", value: response.cacheable ? "public, max-age=300" : "no-store")
+        if let retryAfter {
             headers.add(name: "Retry-After", value: String(retryAfter))
         }
-        let head = HTTPResponseHead(version: .http1_1, status: refusal.status, headers: headers)
+        let head = HTTPResponseHead(version: .http1_1, status: response.status, headers: headers)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         let channel = context.channel

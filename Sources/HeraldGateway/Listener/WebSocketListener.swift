@@ -52,7 +52,7 @@ final class WebSocketListener: Sendable {
         )
         let encoder = HTTPResponseEncoder()
         let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
-        let fallback = HTTPFallbackHandler(state: state, admission: context.admission)
+        let fallback = HTTPFallbackHandler(state: state, admission: context.admission, gateway: context)
         let upgradeHandler = HTTPServerUpgradeHandler(
             upgraders: [upgrader], httpEncoder: encoder, extraHTTPHandlers: [decoder, fallback], upgradeCompletionHandler: { _ in }
         )

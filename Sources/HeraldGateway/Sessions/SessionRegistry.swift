@@ -81,6 +81,11 @@ public final class SessionRegistry: Sendable {
         }
     }
 
+    /// The user's connections on this node.
+    func connections(of user: String) -> [Connection] {
+        state.withLock { $0.byUser[user]?.list ?? [] }
+    }
+
     public var userCount: Int { state.withLock { $0.byUser.count } }
     public var connectionCount: Int { state.withLock { $0.connectionCount } }
 }

@@ -1,0 +1,162 @@
+import Foundation
+public import HeraldCore
+import Synchronization
+
+/// A connection to Herald that stays connected: the Swift counterpart of `clients/js/herald.js`.
+///
+/// It reconnects after a drop with full-jitter backoff, as the close code says (`ReconnectPolicy`).
+/// It keeps a cursor (the last offset of every stream it follows) and resumes from it on every
+/// reconnect, to any node, so its `events` carry each message of its streams once, in order. A token
+/// provider is asked before every attempt, so an expired token (4009) is replaced.
+public final class ResumingConnection: Sendable {
+    public enum State: String, Sendable {
+        case connecting, open, reconnecting, closed
+    }
+
+    public enum Event: Sendable, Equatable {
+        case state(State)
+        case welcome(ServerEvent.Welcome)
+        case message(ServerEvent.Message)
+        /// The node could not replay what was missed (`recovered:false`): resynchronise from the backend.
+        case resync(reason: String)
+        case error(code: String, message: String)
+        /// The connection ended; `action` says what happens next.
+        case closed(code: UInt16?, action: CloseAction)
+    }
+
+    /// The cursor: the epoch of the cluster and, per stream, the last offset seen.
+    public struct Cursor: Sendable, Equatable {
+        public var epoch: String
+        public var positions: [String: Int64]
+
+        public init(epoch: String, positions: [String: Int64]) {
+            self.epoch = epoch
+            self.positions = positions
+        }
+
+        public var text: String {
+            positions.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: ",")
+        }
+    }
+
+    private struct MutableState {
+        var cursor: Cursor?
+        var stopped = false
+        var session: HeraldSession?
+        var task: Task<Void, Never>?
+    }
+
+    public let events: AsyncStream<Event>
+    private let continuation: AsyncStream<Event>.Continuation
+    private let client: HeraldClient
+    private let token: @Sendable () async throws -> String
+    private let channels: [String]
+    private let policy: ReconnectPolicy
+    private let state: Mutex<MutableState>
+
+    /// `cursor`: one saved from an earlier session (`cursor` below), to resume from at once.
+    public init(
+        client: HeraldClient, channels: [String] = [], policy: ReconnectPolicy = ReconnectPolicy(), cursor: Cursor? = nil,
+        token: @escaping @Sendable () async throws -> String
+    ) {
+        (events, continuation) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .unbounded)
+        self.client = client
+        self.token = token
+        self.channels = channels
+        self.policy = policy
+        self.state = Mutex(MutableState(cursor: cursor))
+    }
+
+    /// The cursor now: save it to resume a later session where this one stopped.
+    public var cursor: Cursor? { state.withLock { $0.cursor } }
+
+    public func start() {
+        let task = Task { await self.run() }
+        state.withLock { $0.task = task }
+    }
+
+    /// Closes for good (no reconnect).
+    public func stop() {
+        let (session, task) = state.withLock { state in
+            state.stopped = true
+            return (state.session, state.task)
+        }
+        session?.close()
+        task?.cancel()
+    }
+
+    private var isStopped: Bool { state.withLock { $0.stopped } }
+
+    private func run() async {
+        var attempt = 0
+        var first = true
+        while !isStopped, !Task.isCancelled {
+            continuation.yield(.state(first ? .connecting : .reconnecting))
+            first = false
+            let action = await connectOnce(onWelcome: { attempt = 0 })
+            guard policy.reconnects(after: action), !isStopped else { break }
+            let delay = policy.delay(attempt: attempt, unit: Double.random(in: 0..<1))
+            attempt += 1
+            try? await Task.sleep(for: delay)
+        }
+        state.withLock { $0.stopped = true }
+        continuation.yield(.state(.closed))
+        continuation.finish()
+    }
+
+    /// One connection, from the handshake to its end; returns what to do next.
+    private func connectOnce(onWelcome: () -> Void) async -> CloseAction {
+        let session: HeraldSession
+        do {
+            let cursor = state.withLock { $0.cursor }
+            session = try await client.connect(
+                token: try await token(), channels: channels, cursor: cursor.map(\.text), epoch: cursor?.epoch
+            )
+        } catch let refused as HandshakeRejected {
+            continuation.yield(.error(code: "handshake", message: "\(refused.status) \(refused.body)"))
+            // 503/429: the node sheds load; 401: the token provider is asked again next time. Other
+            // refusals (403) would repeat: stop.
+            if [401, 429, 503].contains(refused.status) {
+                if let seconds = refused.header("Retry-After").flatMap(Int.init) { try? await Task.sleep(for: .seconds(seconds)) }
+                return .resume
+            }
+            return .stop
+        } catch {
+            continuation.yield(.error(code: "transport", message: "\(error)"))
+            return .resume
+        }
+        state.withLock { $0.session = session }
+        defer { state.withLock { $0.session = nil } }
+        if isStopped { session.close() }
+        for await event in session.events {
+            switch event {
+            case .welcome(let welcome):
+                onWelcome()
+                state.withLock { state in
+                    var positions = state.cursor?.positions ?? [:]
+                    if welcome.recovered == false { positions = [:] }
+                    positions.merge(welcome.positions) { _, new in new }
+                    state.cursor = Cursor(epoch: welcome.epoch, positions: positions)
+                }
+                continuation.yield(.welcome(welcome))
+                continuation.yield(.state(.open))
+                if welcome.recovered == false { continuation.yield(.resync(reason: welcome.reason ?? "")) }
+            case .message(let message):
+                let fresh = state.withLock { state -> Bool in
+                    // The server never repeats a message; this guards against a stale socket all the same.
+                    if let last = state.cursor?.positions[message.stream], message.offset <= last { return false }
+                    state.cursor?.positions[message.stream] = message.offset
+                    return true
+                }
+                if fresh { continuation.yield(.message(message)) }
+            case .error(let code, let message):
+                continuation.yield(.error(code: code, message: message))
+            case .closed(let code, _):
+                let action = ReconnectPolicy.action(forClose: code)
+                continuation.yield(.closed(code: code, action: action))
+                return action
+            }
+        }
+        return .resume
+    }
+}

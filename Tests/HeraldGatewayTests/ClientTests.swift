@@ -1,0 +1,105 @@
+import Foundation
+import HeraldClient
+import HeraldCore
+import HeraldKafka
+import NIOCore
+import Testing
+
+@Suite("Clients: the JS module's unit tests, the assets the node serves, and the Swift client's resume")
+struct ClientTests {
+    @Test("node --test runs the JS module's backoff, close-code and cursor tests")
+    func javascriptUnitTests() throws {
+        guard let node = which("node") ?? which("nodejs") else {
+            throw TestFailure("node is not installed: apt-get install -y nodejs (scripts/install-deps --test does)")
+        }
+        let (status, output) = try run(node, ["--test", "clients/js/test/"], in: repositoryRoot())
+        #expect(status == 0, "\(output)")
+        #expect(output.contains("# fail 0"), "\(output.suffix(2_000))")
+        let passed = output.firstMatch(of: /# pass (\d+)/).flatMap { Int($0.1) } ?? 0
+        #expect(passed >= 12)
+    }
+
+    @Test("the embedded client assets are the files in clients/ (scripts/embed-client-assets)")
+    func assetsAreCurrent() throws {
+        let python = try pythonWith(module: "pathlib")
+        let (status, generated) = try run(python, ["scripts/embed-client-assets", "--print"], in: repositoryRoot())
+        #expect(status == 0)
+        let committed = try String(contentsOf: repositoryRoot().appendingPathComponent("Sources/HeraldGateway/Listener/ClientAssets.swift"), encoding: .utf8)
+        #expect(generated == committed, "run scripts/embed-client-assets: ClientAssets.swift is out of date")
+    }
+
+    @Test("the public port serves /herald.js always, and the demo with its helpers only in development mode")
+    func publicPages() async throws {
+        try await GatewayHarness.run { node in
+            let script = try await api(node.port, "GET", "/herald.js", key: nil)
+            #expect(script.status == 200)
+            #expect(script.headers["content-type"]?.hasPrefix("text/javascript") == true)
+            #expect(script.body.contains("export function connect("))
+            #expect(try await api(node.port, "GET", "/herald.d.ts", key: nil).body.contains("export class HeraldConnection"))
+            for path in ["/", "/dev/token?user=a"] {
+                let response = try await api(node.port, "GET", path, key: nil)
+                #expect(response.status == 404 && response.errorCode == "not-found", "\(path) without --dev: \(response.status)")
+            }
+        }
+        try await GatewayHarness.run(developmentTools: true) { node in
+            let page = try await api(node.port, "GET", "/", key: nil)
+            #expect(page.status == 200 && page.body.contains(#"import { connect, cursorText } from "/herald.js""#))
+            let token = try await api(node.port, "GET", "/dev/token?user=demo&device=browser", key: nil)
+            let issued = try #require(token.json["token"] as? String)
+            let connection = try await TestConnection.open(try await node.client.connect(token: issued))
+            let pushed = try await api(node.port, "POST", "/dev/push", body: #"{"user":"demo","text":"hi"}"#, key: nil)
+            #expect(pushed.status == 202)
+            let message = try await connection.nextMessage()
+            #expect(message.data == #""hi""# && message.offset == pushed.json["offset"] as? Int64)
+            #expect(try await api(node.port, "POST", "/dev/push", body: #"{"user":""}"#, key: nil).status == 400)
+            let restarted = try await api(node.port, "POST", "/dev/restart", body: #"{"user":"demo"}"#, key: nil)
+            #expect(restarted.json["closed"] as? Int == 1)
+            #expect(try await connection.closeCode() == CloseCode.restarting.rawValue)
+        }
+    }
+
+    @Test("ResumingConnection: resumes after 1012 with nothing lost or repeated, and stops after a kick (4003)")
+    func swiftClientResumes() async throws {
+        try await GatewayHarness.run(developmentTools: true) { node in
+            let token = try await node.token("swifty", device: "mac")
+            let connection = ResumingConnection(
+                client: node.client, policy: ReconnectPolicy(base: .milliseconds(50), cap: .milliseconds(400)), token: { token }
+            )
+            let inbox = Inbox<ResumingConnection.Event>()
+            let reader = Task { for await event in connection.events { await inbox.append(event) } }
+            defer { reader.cancel() }
+            connection.start()
+            func next() async throws -> ResumingConnection.Event { try await inbox.next(within: .seconds(15)) }
+            func nextMessage() async throws -> ServerEvent.Message {
+                while true { if case .message(let message) = try await next() { return message } }
+            }
+            func welcome() async throws -> ServerEvent.Welcome {
+                while true { if case .welcome(let welcome) = try await next() { return welcome } }
+            }
+            #expect(try await welcome().recovered == nil)
+            var expected: [Int64] = []
+            for n in 0..<3 { expected.append(try await node.produce(HeraldRecord(stream: .user("swifty")), #"{"n":\#(n)}"#).offset) }
+            var received: [Int64] = []
+            for _ in 0..<3 { received.append(try await nextMessage().offset) }
+
+            // The node "restarts" this user's connection; messages sent meanwhile are replayed.
+            _ = try await api(node.port, "POST", "/dev/restart", body: #"{"user":"swifty"}"#, key: nil)
+            for n in 3..<8 { expected.append(try await node.produce(HeraldRecord(stream: .user("swifty")), #"{"n":\#(n)}"#).offset) }
+            let resumed = try await welcome()
+            #expect(resumed.recovered == true)
+            while received.count < expected.count { received.append(try await nextMessage().offset) }
+            #expect(received == expected, "every message once, in order, across the reconnect")
+            #expect(connection.cursor?.positions["u"] == expected.last)
+
+            // A kick (4003) stops it.
+            #expect(try await api(node.apiPort, "DELETE", "/v1/users/swifty/connections").status == 202)
+            var sawStop = false
+            while true {
+                let event = try await next()
+                if case .closed(let code, let action) = event { sawStop = code == 4003 && action == .stop }
+                if case .state(.closed) = event { break }
+            }
+            #expect(sawStop)
+        }
+    }
+}

@@ -1,0 +1,94 @@
+// Types for herald.js, Herald's browser client.
+
+export type CloseAction = "resume" | "refresh-token" | "stop";
+export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed";
+
+/** What to do after the server closed the connection with `code` (PROTOCOL.md, close codes). */
+export function closeAction(code: number): CloseAction;
+/** Full-jitter exponential backoff, in milliseconds. */
+export function backoffDelay(attempt: number, options?: { base?: number; cap?: number; random?: () => number }): number;
+/** `u:1842,*:78,c:news:13` from `{ u: 1842, "*": 78, "c:news": 13 }`. */
+export function cursorText(positions: Record<string, number>): string;
+/** The token's `sub` and `device` claims, unverified. */
+export function tokenIdentity(token: string): { user: string; device: string };
+
+export interface CursorStorage {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+  removeItem(key: string): void;
+}
+
+export class CursorStore {
+  constructor(storage?: CursorStorage | null);
+  static defaultStorage(): CursorStorage | null;
+  load(key: string): { epoch: string; positions: Record<string, number> } | null;
+  save(key: string, epoch: string, positions: Record<string, number>): void;
+  clear(key: string): void;
+}
+
+export interface HeraldOptions {
+  /** A token, or a function returning one (asked before every connection attempt). */
+  token: string | (() => string | Promise<string>);
+  /** Channels to subscribe to at connect (the token must grant them). */
+  channels?: string[];
+  /** Reconnect even after 4001 (replaced) or 4003 (kicked). Default: false. */
+  reconnectAfterStop?: boolean;
+  /** Backoff base and cap in milliseconds. Defaults: 500 and 30,000. */
+  backoffBase?: number;
+  backoffCap?: number;
+  /** Where cursors live. Default: localStorage when available, else memory. */
+  storage?: CursorStorage | null;
+  cursorStore?: CursorStore;
+  /** The cursor's storage key. Default: per host, user and device. */
+  storageKey?: string;
+  /** For tests: a WebSocket constructor, a timer and a random source. */
+  WebSocket?: typeof WebSocket;
+  setTimeout?: (callback: () => void, milliseconds: number) => unknown;
+  random?: () => number;
+}
+
+export interface HeraldMessage {
+  stream: string;
+  offset: number;
+  id?: string;
+  data: unknown;
+  encoding?: "base64";
+}
+
+export interface HeraldWelcome {
+  type: "welcome";
+  node: string;
+  session: string;
+  epoch: string;
+  positions: Record<string, number>;
+  recovered?: boolean;
+  reason?: "expired" | "ahead" | "epoch" | "too-many" | "malformed";
+}
+
+export interface HeraldEventMap {
+  state: CustomEvent<{ state: ConnectionState }>;
+  welcome: CustomEvent<HeraldWelcome>;
+  message: CustomEvent<HeraldMessage>;
+  resync: CustomEvent<{ reason: string }>;
+  error: CustomEvent<{ code: string; message: string }>;
+  close: CustomEvent<{ code: number; reason: string; action: CloseAction }>;
+}
+
+export class HeraldConnection extends EventTarget {
+  constructor(url: string, options: HeraldOptions);
+  readonly state: ConnectionState;
+  readonly positions: Record<string, number>;
+  readonly epoch: string | null;
+  open(): this;
+  close(): void;
+  publish(data: unknown, options?: { sync?: boolean }): boolean;
+  subscribe(channel: string, options?: { offset?: number }): boolean;
+  unsubscribe(channel: string): boolean;
+  ack(stream: string, offset: number): boolean;
+  connectionURL(token: string): string;
+  addEventListener<K extends keyof HeraldEventMap>(type: K, listener: (event: HeraldEventMap[K]) => void, options?: boolean | AddEventListenerOptions): void;
+  /** `message:STREAM`: the messages of one stream, e.g. `message:u` or `message:c:news`. */
+  addEventListener(type: `message:${string}`, listener: (event: CustomEvent<HeraldMessage>) => void, options?: boolean | AddEventListenerOptions): void;
+}
+
+export function connect(url: string, options: HeraldOptions): HeraldConnection;

@@ -1,0 +1,322 @@
+// Herald's browser client: one WebSocket to Herald, reconnected with jittered backoff, resumed from a
+// cursor kept per stream, so an app sees every message of its streams once, in order, across drops.
+// A dependency-free ES module (PROTOCOL.md: the wire contract). Herald serves it at /herald.js.
+//
+//   import { connect } from "/herald.js";
+//   const herald = connect("wss://push.example.com/v1/ws", { token: () => fetchToken() });
+//   herald.addEventListener("message", (e) => show(e.detail.stream, e.detail.data));
+
+/** What to do after the server closed the connection with `code`. */
+export function closeAction(code) {
+  switch (code) {
+    case 1012: // node restarting or draining
+    case 1013: // overloaded
+    case 4008: // slow consumer: resume from the cursor
+    case 1001: // going away
+    case 1006: // the connection dropped without a close frame (network, node crash)
+    case 1011: // internal error
+      return "resume";
+    case 4009: // token expired
+      return "refresh-token";
+    case 4001: // replaced by a newer connection of the same user
+    case 4003: // kicked (logout)
+      return "stop";
+    default:
+      // 1000 and the protocol errors (1002, 1007, 1008, 1009): reconnecting would not help.
+      return "stop";
+  }
+}
+
+/**
+ * Exponential backoff with full jitter: a random delay between 0 and min(cap, base * 2^attempt)
+ * milliseconds, so that thousands of clients dropped together come back spread out.
+ */
+export function backoffDelay(attempt, { base = 500, cap = 30000, random = Math.random } = {}) {
+  const ceiling = Math.min(cap, base * Math.pow(2, Math.max(0, attempt)));
+  return Math.floor(random() * ceiling);
+}
+
+/** The cursor as the `cursor` query parameter: `u:1842,*:78,c:news:13`. */
+export function cursorText(positions) {
+  return Object.keys(positions)
+    .sort()
+    .map((stream) => `${stream}:${positions[stream]}`)
+    .join(",");
+}
+
+/** The `sub` and `device` claims of a JWT, without verifying it (the server does). */
+export function tokenIdentity(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const json = JSON.parse(atob(payload + "===".slice((payload.length + 3) % 4)));
+    return { user: String(json.sub ?? ""), device: json.device == null ? "" : String(json.device) };
+  } catch {
+    return { user: "", device: "" };
+  }
+}
+
+/**
+ * Where a cursor lives between page loads: `localStorage` when the runtime has it, else memory.
+ * One entry per user and device, so that a cursor is never sent with another user's token.
+ */
+export class CursorStore {
+  constructor(storage = CursorStore.defaultStorage()) {
+    this.storage = storage;
+    this.memory = new Map();
+  }
+
+  static defaultStorage() {
+    try {
+      if (typeof localStorage !== "undefined") {
+        localStorage.setItem("herald:probe", "1");
+        localStorage.removeItem("herald:probe");
+        return localStorage;
+      }
+    } catch {
+      // Private mode or a sandboxed frame: fall back to memory.
+    }
+    return null;
+  }
+
+  load(key) {
+    const text = this.storage ? this.storage.getItem(key) : this.memory.get(key);
+    if (!text) return null;
+    try {
+      const saved = JSON.parse(text);
+      if (typeof saved.epoch !== "string" || typeof saved.positions !== "object" || saved.positions === null) return null;
+      return saved;
+    } catch {
+      return null;
+    }
+  }
+
+  save(key, epoch, positions) {
+    const text = JSON.stringify({ epoch, positions });
+    if (this.storage) this.storage.setItem(key, text);
+    else this.memory.set(key, text);
+  }
+
+  clear(key) {
+    if (this.storage) this.storage.removeItem(key);
+    else this.memory.delete(key);
+  }
+}
+
+/**
+ * One logical connection to Herald, reconnecting as the close codes say.
+ *
+ * Events (`addEventListener`): `state` ({state}), `welcome` (the welcome frame), `message` ({stream,
+ * offset, id, data, encoding}) and `message:STREAM` for one stream, `resync` (the server could not
+ * replay: {reason}; fetch the current state from your backend), `error` (an error frame or a
+ * transport error: {code, message}), `close` ({code, reason, action}).
+ * States: `connecting`, `open`, `reconnecting`, `closed`.
+ */
+export class HeraldConnection extends EventTarget {
+  constructor(url, options = {}) {
+    super();
+    if (!options.token) throw new TypeError("connect(url, { token }) needs a token string or a function returning one");
+    this.url = url;
+    this.options = options;
+    this.channels = [...(options.channels ?? [])];
+    this.store = options.cursorStore ?? new CursorStore(options.storage);
+    this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    this.setTimer = options.setTimeout ?? ((fn, ms) => setTimeout(fn, ms));
+    this.random = options.random ?? Math.random;
+    this.backoff = { base: options.backoffBase ?? 500, cap: options.backoffCap ?? 30000 };
+    this.state = "closed";
+    this.attempt = 0;
+    this.positions = {};
+    this.epoch = null;
+    this.socket = null;
+    this.stopped = false;
+    this.token = null;
+    this.storageKey = null;
+  }
+
+  /** Opens the connection (once); `connect()` calls it. */
+  open() {
+    this.stopped = false;
+    this.#connect();
+    return this;
+  }
+
+  /** Closes for good: no reconnect. The cursor stays stored for the next session. */
+  close() {
+    this.stopped = true;
+    if (this.socket) this.socket.close(1000, "closed by the app");
+    this.#setState("closed");
+  }
+
+  publish(data, { sync = false } = {}) {
+    return this.#send({ type: "publish", data, sync });
+  }
+
+  /** Subscribes to a channel (the token must grant it); with `offset`, replays it from there. */
+  subscribe(channel, { offset } = {}) {
+    if (!this.channels.includes(channel)) this.channels.push(channel);
+    const frame = { type: "subscribe", channel };
+    if (offset !== undefined) frame.offset = offset;
+    return this.#send(frame);
+  }
+
+  unsubscribe(channel) {
+    this.channels = this.channels.filter((c) => c !== channel);
+    return this.#send({ type: "unsubscribe", channel });
+  }
+
+  ack(stream, offset) {
+    return this.#send({ type: "ack", stream, offset });
+  }
+
+  /** The URL of the next connection attempt (token, channels, cursor and epoch as query parameters). */
+  connectionURL(token) {
+    const url = new URL(this.url, globalThis.location?.href ?? undefined);
+    url.searchParams.set("token", token);
+    if (this.channels.length > 0) url.searchParams.set("channels", this.channels.join(","));
+    if (this.epoch && Object.keys(this.positions).length > 0) {
+      url.searchParams.set("cursor", cursorText(this.positions));
+      url.searchParams.set("epoch", this.epoch);
+    }
+    return url.toString();
+  }
+
+  #send(frame) {
+    if (!this.socket || this.socket.readyState !== 1) return false;
+    this.socket.send(JSON.stringify(frame));
+    return true;
+  }
+
+  /** A token function is asked before every attempt, so a reconnect never presents a stale token. */
+  async #token() {
+    const source = this.options.token;
+    return typeof source === "string" ? source : await source();
+  }
+
+  async #connect() {
+    if (this.stopped) return;
+    this.#setState(this.attempt === 0 && !this.epoch ? "connecting" : "reconnecting");
+    let token;
+    try {
+      token = await this.#token();
+    } catch (error) {
+      this.#emit("error", { code: "token", message: String(error) });
+      return this.#retry("resume");
+    }
+    if (this.stopped) return;
+    this.token = token;
+    this.#loadCursor(token);
+    let socket;
+    try {
+      socket = new this.WebSocket(this.connectionURL(token));
+    } catch (error) {
+      this.#emit("error", { code: "transport", message: String(error) });
+      return this.#retry("resume");
+    }
+    this.socket = socket;
+    socket.onmessage = (event) => this.#frame(event.data);
+    socket.onclose = (event) => {
+      if (this.socket !== socket) return;
+      this.socket = null;
+      const action = closeAction(event.code);
+      this.#emit("close", { code: event.code, reason: event.reason, action });
+      if (!this.stopped) this.#retry(action);
+    };
+    socket.onerror = () => this.#emit("error", { code: "transport", message: "the WebSocket failed" });
+  }
+
+  #retry(action) {
+    if (action === "refresh-token" && typeof this.options.token === "string") {
+      // A fixed token cannot be refreshed: the app has to connect again with a new one.
+      this.#emit("error", { code: "token-expired", message: "the token expired; connect again with a new token" });
+      action = "stop";
+    }
+    const keepGoing = action === "resume" || action === "refresh-token" ||
+      (action === "stop" && this.options.reconnectAfterStop === true);
+    if (!keepGoing || this.stopped) {
+      this.stopped = true;
+      this.#setState("closed");
+      return;
+    }
+    this.#setState("reconnecting");
+    const delay = backoffDelay(this.attempt, { ...this.backoff, random: this.random });
+    this.attempt += 1;
+    // After 4009 the token function is asked again like before any attempt; a string token cannot be
+    // refreshed, so the server will refuse it (401) and the app must reconnect with a new one.
+    this.setTimer(() => this.#connect(), delay);
+  }
+
+  #loadCursor(token) {
+    const identity = tokenIdentity(token);
+    const key = this.options.storageKey ?? `herald:${new URL(this.url, globalThis.location?.href ?? undefined).host}:${identity.user}:${identity.device}`;
+    if (key === this.storageKey) return;
+    this.storageKey = key;
+    const saved = this.store.load(key);
+    if (saved) {
+      this.epoch = saved.epoch;
+      this.positions = { ...saved.positions };
+    } else {
+      this.epoch = null;
+      this.positions = {};
+    }
+  }
+
+  #frame(text) {
+    let frame;
+    try {
+      frame = JSON.parse(text);
+    } catch {
+      return;
+    }
+    switch (frame.type) {
+      case "welcome":
+        this.attempt = 0;
+        this.epoch = frame.epoch;
+        // Recovered: the cursor's positions (the replay follows). Not recovered, or no cursor: live
+        // from the node's positions.
+        this.positions = { ...this.positions, ...frame.positions };
+        if (frame.recovered === false) {
+          this.positions = { ...frame.positions };
+          this.#emit("resync", { reason: frame.reason });
+        }
+        this.#save();
+        this.#setState("open");
+        this.#emit("welcome", frame);
+        break;
+      case "message": {
+        const last = this.positions[frame.stream];
+        // The server never repeats a message; this guards against a stale socket all the same.
+        if (last !== undefined && frame.offset <= last) return;
+        this.positions[frame.stream] = frame.offset;
+        this.#save();
+        const detail = { stream: frame.stream, offset: frame.offset, id: frame.id, data: frame.data, encoding: frame.encoding };
+        this.#emit("message", detail);
+        this.#emit(`message:${frame.stream}`, detail);
+        break;
+      }
+      case "error":
+        this.#emit("error", { code: frame.code, message: frame.message });
+        break;
+    }
+  }
+
+  #save() {
+    if (this.storageKey && this.epoch) this.store.save(this.storageKey, this.epoch, this.positions);
+  }
+
+  #setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    this.#emit("state", { state });
+  }
+
+  #emit(type, detail) {
+    // CustomEvent is global in browsers and Node 19+; Node 18 has Event only.
+    const event = typeof CustomEvent === "function" ? new CustomEvent(type, { detail }) : Object.assign(new Event(type), { detail });
+    this.dispatchEvent(event);
+  }
+}
+
+/** Connects to Herald: `connect("wss://…/v1/ws", { token, channels })`. */
+export function connect(url, options) {
+  return new HeraldConnection(url, options).open();
+}

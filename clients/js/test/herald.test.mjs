@@ -1,0 +1,194 @@
+// Unit tests of the backoff, close-code and cursor logic: node --test clients/js/test/
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { backoffDelay, closeAction, cursorText, CursorStore, HeraldConnection, tokenIdentity } from "../herald.js";
+
+/** A WebSocket double: records the URL, lets the test play the server. */
+class FakeSocket {
+  static opened = [];
+  constructor(url) {
+    this.url = url;
+    this.readyState = 1;
+    this.sent = [];
+    FakeSocket.opened.push(this);
+  }
+  send(text) { this.sent.push(JSON.parse(text)); }
+  close(code = 1000, reason = "") { this.serverClose(code, reason); }
+  serverFrame(frame) { this.onmessage?.({ data: JSON.stringify(frame) }); }
+  serverClose(code, reason = "") { this.readyState = 3; this.onclose?.({ code, reason }); }
+}
+
+function token(sub, device) {
+  const payload = Buffer.from(JSON.stringify({ sub, device, exp: 9999999999 })).toString("base64url");
+  return `eyJhbGciOiJIUzI1NiJ9.${payload}.sig`;
+}
+
+function harness(options = {}) {
+  FakeSocket.opened = [];
+  const timers = [];
+  const storage = new Map();
+  const connection = new HeraldConnection("ws://herald.test/v1/ws", {
+    token: token("alice", "phone"),
+    WebSocket: FakeSocket,
+    setTimeout: (fn, ms) => timers.push({ fn, ms }),
+    random: () => 0.5,
+    storage: { getItem: (k) => storage.get(k) ?? null, setItem: (k, v) => storage.set(k, v), removeItem: (k) => storage.delete(k) },
+    ...options,
+  });
+  const events = [];
+  for (const type of ["state", "welcome", "message", "resync", "error", "close"]) {
+    connection.addEventListener(type, (e) => events.push({ type, ...e.detail }));
+  }
+  return { connection, timers, storage, events };
+}
+
+const tick = () => new Promise((resolve) => setImmediate(resolve));
+
+test("close codes: resume, refresh the token, or stop", () => {
+  for (const code of [1012, 1013, 4008, 1006, 1001, 1011]) assert.equal(closeAction(code), "resume", String(code));
+  assert.equal(closeAction(4009), "refresh-token");
+  for (const code of [4001, 4003, 1000, 1002, 1007, 1008, 1009]) assert.equal(closeAction(code), "stop", String(code));
+});
+
+test("backoff: full jitter below an exponential ceiling, capped", () => {
+  assert.equal(backoffDelay(0, { base: 500, random: () => 0.999 }), 499);
+  assert.equal(backoffDelay(3, { base: 500, random: () => 0.5 }), 2000);
+  assert.equal(backoffDelay(20, { base: 500, cap: 30000, random: () => 0.999 }), 29970);
+  assert.equal(backoffDelay(5, { random: () => 0 }), 0);
+  // Spread: many clients at one attempt do not all pick the same delay.
+  const delays = new Set(Array.from({ length: 200 }, () => backoffDelay(4)));
+  assert.ok(delays.size > 150);
+  for (const delay of delays) assert.ok(delay >= 0 && delay < 8000);
+});
+
+test("cursor text is sorted STREAM:OFFSET pairs", () => {
+  assert.equal(cursorText({ u: 1842, "*": 78, "c:news": 13 }), "*:78,c:news:13,u:1842");
+  assert.equal(cursorText({}), "");
+});
+
+test("token identity reads sub and device without verifying", () => {
+  assert.deepEqual(tokenIdentity(token("alice", "phone")), { user: "alice", device: "phone" });
+  assert.deepEqual(tokenIdentity("garbage"), { user: "", device: "" });
+});
+
+test("cursor store keeps one cursor per key and ignores junk", () => {
+  const store = new CursorStore(null);
+  store.save("a", "cluster.12", { u: 3 });
+  assert.deepEqual(store.load("a"), { epoch: "cluster.12", positions: { u: 3 } });
+  assert.equal(store.load("b"), null);
+  const junk = new CursorStore({ getItem: () => "{not json", setItem() {}, removeItem() {} });
+  assert.equal(junk.load("a"), null);
+});
+
+test("a connection keeps its cursor and resumes with it after 1012", async () => {
+  const { connection, timers, storage, events } = harness({ channels: ["news"] });
+  connection.open();
+  await tick();
+  const first = FakeSocket.opened[0];
+  assert.match(first.url, /token=/);
+  assert.match(first.url, /channels=news/);
+  assert.doesNotMatch(first.url, /cursor=/, "no cursor before the first welcome");
+
+  first.serverFrame({ type: "welcome", node: "n1", session: "s", epoch: "c.4", positions: { u: 10, "*": 5, "c:news": -1 } });
+  first.serverFrame({ type: "message", stream: "u", offset: 12, data: { a: 1 } });
+  first.serverFrame({ type: "message", stream: "u", offset: 12, data: { a: 1 } }); // repeated: dropped
+  first.serverFrame({ type: "message", stream: "c:news", offset: 3, data: "x" });
+  assert.deepEqual(events.filter((e) => e.type === "message").map((e) => [e.stream, e.offset]), [["u", 12], ["c:news", 3]]);
+  const saved = JSON.parse([...storage.values()][0]);
+  assert.deepEqual(saved, { epoch: "c.4", positions: { u: 12, "*": 5, "c:news": 3 } });
+  assert.ok([...storage.keys()][0].includes("alice:phone"), "the cursor is stored per user and device");
+
+  first.serverClose(1012, "draining");
+  assert.equal(connection.state, "reconnecting");
+  assert.equal(timers.length, 1);
+  assert.ok(timers[0].ms >= 0 && timers[0].ms < 500, "first retry within the base");
+  timers[0].fn();
+  await tick();
+  const second = FakeSocket.opened[1];
+  const url = new URL(second.url);
+  assert.equal(url.searchParams.get("cursor"), "*:5,c:news:3,u:12");
+  assert.equal(url.searchParams.get("epoch"), "c.4");
+  second.serverFrame({ type: "welcome", node: "n2", session: "t", epoch: "c.4", positions: { u: 12, "*": 5, "c:news": 3 }, recovered: true });
+  assert.equal(connection.state, "open");
+  assert.equal(connection.attempt, 0, "a welcome resets the backoff");
+});
+
+test("a new page load resumes from the stored cursor", async () => {
+  const { connection, storage } = harness();
+  storage.set("herald:herald.test:alice:phone", JSON.stringify({ epoch: "c.4", positions: { u: 40 } }));
+  connection.open();
+  await tick();
+  assert.equal(new URL(FakeSocket.opened[0].url).searchParams.get("cursor"), "u:40");
+});
+
+test("recovered:false: a resync event and the server's positions", async () => {
+  const { connection, events, storage } = harness();
+  storage.set("herald:herald.test:alice:phone", JSON.stringify({ epoch: "old.4", positions: { u: 40 } }));
+  connection.open();
+  await tick();
+  FakeSocket.opened[0].serverFrame({ type: "welcome", epoch: "new.4", positions: { u: 2, "*": 0 }, recovered: false, reason: "epoch" });
+  assert.deepEqual(events.find((e) => e.type === "resync"), { type: "resync", reason: "epoch" });
+  assert.deepEqual(connection.positions, { u: 2, "*": 0 });
+});
+
+test("4001 and 4003 stop; reconnectAfterStop overrides", async () => {
+  for (const code of [4001, 4003]) {
+    const { connection, timers } = harness();
+    connection.open();
+    await tick();
+    FakeSocket.opened[0].serverClose(code);
+    assert.equal(connection.state, "closed");
+    assert.equal(timers.length, 0);
+  }
+  const { connection, timers } = harness({ reconnectAfterStop: true });
+  connection.open();
+  await tick();
+  FakeSocket.opened[0].serverClose(4001);
+  assert.equal(timers.length, 1);
+});
+
+test("4009 asks the token function again before reconnecting; a fixed token stops", async () => {
+  let calls = 0;
+  const { connection, timers } = harness({ token: async () => token("alice", `t${++calls}`) });
+  connection.open();
+  await tick();
+  FakeSocket.opened[0].serverClose(4009);
+  timers[0].fn();
+  await tick();
+  assert.equal(calls, 2);
+  assert.match(FakeSocket.opened[1].url, new RegExp(encodeURIComponent(token("alice", "t2")).slice(0, 20)));
+
+  const fixed = harness();
+  fixed.connection.open();
+  await tick();
+  FakeSocket.opened[0].serverClose(4009);
+  assert.equal(fixed.connection.state, "closed");
+  assert.ok(fixed.events.some((e) => e.type === "error" && e.code === "token-expired"));
+});
+
+test("backoff grows while the node stays away", async () => {
+  const { connection, timers } = harness({ random: () => 0.999 });
+  connection.open();
+  await tick();
+  for (let attempt = 0; attempt < 6; attempt++) {
+    FakeSocket.opened.at(-1).serverClose(1006);
+    timers.at(-1).fn();
+    await tick();
+  }
+  assert.deepEqual(timers.map((t) => t.ms), [499, 999, 1998, 3996, 7992, 15984]);
+});
+
+test("publish, subscribe with an offset, ack", async () => {
+  const { connection } = harness();
+  connection.open();
+  await tick();
+  const socket = FakeSocket.opened[0];
+  assert.ok(connection.publish({ draft: "hi" }, { sync: true }));
+  assert.ok(connection.subscribe("news", { offset: 12 }));
+  assert.ok(connection.ack("u", 3));
+  assert.deepEqual(socket.sent, [
+    { type: "publish", data: { draft: "hi" }, sync: true },
+    { type: "subscribe", channel: "news", offset: 12 },
+    { type: "ack", stream: "u", offset: 3 },
+  ]);
+});
