@@ -1,9 +1,9 @@
 import Foundation
 public import NIOCore
 
-/// Connects to a Herald node as an app would: a token, optional channels, and a stream of parsed
-/// events. Reconnect, backoff and resume come with the replay work (issue 9 brings it to full SDK
-/// behaviour); this is the connection those build on, and what the tests and the load tool use.
+/// Connects to a Herald node as an app would: a token, optional channels (and a cursor to resume
+/// from), and a stream of parsed events. One connection, no reconnect: `ResumingConnection` builds
+/// reconnect, backoff and resume on it for apps; the tests and the load tool use it directly.
 public struct HeraldClient: Sendable {
     public var host: String
     public var port: Int

@@ -136,11 +136,29 @@ func rawHTTP(port: Int, _ request: String) async throws -> String {
     return try await channel.eventLoop.submit { collector.text }.get()
 }
 
+/// Collects one HTTP response and closes the connection once it is complete (Content-Length or the
+/// end of a chunked body), so that servers that keep connections alive (chromedriver) answer too.
 /// @unchecked Sendable: touched only on its channel's loop (reads there, the final read via submit on that loop).
 final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
-    var text = ""
+    private var bytes: [UInt8] = []
+    var text: String { String(decoding: bytes, as: UTF8.self) }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        text += String(buffer: unwrapInboundIn(data))
+        bytes.append(contentsOf: unwrapInboundIn(data).readableBytesView)
+        if isComplete { context.close(promise: nil) }
+    }
+
+    private var isComplete: Bool {
+        let separator: [UInt8] = Array("\r\n\r\n".utf8)
+        guard let headerEnd = bytes.firstRange(of: separator)?.upperBound else { return false }
+        let head = String(decoding: bytes[..<headerEnd], as: UTF8.self).lowercased()
+        if let match = head.firstMatch(of: /content-length:\s*(\d+)/), let length = Int(match.1) {
+            return bytes.count - headerEnd >= length
+        }
+        if head.contains("transfer-encoding: chunked") {
+            return bytes.suffix(5).elementsEqual(Array("0\r\n\r\n".utf8))
+        }
+        return false
     }
 }

@@ -25,8 +25,13 @@ final class HeraldProcess: @unchecked Sendable {
     private let lock = NSLock()
     private var output = ""
 
-    init(_ arguments: [String], environment: [String: String] = [:]) throws {
-        process.executableURL = try heraldExecutable()
+    convenience init(_ arguments: [String], environment: [String: String] = [:]) throws {
+        try self.init(executable: try heraldExecutable().path, arguments, environment: environment)
+    }
+
+    /// Any program, its output collected the same way (chromedriver, for one).
+    init(executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+        process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         // Tests stop nodes with SIGTERM: a short drain, unless a test sets its own.

@@ -520,7 +520,7 @@ export function connect(url: string, options: HeraldOptions): HeraldConnection;
       $("node").textContent = w.node;
       $("session").textContent = w.session;
       $("recovered").textContent = w.recovered === undefined ? "– (no cursor)" : `${w.recovered}${w.reason ? ` (${w.reason})` : ""}`;
-      log(`welcome from ${w.node}, positions ${cursorText(w.positions)}, recovered ${w.recovered}`);
+      log(`welcome from ${w.node}, positions ${cursorText(w.positions)}, ${w.recovered === undefined ? "no cursor sent" : `recovered ${w.recovered}`}`);
     });
     herald.addEventListener("message", (e) => {
       const m = e.detail;
