@@ -26,10 +26,14 @@ final class ConnectionFleet: Sendable {
 
     /// Opens `count` connections, `concurrency` handshakes at a time, retrying refusals with
     /// `Retry-After` as a well-behaved client would. Calls `progress` now and then.
+    /// `ports`: connections are spread over them round-robin (several nodes on one machine); `rate`:
+    /// handshakes started per second at most (0: as fast as `concurrency` allows).
     func open(
         count: Int, host: String, port: Int, secret: String, sourceAddresses: Int, concurrency: Int,
-        group: any EventLoopGroup, user: (Int) -> String = { "bench-\($0)" }, progress: @Sendable (Int) -> Void
+        group: any EventLoopGroup, ports: [Int] = [], rate: Double = 0,
+        user: (Int) -> String = { "bench-\($0)" }, progress: @Sendable (Int) -> Void
     ) async throws -> Duration {
+        let ports = ports.isEmpty ? [port] : ports
         let issuer = try await TokenIssuer(hmacSecret: secret)
         let expiry = Date().addingTimeInterval(6 * 3_600)
         var tokens: [String] = []
@@ -46,7 +50,12 @@ final class ConnectionFleet: Sendable {
                 let token = tokens[index]
                 // Spread over 127.0.0.2…: one source address slows down past ~14k connections.
                 let source = sourceAddresses > 0 ? "127.0.0.\(2 + index % min(sourceAddresses, 250))" : nil
-                group2.addTask { try await self.connectOne(host: host, port: port, token: token, source: source, group: group) }
+                let target = ports[index % ports.count]
+                let notBefore = rate > 0 ? start + .milliseconds(Int(Double(index) * 1_000 / rate)) : start
+                group2.addTask {
+                    if rate > 0 { try await Task.sleep(until: notBefore) }
+                    try await self.connectOne(host: host, port: target, token: token, source: source, group: group)
+                }
             }
             while next < min(concurrency, count) { add() }
             var done = 0

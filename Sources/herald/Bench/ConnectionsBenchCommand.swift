@@ -1,48 +1,148 @@
 import ArgumentParser
 import Foundation
+import NIOCore
 import NIOPosix
 
-/// Opens N idle connections to a node and reports the connect rate and the node's resident memory
-/// per connection (its RSS growth divided by N).
+/// Opens N idle connections to one or several nodes, at a set rate, from several client processes
+/// when N is more than one process may hold (the open-file limit), and reports the connect rate,
+/// failures, and each node's resident memory per connection from its own `/metrics`.
 struct ConnectionsBenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "connections",
-        abstract: "Open N idle connections; report connect rate and the node's RSS per connection."
+        abstract: "Open N idle connections (over nodes and client processes); report connect rate and the nodes' RSS per connection."
     )
 
     @OptionGroup var fleetOptions: FleetOptions
     @Option(help: "Seconds to hold the connections before measuring.") var settle = 5
+    @Option(help: "Client processes to open the connections from (each holds N / processes).") var processes = 1
+    @Option(help: "The nodes' API ports, comma-separated, to read RSS and connections from their /metrics.") var metricsPorts: String?
+    @Option(help: .hidden) var userOffset = 0
+    @Flag(help: .hidden) var worker = false
 
     func run() async throws {
+        if processes > 1 && !worker { return try await runCoordinator() }
         let secret = try fleetOptions.secret
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let fleet = ConnectionFleet()
-        let before = fleetOptions.nodePid.flatMap(residentBytes(pid:))
+        let json = fleetOptions.json
+        let before = await nodeMemory()
+        let offset = userOffset
         let elapsed = try await fleet.open(
             count: fleetOptions.connections, host: fleetOptions.host, port: fleetOptions.port, secret: secret,
             sourceAddresses: fleetOptions.sourceAddresses, concurrency: fleetOptions.concurrency, group: group,
-            progress: { done in if !fleetOptionsJSON { progressLine("connected \(done)") } }
+            ports: fleetOptions.portList, rate: fleetOptions.rate, user: { "bench-\($0 + offset)" },
+            progress: { done in if !json { progressLine("connected \(done)") } }
         )
-        try await Task.sleep(for: .seconds(settle))
-        let after = fleetOptions.nodePid.flatMap(residentBytes(pid:))
-        let open = fleet.count - fleet.closedCount
         let rate = Double(fleet.count) / elapsed.seconds
-        let perConnection = before.flatMap { b in after.map { a in Double(a - b) / Double(max(open, 1)) } }
-        if fleetOptions.json {
-            let rss = perConnection.map { String(Int($0)) } ?? "null"
-            print(#"{"bench":"connections","connections":\#(fleetOptions.connections),"open":\#(open),"connect_per_second":\#(Int(rate)),"node_rss_before":\#(before ?? 0),"node_rss_after":\#(after ?? 0),"node_rss_bytes_per_connection":\#(rss)}"#)
-        } else {
-            FileHandle.standardError.write(Data("\n".utf8))
-            print("connections requested \(fleetOptions.connections), open after \(settle) s: \(open)")
-            print(String(format: "connect rate             %8.0f /s", rate))
-            if let before, let after, let perConnection {
-                print(String(format: "node RSS                 %8.1f MB -> %.1f MB", Double(before) / 1e6, Double(after) / 1e6))
-                print(String(format: "node RSS per connection  %8.0f bytes", perConnection))
-            }
+        if worker {
+            // Report, then hold the connections until the coordinator closes our standard input.
+            // Unbuffered: the coordinator waits for this line.
+            FileHandle.standardOutput.write(Data((#"{"worker":"opened","connections":\#(fleet.count),"connect_per_second":\#(Int(rate))}"# + "\n").utf8))
+            while let _ = readLine() {}
+            fleet.closeAll()
+            try await group.shutdownGracefully()
+            return
         }
+        try await Task.sleep(for: .seconds(settle))
+        let after = await nodeMemory()
+        report(open: fleet.count - fleet.closedCount, rate: rate, before: before, after: after)
         fleet.closeAll()
         try await group.shutdownGracefully()
     }
 
-    private var fleetOptionsJSON: Bool { fleetOptions.json }
+    /// Starts `processes` workers (this executable again), each opening its share, and measures once
+    /// all of them hold their connections.
+    private func runCoordinator() async throws {
+        let before = await nodeMemory()
+        let share = fleetOptions.connections / processes
+        var workers: [(process: Process, input: Pipe, output: Pipe)] = []
+        let start = ContinuousClock.now
+        for index in 0..<processes {
+            let count = index == processes - 1 ? fleetOptions.connections - share * (processes - 1) : share
+            var arguments = ["bench", "connections", "--worker", "--json", "--connections", String(count), "--user-offset", String(index * share),
+                             "--host", fleetOptions.host, "--port", String(fleetOptions.port), "--concurrency", String(fleetOptions.concurrency),
+                             "--source-addresses", String(fleetOptions.sourceAddresses), "--rate", String(fleetOptions.rate / Double(processes))]
+            if let ports = fleetOptions.ports { arguments += ["--ports", ports] }
+            if let secret = fleetOptions.jwtSecret { arguments += ["--jwt-secret", secret] }
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
+            process.arguments = arguments
+            let input = Pipe()
+            let output = Pipe()
+            process.standardInput = input
+            process.standardOutput = output
+            try process.run()
+            workers.append((process, input, output))
+        }
+        var open = 0
+        for worker in workers {
+            // Each worker prints one line once its connections are open.
+            var line = Data()
+            while true {
+                let byte = worker.output.fileHandleForReading.readData(ofLength: 1)
+                if byte.isEmpty || byte == Data([0x0A]) { break }
+                line.append(byte)
+            }
+            let object = (try? JSONSerialization.jsonObject(with: line)) as? [String: Any]
+            open += object?["connections"] as? Int ?? 0
+            if !fleetOptions.json { progressLine("workers ready, \(open) connections") }
+        }
+        let rate = Double(open) / (ContinuousClock.now - start).seconds
+        try await Task.sleep(for: .seconds(settle))
+        let after = await nodeMemory()
+        report(open: open, rate: rate, before: before, after: after)
+        for worker in workers {
+            try? worker.input.fileHandleForWriting.close()
+            worker.process.waitUntilExit()
+        }
+    }
+
+    private func report(open: Int, rate: Double, before: [NodeMemory], after: [NodeMemory]) {
+        let failures = fleetOptions.connections - open
+        let nodes = zip(before, after).map { b, a in
+            (port: a.port, connections: a.connections, perConnection: Double(a.rss - b.rss) / Double(max(a.connections - b.connections, 1)), rss: a.rss)
+        }
+        // Without --metrics-ports, the node's RSS from /proc (one node on this machine).
+        let local = fleetOptions.nodePid.flatMap(residentBytes(pid:))
+        if fleetOptions.json {
+            let perNode = nodes.map { #"{"api_port":\#($0.port),"connections":\#($0.connections),"rss_bytes":\#($0.rss),"rss_bytes_per_connection":\#(Int($0.perConnection))}"# }
+            print(#"{"bench":"connections","requested":\#(fleetOptions.connections),"open":\#(open),"failures":\#(failures),"processes":\#(processes),"connect_per_second":\#(Int(rate)),"nodes":[\#(perNode.joined(separator: ","))],"node_rss_bytes":\#(local ?? 0)}"#)
+        } else {
+            FileHandle.standardError.write(Data("\n".utf8))
+            print("connections requested \(fleetOptions.connections) from \(processes) process(es), open after \(settle) s: \(open), failed \(failures)")
+            print(String(format: "connect rate             %8.0f /s", rate))
+            for node in nodes {
+                print(String(format: "node :%d  %6d connections, RSS %.1f MB, %.0f bytes per connection", node.port, node.connections, Double(node.rss) / 1e6, node.perConnection))
+            }
+            if nodes.isEmpty, let local { print(String(format: "node RSS                 %8.1f MB", Double(local) / 1e6)) }
+        }
+    }
+
+    struct NodeMemory {
+        var port: Int
+        var rss: Int
+        var connections: Int
+    }
+
+    /// Each node's resident memory and connection count, from its own /metrics.
+    private func nodeMemory() async -> [NodeMemory] {
+        let ports = (metricsPorts ?? "").split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !ports.isEmpty else { return [] }
+        let group = MultiThreadedEventLoopGroup.singleton
+        var result: [NodeMemory] = []
+        for port in ports {
+            guard let connection = try? await HTTPLoadConnection.connect(host: fleetOptions.host, port: port, group: group),
+                  let (status, body) = try? await connection.send(ByteBuffer(string: "GET /metrics HTTP/1.1\r\nHost: h\r\n\r\n")),
+                  status == 200 else { continue }
+            connection.close()
+            func value(_ name: String) -> Double {
+                for line in body.split(separator: "\n") where line.hasPrefix(name + " ") {
+                    return Double(line.split(separator: " ").last ?? "") ?? 0
+                }
+                return 0
+            }
+            result.append(NodeMemory(port: port, rss: Int(value("process_resident_memory_bytes")), connections: Int(value("herald_connections"))))
+        }
+        return result
+    }
 }

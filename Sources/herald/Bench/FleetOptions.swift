@@ -5,12 +5,19 @@ import Foundation
 struct FleetOptions: ParsableArguments {
     @Option(help: "The node's WebSocket host.") var host = "127.0.0.1"
     @Option(help: "The node's WebSocket port.") var port = 8080
+    @Option(help: "Several nodes' WebSocket ports, comma-separated: connections are spread over them (overrides --port).")
+    var ports: String?
+    @Option(help: "Handshakes started per second at most (0: as fast as --concurrency allows).") var rate: Double = 0
     @Option(help: "Connections to open.") var connections = 10_000
     @Option(help: "The node's HS256 token secret. Env: HERALD_JWT_SECRET.") var jwtSecret: String?
     @Option(help: "Loopback source addresses to spread connections over (127.0.0.2…).") var sourceAddresses = 16
     @Option(help: "Handshakes in flight at once.") var concurrency = 256
     @Option(help: "The node's process id, to read its resident memory from /proc.") var nodePid: Int32?
     @Flag(help: "One JSON line instead of a table.") var json = false
+
+    var portList: [Int] {
+        (ports ?? "").split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+    }
 
     var secret: String {
         get throws {
