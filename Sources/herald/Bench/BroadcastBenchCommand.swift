@@ -28,6 +28,7 @@ struct BroadcastBenchCommand: AsyncParsableCommand {
         _ = try await fleet.open(
             count: fleetOptions.connections, host: fleetOptions.host, port: fleetOptions.port, secret: secret,
             sourceAddresses: fleetOptions.sourceAddresses, concurrency: fleetOptions.concurrency, group: group,
+            ports: fleetOptions.portList, rate: fleetOptions.rate,
             progress: { done in if !json { progressLine("connected \(done)") } }
         )
         if !json { FileHandle.standardError.write(Data("\n".utf8)) }

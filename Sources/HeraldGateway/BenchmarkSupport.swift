@@ -1,0 +1,43 @@
+import Foundation
+import HeraldCore
+public import HeraldKafka
+import Logging
+public import NIOCore
+
+/// The delivery path's internal pieces for the microbenchmarks in `Benchmarks/` (a separate package,
+/// so the main build stays light), reachable only through `@_spi(Benchmarks) import HeraldGateway`.
+@_spi(Benchmarks)
+public enum DeliveryBenchmarks {
+    /// What the dispatcher does with one consumer batch: decode each record's envelope, route it to its
+    /// stream, encode its frame once. Returns the number of deliveries.
+    public static func dispatch(_ records: [KafkaRecord], now: Int64) -> Int {
+        let dispatcher = Dispatcher(
+            shards: [], window: HotWindow(startOffsets: [:], maxAgeMillis: 0, maxBytes: 0), logger: Logger(label: "bench"),
+            counters: DispatchCounters(), metrics: GatewayMetrics()
+        )
+        return dispatcher.makeBatch(records, now: now).deliveries.count
+    }
+
+    /// A shard with idle connections on the given channels (all on `eventLoop`, which must be able to
+    /// run the shard as its executor), for measuring fan-out.
+    public final class FanOut: Sendable {
+        private let shard: Shard
+
+        public init(eventLoop: any EventLoop, channels: [any Channel]) async {
+            shard = Shard(eventLoop: eventLoop, startOffsets: [0: 0], partitionCount: 1, holdCapBytes: 1 << 20, metrics: GatewayMetrics())
+            for (index, channel) in channels.enumerated() {
+                let connection = Connection(
+                    id: UInt64(index + 1), identity: Identity(userID: "user\(index)", deviceID: nil, channels: [], expiresAt: .max),
+                    channel: channel, openedAt: 0
+                )
+                _ = await shard.register(connection, channels: [])
+            }
+        }
+
+        /// Delivers one broadcast frame to every connection: one write each, one flush each.
+        public func broadcast(_ frame: ByteBuffer, offset: Int64) async {
+            let delivery = Delivery(stream: .broadcast, partition: 0, offset: offset, action: .frame(frame), exclude: nil, expiresAt: nil)
+            await shard.deliver(DeliveryBatch(deliveries: [delivery], nextOffsets: [0: offset + 1], now: 0))
+        }
+    }
+}
