@@ -9,7 +9,9 @@ import Synchronization
 final class ConnectionFleet: Sendable {
     private struct State {
         var connections: [WebSocketClientConnection] = []
-        var arrivals: [ContinuousClock.Instant] = []
+        /// Arrival times in nanoseconds of the system's monotonic clock, which every process on the
+        /// machine shares: a coordinator can compare them with its own push time.
+        var arrivals: [UInt64] = []
         var closed = 0
     }
 
@@ -88,7 +90,7 @@ final class ConnectionFleet: Sendable {
         case .text(let text):
             guard !text.hasPrefix(#"{"type":"welcome""#) else { return }
             if let onMessage { return onMessage(text) }
-            let now = ContinuousClock.now
+            let now = DispatchTime.now().uptimeNanoseconds
             state.withLock { $0.arrivals.append(now) }
         case .closed:
             state.withLock { $0.closed += 1 }
@@ -103,7 +105,7 @@ final class ConnectionFleet: Sendable {
     }
 
     /// Waits until `expected` arrivals or `limit`, and returns them.
-    func waitForArrivals(_ expected: Int, limit: Duration) async throws -> [ContinuousClock.Instant] {
+    func waitForArrivals(_ expected: Int, limit: Duration) async throws -> [UInt64] {
         let deadline = ContinuousClock.now + limit
         while ContinuousClock.now < deadline {
             if state.withLock({ $0.arrivals.count }) >= expected { break }

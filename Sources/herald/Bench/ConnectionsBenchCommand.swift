@@ -37,7 +37,7 @@ struct ConnectionsBenchCommand: AsyncParsableCommand {
         if worker {
             // Report, then hold the connections until the coordinator closes our standard input.
             // Unbuffered: the coordinator waits for this line.
-            FileHandle.standardOutput.write(Data((#"{"worker":"opened","connections":\#(fleet.count),"connect_per_second":\#(Int(rate))}"# + "\n").utf8))
+            BenchWorker.reply(#"{"worker":"opened","connections":\#(fleet.count),"connect_per_second":\#(Int(rate))}"#)
             while let _ = readLine() {}
             fleet.closeAll()
             try await group.shutdownGracefully()
@@ -54,47 +54,26 @@ struct ConnectionsBenchCommand: AsyncParsableCommand {
     /// all of them hold their connections.
     private func runCoordinator() async throws {
         let before = await nodeMemory()
-        let share = fleetOptions.connections / processes
-        var workers: [(process: Process, input: Pipe, output: Pipe)] = []
         let start = ContinuousClock.now
-        for index in 0..<processes {
-            let count = index == processes - 1 ? fleetOptions.connections - share * (processes - 1) : share
-            var arguments = ["bench", "connections", "--worker", "--json", "--connections", String(count), "--user-offset", String(index * share),
+        let workers = try BenchWorker.spawn(count: processes, total: fleetOptions.connections) { _, count, offset in
+            var arguments = ["bench", "connections", "--worker", "--json", "--connections", String(count), "--user-offset", String(offset),
                              "--host", fleetOptions.host, "--port", String(fleetOptions.port), "--concurrency", String(fleetOptions.concurrency),
                              "--source-addresses", String(fleetOptions.sourceAddresses), "--rate", String(fleetOptions.rate / Double(processes))]
             if let ports = fleetOptions.ports { arguments += ["--ports", ports] }
             if let secret = fleetOptions.jwtSecret { arguments += ["--jwt-secret", secret] }
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
-            process.arguments = arguments
-            let input = Pipe()
-            let output = Pipe()
-            process.standardInput = input
-            process.standardOutput = output
-            try process.run()
-            workers.append((process, input, output))
+            return arguments
         }
         var open = 0
         for worker in workers {
-            // Each worker prints one line once its connections are open.
-            var line = Data()
-            while true {
-                let byte = worker.output.fileHandleForReading.readData(ofLength: 1)
-                if byte.isEmpty || byte == Data([0x0A]) { break }
-                line.append(byte)
-            }
-            let object = (try? JSONSerialization.jsonObject(with: line)) as? [String: Any]
-            open += object?["connections"] as? Int ?? 0
+            // Each worker writes one line once its connections are open.
+            open += (try worker.readObject()["connections"] as? Int) ?? 0
             if !fleetOptions.json { progressLine("workers ready, \(open) connections") }
         }
         let rate = Double(open) / (ContinuousClock.now - start).seconds
         try await Task.sleep(for: .seconds(settle))
         let after = await nodeMemory()
         report(open: open, rate: rate, before: before, after: after)
-        for worker in workers {
-            try? worker.input.fileHandleForWriting.close()
-            worker.process.waitUntilExit()
-        }
+        workers.forEach { $0.finish() }
     }
 
     private func report(open: Int, rate: Double, before: [NodeMemory], after: [NodeMemory]) {
