@@ -3,9 +3,9 @@ import NIOWebSocket
 
 /// Reads the server's handshake response; on 101 replaces itself with the WebSocket frame handlers
 /// and passes on whatever bytes followed the response (the server may send its first frame at once).
+/// @unchecked Sendable: used only on its channel's event loop, and `result` is a promise made for that
+/// loop (the bootstrap's initializer needs a Sendable value).
 final class HandshakeReader: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
-    // Used only on its channel's event loop; `result` is a promise made for that loop. That is what
-    // makes the @unchecked Sendable safe (the bootstrap's initializer needs a Sendable value).
     typealias InboundIn = ByteBuffer
 
     private var buffer = ByteBuffer()

@@ -5,7 +5,8 @@ public import NIOCore
 ///
 /// Identity is immutable. The mutable state is touched only on `channel.eventLoop` (by the
 /// connection's handler and by its shard, which runs on that loop); other threads reach it only by
-/// scheduling work on that loop. That confinement is what makes the `@unchecked Sendable` safe.
+/// scheduling work on that loop.
+/// @unchecked Sendable: that loop confinement is what makes it safe.
 public final class Connection: @unchecked Sendable {
     /// Node-unique and random, so a session id names one connection across nodes too.
     public let id: UInt64

@@ -4,9 +4,9 @@ import NIOCore
 /// What the upgrader learned about one connection's handshake, for the handler that runs after it:
 /// the identity and channels of an accepted handshake, or the refusal to answer with. Lives only
 /// until the upgrade is done or refused.
+/// @unchecked Sendable: touched only on the channel's event loop (the upgrader's callbacks and the
+/// HTTP handler run there).
 final class HandshakeState: @unchecked Sendable {
-    // Touched only on the channel's event loop (the upgrader's callbacks and the HTTP handler run
-    // there), which makes the @unchecked Sendable safe.
     enum Outcome: Sendable {
         case pending
         case refused(HandshakeRefusal)

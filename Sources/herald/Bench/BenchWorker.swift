@@ -9,12 +9,12 @@ final class BenchWorker {
     private let output = Pipe()
     private var pending = Data()
 
-    static func spawn(count: Int, total: Int, arguments: (_ index: Int, _ count: Int, _ userOffset: Int) -> [String]) throws -> [BenchWorker] {
+    static func spawn(count: Int, total: Int, arguments: (_ count: Int, _ userOffset: Int) -> [String]) throws -> [BenchWorker] {
         let share = total / count
         return try (0..<count).map { index in
             let worker = BenchWorker()
             worker.process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
-            worker.process.arguments = arguments(index, index == count - 1 ? total - share * (count - 1) : share, index * share)
+            worker.process.arguments = arguments(index == count - 1 ? total - share * (count - 1) : share, index * share)
             worker.process.standardInput = worker.input
             worker.process.standardOutput = worker.output
             try worker.process.run()

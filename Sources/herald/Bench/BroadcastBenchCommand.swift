@@ -38,13 +38,8 @@ struct BroadcastBenchCommand: AsyncParsableCommand {
         var local: Fleet? = nil
         var workers: [BenchWorker] = []
         if processes > 1 {
-            workers = try BenchWorker.spawn(count: processes, total: fleetOptions.connections) { index, count, offset in
-                var arguments = ["bench", "broadcast", "--worker", "--json", "--connections", String(count), "--user-offset", String(offset),
-                                 "--host", fleetOptions.host, "--port", String(fleetOptions.port), "--concurrency", String(fleetOptions.concurrency),
-                                 "--source-addresses", String(fleetOptions.sourceAddresses), "--rate", String(fleetOptions.rate / Double(processes))]
-                if let ports = fleetOptions.ports { arguments += ["--ports", ports] }
-                if let secret = fleetOptions.jwtSecret { arguments += ["--jwt-secret", secret] }
-                return arguments
+            workers = try BenchWorker.spawn(count: processes, total: fleetOptions.connections) { count, offset in
+                fleetOptions.workerArguments("broadcast", count: count, offset: offset, processes: processes)
             }
             var ready = 0
             for worker in workers {

@@ -55,13 +55,8 @@ struct ConnectionsBenchCommand: AsyncParsableCommand {
     private func runCoordinator() async throws {
         let before = await nodeMemory()
         let start = ContinuousClock.now
-        let workers = try BenchWorker.spawn(count: processes, total: fleetOptions.connections) { _, count, offset in
-            var arguments = ["bench", "connections", "--worker", "--json", "--connections", String(count), "--user-offset", String(offset),
-                             "--host", fleetOptions.host, "--port", String(fleetOptions.port), "--concurrency", String(fleetOptions.concurrency),
-                             "--source-addresses", String(fleetOptions.sourceAddresses), "--rate", String(fleetOptions.rate / Double(processes))]
-            if let ports = fleetOptions.ports { arguments += ["--ports", ports] }
-            if let secret = fleetOptions.jwtSecret { arguments += ["--jwt-secret", secret] }
-            return arguments
+        let workers = try BenchWorker.spawn(count: processes, total: fleetOptions.connections) { count, offset in
+            fleetOptions.workerArguments("connections", count: count, offset: offset, processes: processes)
         }
         var open = 0
         for worker in workers {

@@ -15,6 +15,17 @@ struct FleetOptions: ParsableArguments {
     @Option(help: "The node's process id, to read its resident memory from /proc.") var nodePid: Int32?
     @Flag(help: "One JSON line instead of a table.") var json = false
 
+    /// The arguments of a worker process that opens `count` of the connections (users from `offset`)
+    /// for `command` (`connections`, `broadcast`), with this run's targets, spread and rate share.
+    func workerArguments(_ command: String, count: Int, offset: Int, processes: Int) -> [String] {
+        var arguments = ["bench", command, "--worker", "--json", "--connections", String(count), "--user-offset", String(offset),
+                         "--host", host, "--port", String(port), "--concurrency", String(concurrency),
+                         "--source-addresses", String(sourceAddresses), "--rate", String(rate / Double(processes))]
+        if let ports { arguments += ["--ports", ports] }
+        if let jwtSecret { arguments += ["--jwt-secret", jwtSecret] }
+        return arguments
+    }
+
     var portList: [Int] {
         (ports ?? "").split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
     }
