@@ -143,7 +143,9 @@ struct ServeCommand: AsyncParsableCommand {
             configuration: ServiceGroupConfiguration(
                 services: [
                     .init(service: producer, serviceName: "kafka-producer"),
-                    .init(service: consumer, serviceName: "kafka-live-consumer"),
+                    // The consumer also ends when the data plane stops reading at the end of its drain;
+                    // that is part of the shutdown, not a failure.
+                    .init(service: consumer, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "kafka-live-consumer"),
                     .init(service: controlPlane, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "control-plane"),
                     .init(service: dataPlane, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "gateway"),
                 ],

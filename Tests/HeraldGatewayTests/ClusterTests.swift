@@ -147,7 +147,7 @@ struct ClusterTests {
 
         // The drain: exit 0 within the window plus the producer's flush; closes spread over the window.
         let exit = try #require(drainExit.withLock { $0 })
-        #expect(exit.status == 0)
+        #expect(exit.status == 0, "node A's last output: \(a.process.text.suffix(3_000))")
         #expect(exit.seconds < drainSeconds + 5, "exited \(exit.seconds) s after SIGTERM")
         let start = try #require(sigterm)
         let offsets = closeTimes.withLock { $0 }.map { ($0 - start).inSeconds }.sorted()
