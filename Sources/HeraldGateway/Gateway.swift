@@ -89,7 +89,7 @@ public final class Gateway: Service, Sendable {
         node.writeJSONString(configuration.nodeID)
         return #"{"node":\#(String(buffer: node)),"connections":\#(admission.openConnections),"draining":\#(admission.isDraining),"#
             + #""resumes":{"recovered":\#(stats.recoveredCount),"from_window":\#(stats.servedFromWindow),"from_kafka":\#(stats.servedFromKafka),"#
-            + #""in_flight":\#(stats.resumesInFlight),"unavailable":\#(stats.unavailable),"not_recovered":{\#(failures)}},"#
+            + #""in_flight":\#(stats.resumesInFlight),"kafka_reads":\#(stats.kafkaReadCount),"unavailable":\#(stats.unavailable),"not_recovered":{\#(failures)}},"#
             + #""hot_window":{"records":\#(window.records),"bytes":\#(window.bytes)},"acks":\#(contextStorage.withLock { $0?.acksReceived ?? 0 })}"#
     }
 

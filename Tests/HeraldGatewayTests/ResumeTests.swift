@@ -89,6 +89,52 @@ struct ResumeTests {
         }
     }
 
+    @Test("concurrent resumes from Kafka share reads: 40 devices, far fewer reads than streams")
+    func sharedReads() async throws {
+        try await GatewayHarness.run(configure: { $0.hotWindowBytes = 0 }) { node in
+            let users = (0..<40).map { "sharer\($0)" }
+            var cursors: [(user: String, cursor: DeviceCursor, epoch: String)] = []
+            for user in users {
+                let device = try await node.connect(user)
+                cursors.append((user, DeviceCursor(device.welcome), device.welcome.epoch))
+                device.session.close()
+                _ = try await device.closeCode()
+            }
+            var broadcasts: [Int64] = []
+            for n in 0..<5 { broadcasts.append(try await node.produce(HeraldRecord(stream: .broadcast), #"{"b":\#(n)}"#).offset) }
+            var own: [String: Int64] = [:]
+            for user in users { own[user] = try await node.produce(HeraldRecord(stream: .user(user)), #"{"own":true}"#).offset }
+            try await ResumeTests.waitUntilRead(node, partitionOf: "*")
+            for partition in 0..<4 {
+                let user = (0...).lazy.map { "fence\($0)" }.first { Murmur2.partition(forKey: $0, partitionCount: 4) == partition }!
+                try await ResumeTests.waitUntilRead(node, partitionOf: user)
+            }
+            let readsBefore = node.gateway.replayStats.kafkaReadCount
+            // Everyone comes back at once.
+            let resumed = try await withThrowingTaskGroup(of: (String, [ServerEvent.Message], Bool?).self) { group in
+                for (user, cursor, epoch) in cursors {
+                    group.addTask {
+                        let device = try await node.connect(user, cursor: cursor.text, epoch: epoch)
+                        var messages: [ServerEvent.Message] = []
+                        for _ in 0..<6 { messages.append(try await device.nextMessage()) }
+                        return (user, messages, device.welcome.recovered)
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            for (user, messages, recovered) in resumed {
+                #expect(recovered == true)
+                #expect(messages.filter { $0.stream == "*" }.map(\.offset) == broadcasts, "\(user)")
+                #expect(messages.filter { $0.stream == "u" }.map(\.offset) == [own[user]!], "\(user)")
+            }
+            let reads = node.gateway.replayStats.kafkaReadCount - readsBefore
+            #expect(node.gateway.replayStats.servedFromKafka == 40)
+            // 80 stream requests (u and * for each device) over 4 partitions.
+            #expect(reads < 40, "\(reads) Kafka reads for 80 stream requests")
+            print("shared reads: 40 resumes, 80 stream requests, \(reads) Kafka reads")
+        }
+    }
+
     @Test("a replay larger than the outbound cap is paced by the socket, not cut with 4008")
     func pacedReplay() async throws {
         try await GatewayHarness.run(configure: { $0.outboundCapBytes = 64 * 1024 }) { node in

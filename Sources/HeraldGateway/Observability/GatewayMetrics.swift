@@ -15,6 +15,9 @@ final class GatewayMetrics: Sendable {
     let recordsRead = Counter(label: "herald_records_read_total")
     let recordsMalformed = Counter(label: "herald_records_malformed_total")
     let replayedMessages = Counter(label: "herald_replayed_messages_total")
+    /// Kafka reads made for resumes, and the stream requests they served (shared reads: requests ≥ reads).
+    let replayKafkaReads = Counter(label: "herald_replay_kafka_reads_total")
+    let replayKafkaRequests = Counter(label: "herald_replay_kafka_requests_total")
     let acks = Counter(label: "herald_acks_total")
     /// From a record's Kafka timestamp to the flush of the socket writes that delivered it.
     let deliveryLatency = Timer(label: "herald_delivery_latency_seconds")

@@ -103,11 +103,6 @@ final class HotWindow: Sendable {
         }
     }
 
-    /// The first offset of `partition` the window holds everything from.
-    func start(of partition: Int32) -> Int64? {
-        state.withLock { $0.partitions[partition]?.start }
-    }
-
     var byteCount: Int { state.withLock { $0.bytes } }
     var entryCount: Int { state.withLock { $0.order.count } }
 

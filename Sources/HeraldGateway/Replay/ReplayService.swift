@@ -36,7 +36,13 @@ final class ReplayService: Sendable {
         self.window = window
         self.limit = limit
         self.stats = stats
-        self.kafka = reader.map { SharedKafkaReads(reader: $0, limit: limit) }
+        self.kafka = reader.map {
+            SharedKafkaReads(reader: $0, limit: limit) { requests in
+                stats.kafkaReads.add(1, ordering: .relaxed)
+                metrics.replayKafkaReads.increment()
+                metrics.replayKafkaRequests.increment(by: requests)
+            }
+        }
     }
 
     func replay(_ requests: [StreamReplay], connection: UInt64, now: Int64) async -> ReplayOutcome {
@@ -144,6 +150,7 @@ public final class ReplayStats: Sendable {
     let fromKafka = Atomic<Int>(0)
     let recovered = Atomic<Int>(0)
     let unavailableCount = Atomic<Int>(0)
+    let kafkaReads = Atomic<Int>(0)
     private let failures = Mutex<[RecoveryFailure: Int]>([:])
 
     func count(_ outcome: ReplayOutcome) {
@@ -164,5 +171,7 @@ public final class ReplayStats: Sendable {
     public var servedFromKafka: Int { fromKafka.load(ordering: .relaxed) }
     public var recoveredCount: Int { recovered.load(ordering: .relaxed) }
     public var unavailable: Int { unavailableCount.load(ordering: .relaxed) }
+    /// Kafka reads made for resumes: concurrent resumes on one partition share one.
+    public var kafkaReadCount: Int { kafkaReads.load(ordering: .relaxed) }
     public var failuresByReason: [RecoveryFailure: Int] { failures.withLock { $0 } }
 }

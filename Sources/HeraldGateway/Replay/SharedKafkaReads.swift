@@ -27,9 +27,11 @@ actor SharedKafkaReads {
     private let maxRequestsPerRead: Int
     private var pending: [Int32: [Request]] = [:]
     private var reading: Set<Int32> = []
-    private(set) var readCount = 0
+    /// Called once per Kafka read, with how many requests it served.
+    private let onRead: @Sendable (_ requests: Int) -> Void
 
-    init(reader: KafkaReplayReader, limit: Int, maxRequestsPerRead: Int = 1_024) {
+    init(reader: KafkaReplayReader, limit: Int, maxRequestsPerRead: Int = 1_024, onRead: @escaping @Sendable (Int) -> Void = { _ in }) {
+        self.onRead = onRead
         self.reader = reader
         self.limit = limit
         self.maxRequestsPerRead = maxRequestsPerRead
@@ -65,7 +67,7 @@ actor SharedKafkaReads {
     }
 
     private func read(_ partition: Int32, _ batch: [Request]) async {
-        readCount += 1
+        onRead(batch.count)
         let watermarks: (low: Int64, high: Int64)
         do {
             watermarks = try await reader.watermarks(partition: partition)
