@@ -30,6 +30,14 @@ struct ResumeTests {
         return messages
     }
 
+    /// A device that connected and dropped at once: the cursor and epoch it would resume with.
+    static func droppedDevice(_ node: GatewayHarness, _ user: String) async throws -> (cursor: DeviceCursor, epoch: String) {
+        let device = try await node.connect(user)
+        device.session.close()
+        _ = try await device.closeCode()
+        return (DeviceCursor(device.welcome), device.welcome.epoch)
+    }
+
     /// Waits until the node has read everything produced so far to `user`'s partition: a fence
     /// message to another user of that partition reaches a watcher.
     static func waitUntilRead(_ node: GatewayHarness, partitionOf user: String) async throws {
@@ -95,10 +103,8 @@ struct ResumeTests {
             let users = (0..<40).map { "sharer\($0)" }
             var cursors: [(user: String, cursor: DeviceCursor, epoch: String)] = []
             for user in users {
-                let device = try await node.connect(user)
-                cursors.append((user, DeviceCursor(device.welcome), device.welcome.epoch))
-                device.session.close()
-                _ = try await device.closeCode()
+                let (cursor, epoch) = try await Self.droppedDevice(node, user)
+                cursors.append((user, cursor, epoch))
             }
             var broadcasts: [Int64] = []
             for n in 0..<5 { broadcasts.append(try await node.produce(HeraldRecord(stream: .broadcast), #"{"b":\#(n)}"#).offset) }
@@ -138,10 +144,7 @@ struct ResumeTests {
     @Test("a replay larger than the outbound cap is paced by the socket, not cut with 4008")
     func pacedReplay() async throws {
         try await GatewayHarness.run(configure: { $0.outboundCapBytes = 64 * 1024 }) { node in
-            let phone = try await node.connect("carol")
-            let cursor = DeviceCursor(phone.welcome)
-            phone.session.close()
-            _ = try await phone.closeCode()
+            let (cursor, epoch) = try await Self.droppedDevice(node, "carol")
             let payload = #"{"pad":""# + String(repeating: "x", count: 2_000) + #""}"#
             let records = (0..<400).map { _ in
                 KafkaOutgoingRecord(topic: node.topic, key: Array("carol".utf8), value: ByteBuffer(string: payload))
@@ -150,7 +153,7 @@ struct ResumeTests {
             // Live, 800 KB in one batch would overflow a 64 KiB cap (that is what the cap is for): wait
             // until the node has read them.
             try await Self.waitUntilRead(node, partitionOf: "carol")
-            let back = try await node.connect("carol", cursor: cursor.text, epoch: phone.welcome.epoch)
+            let back = try await node.connect("carol", cursor: cursor.text, epoch: epoch)
             #expect(back.welcome.recovered == true)
             var resumed = DeviceCursor(back.welcome)
             let replayed = try await Self.messages(back, 400, cursor: &resumed)
@@ -161,11 +164,7 @@ struct ResumeTests {
     @Test("every recovered:false reason from a real situation, with nothing replayed and live delivery after")
     func failures() async throws {
         try await GatewayHarness.run(configure: { $0.replayLimit = 5 }) { node in
-            let first = try await node.connect("dave")
-            let epoch = first.welcome.epoch
-            let start = DeviceCursor(first.welcome)
-            first.session.close()
-            _ = try await first.closeCode()
+            let (start, epoch) = try await Self.droppedDevice(node, "dave")
             // A device that stays connected shows when the node has read the eight.
             let watcher = try await node.connect("dave", device: "watcher")
             for n in 0..<8 { try await node.produce(HeraldRecord(stream: .user("dave")), #"{"n":\#(n)}"#) }
@@ -198,10 +197,7 @@ struct ResumeTests {
     @Test("expired: a cursor older than what Kafka keeps, once the hot window no longer has it either")
     func expired() async throws {
         try await GatewayHarness.run(configure: { $0.hotWindowBytes = 256 * 1024 }) { node in
-            let first = try await node.connect("erin")
-            let start = DeviceCursor(first.welcome)
-            first.session.close()
-            _ = try await first.closeCode()
+            let (start, epoch) = try await Self.droppedDevice(node, "erin")
             // The mock keeps about 5 MiB per partition: 8 MiB of incompressible records for erin's
             // partition push its log start past her cursor.
             var generator = SystemRandomNumberGenerator()
@@ -213,7 +209,7 @@ struct ResumeTests {
                 for result in results { _ = try result.get() }
             }
             try await Self.waitUntilRead(node, partitionOf: "erin")
-            let back = try await node.connect("erin", cursor: start.text, epoch: first.welcome.epoch)
+            let back = try await node.connect("erin", cursor: start.text, epoch: epoch)
             #expect(back.welcome.recovered == false)
             #expect(back.welcome.reason == "expired")
             try await Task.sleep(for: .milliseconds(300))
