@@ -34,9 +34,7 @@ public final class ResumingConnection: Sendable {
             self.positions = positions
         }
 
-        public var text: String {
-            positions.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: ",")
-        }
+        public var text: String { ResumeCursor(positions: positions).text }
     }
 
     private struct MutableState {

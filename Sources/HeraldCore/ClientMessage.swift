@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 
 /// A frame a client sends (PROTOCOL.md §2). Client frames are few (acks, subscriptions, publishes),
 /// so they are parsed with Foundation rather than by hand.
@@ -53,6 +54,32 @@ public enum ClientMessage: Equatable, Sendable {
         default:
             throw ClientMessageError("unknown frame type \"\(type)\"")
         }
+    }
+
+    /// The frame's JSON text, as a client sends it: the one writer of client frames, so a channel name
+    /// with a quote or a backslash is escaped rather than breaking the frame.
+    public var text: String {
+        var buffer = ByteBuffer()
+        switch self {
+        case .ack(let stream, let offset):
+            buffer.writeString(#"{"type":"ack","stream":"#)
+            buffer.writeJSONString(stream)
+            buffer.writeString(#","offset":\#(offset)}"#)
+        case .publish(let data, let sync):
+            buffer.writeString(#"{"type":"publish","data":"#)
+            buffer.writeBytes(data)
+            buffer.writeString(#","sync":\#(sync)}"#)
+        case .subscribe(let channel, let offset):
+            buffer.writeString(#"{"type":"subscribe","channel":"#)
+            buffer.writeJSONString(channel)
+            if let offset { buffer.writeString(#","offset":\#(offset)"#) }
+            buffer.writeString("}")
+        case .unsubscribe(let channel):
+            buffer.writeString(#"{"type":"unsubscribe","channel":"#)
+            buffer.writeJSONString(channel)
+            buffer.writeString("}")
+        }
+        return String(buffer: buffer)
     }
 
     private static func channelName(_ object: [String: Any]) throws(ClientMessageError) -> String {

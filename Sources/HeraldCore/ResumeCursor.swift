@@ -37,6 +37,24 @@ public struct ResumeCursor: Sendable, Equatable {
         self.entries = entries
     }
 
+    /// A cursor from positions keyed by their streams' wire names (`u`, `*`, `c:NAME`), as a welcome's
+    /// `positions` and a message's `stream` give them; a name that is no stream is left out.
+    public init(positions: [String: Int64]) {
+        entries = positions.sorted { $0.key < $1.key }.compactMap { name, offset in
+            let stream: CursorStream
+            if name == "u" {
+                stream = .user
+            } else if name == "*" {
+                stream = .broadcast
+            } else if name.hasPrefix("c:"), name.count > 2 {
+                stream = .channel(String(name.dropFirst(2)))
+            } else {
+                return nil
+            }
+            return Entry(stream: stream, offset: offset)
+        }
+    }
+
     /// Most streams one cursor may name: a connection follows its own stream, broadcast and its channels.
     public static let maxEntries = 256
 

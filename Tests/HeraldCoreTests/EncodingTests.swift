@@ -158,4 +158,27 @@ struct ClientMessageTests {
             !((error as? ClientMessageError)?.message.isEmpty ?? true)
         }
     }
+
+    @Test("every client frame round-trips through its text, whatever a channel or stream name holds")
+    func roundTrip() throws {
+        let awkward = #"news "live" \ back/slash ünï 😀 "# + "\u{1}"
+        let messages: [ClientMessage] = [
+            .ack(stream: "c:" + awkward, offset: 42),
+            .subscribe(channel: awkward, offset: nil),
+            .subscribe(channel: awkward, offset: -1),
+            .unsubscribe(channel: awkward),
+            .publish(data: Array(#"{"draft":"a \"quote\""}"#.utf8), sync: true),
+            .publish(data: Array("[1,2,3]".utf8), sync: false),
+        ]
+        for message in messages {
+            #expect(try parse(message.text) == message, "\(message.text)")
+        }
+    }
+
+    @Test("a cursor built from a welcome's positions is the text the node parses back")
+    func cursorFromPositions() throws {
+        let cursor = ResumeCursor(positions: ["u": 17, "*": 3, "c:a:b": 9, "nonsense": 1])
+        #expect(cursor.text == "*:3,c:a:b:9,u:17")
+        #expect(try ResumeCursor.parse(cursor.text) == cursor)
+    }
 }
