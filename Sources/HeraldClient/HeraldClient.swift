@@ -1,4 +1,5 @@
 import Foundation
+import HeraldCore
 public import NIOCore
 
 /// Connects to a Herald node as an app would: a token, optional channels (and a cursor to resume
@@ -18,7 +19,7 @@ public struct HeraldClient: Sendable {
     /// Opens `/v1/ws` with the token in the Authorization header (or the query, as browsers must).
     public func connect(
         token: String, channels: [String] = [], tokenInQuery: Bool = false, origin: String? = nil,
-        sourceAddress: String? = nil, cursor: String? = nil, epoch: String? = nil
+        sourceAddress: String? = nil, cursor: String? = nil, epoch: String? = nil, receiveBufferBytes: Int? = nil
     ) async throws -> HeraldSession {
         var query: [String] = []
         if !channels.isEmpty { query.append("channels=" + channels.joined(separator: ",")) }
@@ -33,7 +34,8 @@ public struct HeraldClient: Sendable {
         if let origin { headers.append(("Origin", origin)) }
         let path = "/v1/ws" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
         let connection = try await WebSocketClientConnection.connect(
-            host: host, port: port, path: path, headers: headers, group: group, sourceAddress: sourceAddress
+            host: host, port: port, path: path, headers: headers, group: group, sourceAddress: sourceAddress,
+            receiveBufferBytes: receiveBufferBytes
         )
         return HeraldSession(connection: connection)
     }
@@ -61,21 +63,20 @@ public struct HeraldSession: Sendable {
     }
 
     public func subscribe(_ channel: String, offset: Int64? = nil) {
-        connection.send(text: offset.map { #"{"type":"subscribe","channel":"\#(channel)","offset":\#($0)}"# }
-            ?? #"{"type":"subscribe","channel":"\#(channel)"}"#)
+        connection.send(text: ClientMessage.subscribe(channel: channel, offset: offset).text)
     }
 
     public func unsubscribe(_ channel: String) {
-        connection.send(text: #"{"type":"unsubscribe","channel":"\#(channel)"}"#)
+        connection.send(text: ClientMessage.unsubscribe(channel: channel).text)
     }
 
     public func ack(stream: String, offset: Int64) {
-        connection.send(text: #"{"type":"ack","stream":"\#(stream)","offset":\#(offset)}"#)
+        connection.send(text: ClientMessage.ack(stream: stream, offset: offset).text)
     }
 
     /// Publishes `json` (a JSON value) upstream; with `sync`, also to the user's other devices.
     public func publish(json: String, sync: Bool = false) {
-        connection.send(text: #"{"type":"publish","data":\#(json),"sync":\#(sync)}"#)
+        connection.send(text: ClientMessage.publish(data: Array(json.utf8), sync: sync).text)
     }
 
     public func close() {

@@ -29,10 +29,12 @@ public final class WebSocketClientConnection: Sendable {
     ///
     /// With `observer`, events are handed to it on the connection's event loop instead of being queued
     /// on `events` (the load tool holds thousands of connections and counts, rather than keeps, frames).
+    /// `receiveBufferBytes` fixes the socket's receive buffer (no autotuning): a client that stops
+    /// reading then fills it, and the server's own queue, within a few megabytes (tests).
     public static func connect(
         host: String, port: Int, path: String, headers: [(String, String)] = [],
         group: any EventLoopGroup, sourceAddress: String? = nil, maxFrameSize: Int = 1 << 24,
-        observer: (@Sendable (Event) -> Void)? = nil
+        receiveBufferBytes: Int? = nil, observer: (@Sendable (Event) -> Void)? = nil
     ) async throws -> WebSocketClientConnection {
         let (stream, continuation) = AsyncStream<Event>.makeStream(bufferingPolicy: .unbounded)
         let sink = EventSink(continuation: continuation, observer: observer)
@@ -44,6 +46,9 @@ public final class WebSocketClientConnection: Sendable {
             }
         if let sourceAddress {
             bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: sourceAddress, port: 0))
+        }
+        if let receiveBufferBytes {
+            bootstrap = bootstrap.channelOption(.socketOption(.so_rcvbuf), value: max(1, receiveBufferBytes))
         }
         let channel = try await bootstrap.connect(host: host, port: port).get()
         let key = Data((0..<16).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()

@@ -1,4 +1,6 @@
-/// The WebSocket close codes of PROTOCOL.md §2, and which of them a client should reconnect after.
+/// The WebSocket close codes of the contract (docs/protocol.md, close codes), and what a client does
+/// after each: the one table that the server's `Disconnect` catalogue, `ReconnectPolicy` and
+/// `clients/js/herald.js` follow (a test holds the JS client to it).
 public enum CloseCode: UInt16, Sendable, CaseIterable {
     case normal = 1000
     case goingAway = 1001
@@ -14,12 +16,20 @@ public enum CloseCode: UInt16, Sendable, CaseIterable {
     case slowConsumer = 4008
     case tokenExpired = 4009
 
-    /// Whether a client should reconnect (with jittered backoff) and resume from its cursor.
-    public var shouldReconnect: Bool {
+    /// What a client does after the server closed with this code.
+    public var clientAction: CloseAction {
         switch self {
-        case .goingAway, .internalError, .restarting, .overloaded, .slowConsumer, .tokenExpired: true
-        case .normal, .protocolError, .invalidPayload, .policyViolation, .messageTooBig, .replaced, .kicked: false
+        case .goingAway, .internalError, .restarting, .overloaded, .slowConsumer: .resume
+        case .tokenExpired: .refreshToken
+        case .normal, .protocolError, .invalidPayload, .policyViolation, .messageTooBig, .replaced, .kicked: .stop
         }
+    }
+
+    /// What a client does after its connection ended with `code` in a close frame, or with none (`nil`,
+    /// or 1006 as browsers report it: the network or a killed node). Codes outside the contract stop.
+    public static func clientAction(forClose code: UInt16?) -> CloseAction {
+        guard let code, code != 1006 else { return .resume }
+        return CloseCode(rawValue: code)?.clientAction ?? .stop
     }
 
     /// Whether a peer may send `code` in a close frame (RFC 6455 §7.4): the defined codes that are
@@ -31,4 +41,15 @@ public enum CloseCode: UInt16, Sendable, CaseIterable {
         default: false
         }
     }
+}
+
+/// What a client does after its connection ended.
+public enum CloseAction: String, Sendable, Equatable, CaseIterable {
+    /// Reconnect after a backoff and resume from the cursor.
+    case resume
+    /// Get a new token, then reconnect and resume (4009).
+    case refreshToken = "refresh-token"
+    /// Do not reconnect: replaced by a newer connection (4001), kicked (4003), a normal close, or a
+    /// protocol error that a reconnect would repeat.
+    case stop
 }

@@ -1,17 +1,6 @@
-/// What a client does after its connection ended, from the close code (PROTOCOL.md, close codes).
-public enum CloseAction: String, Sendable, Equatable {
-    /// Reconnect after a backoff and resume from the cursor.
-    case resume
-    /// Get a new token, then reconnect and resume (4009).
-    case refreshToken = "refresh-token"
-    /// Do not reconnect: replaced by a newer connection (4001), kicked (4003), a normal close, or a
-    /// protocol error that a reconnect would repeat.
-    case stop
-}
-
 /// How a client reconnects: which closes it reconnects after, and how long it waits (exponential
-/// backoff with full jitter, so that clients dropped together come back spread out). The Swift
-/// client and `clients/js/herald.js` follow the same rules.
+/// backoff with full jitter, so that clients dropped together come back spread out). Which closes it
+/// reconnects after is `CloseCode`'s table, which `clients/js/herald.js` follows too.
 public struct ReconnectPolicy: Sendable, Equatable {
     public var base: Duration
     public var cap: Duration
@@ -26,11 +15,7 @@ public struct ReconnectPolicy: Sendable, Equatable {
 
     /// `nil`: the connection ended without a close frame (network, a node killed): resume.
     public static func action(forClose code: UInt16?) -> CloseAction {
-        switch code {
-        case nil, 1001, 1006, 1011, 1012, 1013, 4008: .resume
-        case 4009: .refreshToken
-        default: .stop
-        }
+        CloseCode.clientAction(forClose: code)
     }
 
     /// Whether to reconnect after `action`.

@@ -24,11 +24,13 @@ public enum DeliveryBenchmarks {
         private let shard: Shard
 
         public init(eventLoop: any EventLoop, channels: [any Channel]) async {
-            shard = Shard(eventLoop: eventLoop, startOffsets: [0: 0], partitionCount: 1, holdCapBytes: 1 << 20, metrics: GatewayMetrics())
+            shard = Shard(eventLoop: eventLoop, startOffsets: [0: 0], partitionCount: 1, metrics: GatewayMetrics())
+            let limits = GatewayConfiguration(nodeID: "bench").connectionLimits
+            let outbound = OutboundStats()
             for (index, channel) in channels.enumerated() {
                 let connection = Connection(
                     id: UInt64(index + 1), identity: Identity(userID: "user\(index)", deviceID: nil, channels: [], expiresAt: .max),
-                    channel: channel, openedAt: 0
+                    channel: channel, openedAt: 0, limits: limits, outbound: outbound
                 )
                 _ = await shard.register(connection, channels: [])
             }

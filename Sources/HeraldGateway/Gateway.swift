@@ -16,6 +16,7 @@ public final class Gateway: Service, Sendable {
     public let admission: Admission
     public let counters = DispatchCounters()
     public let replayStats = ReplayStats()
+    public let outbound = OutboundStats()
     let metrics = GatewayMetrics()
 
     private let consumer: KafkaLiveConsumer
@@ -90,7 +91,9 @@ public final class Gateway: Service, Sendable {
         return #"{"node":\#(String(buffer: node)),"connections":\#(admission.openConnections),"draining":\#(admission.isDraining),"#
             + #""resumes":{"recovered":\#(stats.recoveredCount),"from_window":\#(stats.servedFromWindow),"from_kafka":\#(stats.servedFromKafka),"#
             + #""in_flight":\#(stats.resumesInFlight),"kafka_reads":\#(stats.kafkaReadCount),"unavailable":\#(stats.unavailable),"not_recovered":{\#(failures)}},"#
-            + #""hot_window":{"records":\#(window.records),"bytes":\#(window.bytes)},"acks":\#(contextStorage.withLock { $0?.acksReceived ?? 0 })}"#
+            + #""hot_window":{"records":\#(window.records),"bytes":\#(window.bytes)},"acks":\#(contextStorage.withLock { $0?.acksReceived ?? 0 }),"#
+            + #""outbound":{"budget_bytes":\#(configuration.outboundCapBytes),"peak_queued_bytes":\#(outbound.peakQueuedBytes),"#
+            + #""slow_consumer_closes":\#(outbound.slowConsumerCloses)}}"#
     }
 
     /// The bound public port, once listening (useful with port 0).
@@ -114,19 +117,18 @@ public final class Gateway: Service, Sendable {
         let epoch = "\(try await admin.clusterID()).\(partitionCount)"
         let shards = group.makeIterator().map { loop in
             Shard(
-                eventLoop: loop, startOffsets: startOffsets, partitionCount: partitionCount, holdCapBytes: configuration.outboundCapBytes,
-                metrics: metrics
+                eventLoop: loop, startOffsets: startOffsets, partitionCount: partitionCount, metrics: metrics
             )
         }
         let window = HotWindow(
             startOffsets: startOffsets, maxAgeMillis: Int64(configuration.hotWindowAge.components.seconds * 1000),
             maxBytes: configuration.hotWindowBytes
         )
-        let replay = ReplayService(window: window, reader: replayReader, limit: configuration.replayLimit, stats: replayStats, metrics: metrics)
+        let replay = ReplayService(window: window, reader: replayReader, limit: configuration.replayLimit, maxBytes: configuration.replayMaxBytes, stats: replayStats, metrics: metrics)
         let context = GatewayContext(
             nodeID: configuration.nodeID, epoch: epoch, registry: registry, admission: admission, tokens: tokens,
             configuration: configuration, shards: shards, replay: replay, upstream: upstream,
-            metrics: metrics, developmentTools: developmentTools
+            metrics: metrics, outbound: outbound, developmentTools: developmentTools
         )
         contextStorage.withLock { $0 = context }
         var timers = shards.map { startSweeping($0) }
@@ -158,7 +160,7 @@ public final class Gateway: Service, Sendable {
         }
         try? await server.close()
         for shard in shards {
-            shard.eventLoop.execute { shard.assumeIsolated { $0.closeAll(.restarting, "node shutting down; reconnect and resume") } }
+            shard.eventLoop.execute { shard.assumeIsolated { $0.closeAll(.shuttingDown) } }
         }
     }
 

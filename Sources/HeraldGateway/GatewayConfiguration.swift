@@ -1,3 +1,5 @@
+import NIOCore
+
 /// The data plane's settings (ARCHITECTURE.md, "Limits and defaults").
 public struct GatewayConfiguration: Sendable {
     public var host = "0.0.0.0"
@@ -10,8 +12,14 @@ public struct GatewayConfiguration: Sendable {
     public var perUserConnectionLimit = 10
     /// Largest message a client may send, fragments included (close 1009 above it).
     public var maxMessageBytes = 64 * 1024
-    /// Outbound bytes queued per connection before it is closed as a slow consumer (4008).
+    /// The byte budget per connection: outbound bytes it may have queued (held during a replay, queued
+    /// behind one or behind a full socket, and in the socket's buffer) for longer than a moment.
     public var outboundCapBytes = 1024 * 1024
+    /// Queued bytes beyond which a connection is closed with 4008 at once.
+    public var outboundHardLimitBytes = 8 * 1024 * 1024
+    /// How long a connection may stay over its budget while its peer reads nothing before it is
+    /// closed with 4008: a burst that a reader takes within it closes nothing.
+    public var slowConsumerWindow: Duration = .seconds(5)
     public var pingInterval: Duration = .seconds(30)
     /// Pings in a row without a pong (or any frame) before the connection is closed.
     public var missedPongLimit: UInt8 = 2
@@ -24,6 +32,10 @@ public struct GatewayConfiguration: Sendable {
     public var hotWindowBytes = 64 * 1024 * 1024
     /// Most messages one resume replays; more is `recovered:false` with reason `too-many`.
     public var replayLimit = 10_000
+    /// Most bytes of frames one resume replays; more is `recovered:false` with reason `too-many`.
+    public var replayMaxBytes = 4 * 1024 * 1024
+    /// A replay not read by then is given up: `recovered:false` with reason `too-many`.
+    public var replayDeadline: Duration = .seconds(10)
     /// Publishes from one connection queued while earlier ones wait for Kafka; more are refused.
     public var maxQueuedPublishes = 32
     /// The graceful drain on SIGTERM, all of it: readiness fails at once, the listener closes after
@@ -37,5 +49,14 @@ public struct GatewayConfiguration: Sendable {
 
     public init(nodeID: String) {
         self.nodeID = nodeID
+    }
+
+    /// Each connection's byte budget, as its lifecycle applies it.
+    var connectionLimits: ConnectionStateMachine<ByteBuffer>.Limits {
+        let window = slowConsumerWindow.components
+        return .init(
+            budgetBytes: outboundCapBytes, hardLimitBytes: max(outboundHardLimitBytes, outboundCapBytes),
+            slowWindowMillis: window.seconds * 1000 + window.attoseconds / 1_000_000_000_000_000
+        )
     }
 }

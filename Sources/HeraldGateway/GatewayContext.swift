@@ -13,14 +13,16 @@ final class GatewayContext: Sendable {
     let replay: ReplayService
     let upstream: UpstreamPublisher?
     let metrics: GatewayMetrics
+    let outbound: OutboundStats
     let developmentTools: DevelopmentTools?
     private let shards: [ObjectIdentifier: Shard]
     private let acks = Atomic<Int>(0)
 
     init(nodeID: String, epoch: String, registry: SessionRegistry, admission: Admission, tokens: TokenVerifier,
          configuration: GatewayConfiguration, shards: [Shard], replay: ReplayService, upstream: UpstreamPublisher?,
-         metrics: GatewayMetrics, developmentTools: DevelopmentTools? = nil) {
+         metrics: GatewayMetrics, outbound: OutboundStats, developmentTools: DevelopmentTools? = nil) {
         self.metrics = metrics
+        self.outbound = outbound
         self.developmentTools = developmentTools
         self.nodeID = nodeID
         self.epoch = epoch
@@ -40,12 +42,12 @@ final class GatewayContext: Sendable {
         return shard
     }
 
-    /// Closes every connection of `user` on this node with `code`, each on its own loop; returns how many.
+    /// Closes every connection of `user` on this node, each on its own loop; returns how many.
     @discardableResult
-    func closeConnections(of user: String, _ code: CloseCode, _ reason: String) -> Int {
+    func closeConnections(of user: String, _ disconnect: Disconnect) -> Int {
         let connections = registry.connections(of: user)
         for connection in connections {
-            connection.channel.eventLoop.execute { connection.close(code, reason) }
+            connection.channel.eventLoop.execute { connection.close(disconnect) }
         }
         return connections.count
     }

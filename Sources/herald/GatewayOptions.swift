@@ -34,8 +34,14 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "Connections per user before the oldest is replaced. Env: HERALD_USER_CONNECTION_LIMIT. Default: 10.")
     var userConnectionLimit: Int?
 
-    @Option(help: "Outbound bytes queued per connection before it is closed as a slow consumer (4008). Env: HERALD_OUTBOUND_CAP. Default: 1048576.")
+    @Option(help: "Outbound byte budget per connection: queued longer than the slow-consumer window, the connection is closed with 4008. Env: HERALD_OUTBOUND_CAP. Default: 1048576.")
     var outboundCap: Int?
+
+    @Option(help: "Outbound bytes queued per connection beyond which it is closed with 4008 at once. Env: HERALD_OUTBOUND_HARD_LIMIT. Default: 8388608.")
+    var outboundHardLimit: Int?
+
+    @Option(help: "Seconds a connection may stay over its outbound budget while its client reads nothing. Env: HERALD_SLOW_CONSUMER_SECONDS. Default: 5.")
+    var slowConsumerSeconds: Double?
 
     @Option(help: "Seconds of recent records kept in memory to serve resumes. Env: HERALD_HOT_WINDOW_SECONDS. Default: 120.")
     var hotWindowSeconds: Int?
@@ -45,6 +51,12 @@ struct GatewayOptions: ParsableArguments {
 
     @Option(help: "Most messages one resume replays (more: recovered:false, too-many). Env: HERALD_REPLAY_LIMIT. Default: 10000.")
     var replayLimit: Int?
+
+    @Option(help: "Most bytes one resume replays (more: recovered:false, too-many). Env: HERALD_REPLAY_MAX_BYTES. Default: 4194304.")
+    var replayMaxBytes: Int?
+
+    @Option(help: "Seconds a resume's replay may take (longer: recovered:false, too-many). Env: HERALD_REPLAY_DEADLINE_SECONDS. Default: 10.")
+    var replayDeadlineSeconds: Double?
 
     @Option(help: "Seconds a graceful drain (SIGTERM) takes in all: connections are closed with 1012, spread over it. Env: HERALD_DRAIN_SECONDS. Default: 20.")
     var drainSeconds: Double?
@@ -66,6 +78,15 @@ struct GatewayOptions: ParsableArguments {
             $0.trimmingCharacters(in: .whitespaces)
         }.filter { !$0.isEmpty })
         configuration.outboundCapBytes = try number(outboundCap, "HERALD_OUTBOUND_CAP") ?? 1024 * 1024
+        configuration.outboundHardLimitBytes = try number(outboundHardLimit, "HERALD_OUTBOUND_HARD_LIMIT") ?? 8 * 1024 * 1024
+        configuration.slowConsumerWindow = try Self.duration(number(slowConsumerSeconds, "HERALD_SLOW_CONSUMER_SECONDS") ?? 5, "the slow-consumer window")
+        configuration.replayMaxBytes = try number(replayMaxBytes, "HERALD_REPLAY_MAX_BYTES") ?? 4 * 1024 * 1024
+        configuration.replayDeadline = try Self.duration(number(replayDeadlineSeconds, "HERALD_REPLAY_DEADLINE_SECONDS") ?? 10, "the replay deadline")
+        guard configuration.outboundCapBytes >= 1_024 else { throw ValidationError("the outbound cap must be at least 1024 bytes") }
+        guard configuration.outboundHardLimitBytes >= configuration.outboundCapBytes else {
+            throw ValidationError("the outbound hard limit must be at least the outbound cap")
+        }
+        guard configuration.replayMaxBytes >= 1 else { throw ValidationError("the replay byte limit must be at least 1") }
         configuration.hotWindowAge = .seconds(try number(hotWindowSeconds, "HERALD_HOT_WINDOW_SECONDS") ?? 120)
         configuration.hotWindowBytes = try number(hotWindowBytes, "HERALD_HOT_WINDOW_BYTES") ?? 64 * 1024 * 1024
         configuration.replayLimit = try number(replayLimit, "HERALD_REPLAY_LIMIT") ?? 10_000
@@ -98,6 +119,12 @@ struct GatewayOptions: ParsableArguments {
             hmacSecret: secret, publicKeys: publicKeys,
             audience: value(jwtAudience, "HERALD_JWT_AUDIENCE"), issuer: value(jwtIssuer, "HERALD_JWT_ISSUER")
         )
+    }
+
+    /// Seconds from a flag or the environment, range-checked before the conversion.
+    static func duration(_ seconds: Double, _ name: String) throws -> Duration {
+        guard seconds.isFinite, seconds > 0, seconds <= 86_400 else { throw ValidationError("\(name) must be between 0 and 86400 seconds") }
+        return .milliseconds(Int64((seconds * 1_000).rounded()))
     }
 
     /// One socket per connection, and some files for Kafka, logs and the listener.

@@ -19,6 +19,25 @@ struct ClientTests {
         #expect(passed >= 12)
     }
 
+    @Test("the JS client reconnects after exactly the closes the Swift CloseCode table says, and stops after the rest")
+    func javascriptCloseTableIsTheSwiftOne() throws {
+        guard let node = which("node") ?? which("nodejs") else {
+            throw TestFailure("node is not installed: apt-get install -y nodejs (scripts/install-deps --test does)")
+        }
+        let codes: [UInt16] = CloseCode.allCases.map(\.rawValue) + [1003, 1005, 1006, 1014, 1015, 3000, 4000, 4002, 4010, 4999]
+        let script = "import { closeAction } from './clients/js/herald.js';"
+            + "console.log(JSON.stringify(\(codes).map((code) => [code, closeAction(code)])));"
+        let (status, output) = try run(node, ["--input-type=module", "-e", script], in: repositoryRoot())
+        #expect(status == 0, "\(output)")
+        let pairs = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [[Any]], "\(output)")
+        for pair in pairs {
+            let code = try #require((pair.first as? NSNumber)?.uint16Value)
+            let action = try #require(pair.last as? String)
+            #expect(action == CloseCode.clientAction(forClose: code).rawValue, "close \(code): the JS client does \(action)")
+        }
+        #expect(pairs.count == codes.count)
+    }
+
     @Test("the embedded client assets are the files in clients/ (scripts/embed-client-assets)")
     func assetsAreCurrent() throws {
         let python = try pythonWith(module: "pathlib")

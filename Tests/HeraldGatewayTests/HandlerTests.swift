@@ -26,11 +26,11 @@ struct WrittenFrame {
     }
 }
 
-@Suite("ConnectionHandler frame rules on EmbeddedChannel")
+@Suite("WebSocket frame rules on EmbeddedChannel (the echo pipeline)")
 struct HandlerTests {
     private func channel(limit: Int = 100) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
-        try channel.pipeline.syncOperations.addHandler(ConnectionHandler(mode: .echo, maxMessageBytes: limit))
+        try channel.pipeline.syncOperations.addHandlers([WebSocketProtocolHandler(maxMessageBytes: limit), EchoHandler()])
         return channel
     }
 
@@ -110,15 +110,18 @@ struct HandlerTests {
 
 @Suite("Shard fan-out and the outbound cap on a testing channel")
 struct ShardTests {
-    @Test("one shared frame buffer for every recipient, positions advance per batch, and 4008 for an unwritable socket")
+    @Test("one shared frame buffer for every recipient, positions advance per batch, and 4008 for a socket stalled past the window")
     func deliverAndCap() async throws {
         // A shard runs on its loop as its executor: NIO's async testing loop can be one.
         let loop = NIOAsyncTestingEventLoop()
-        let shard = Shard(eventLoop: loop, startOffsets: [0: 10, 1: 20], partitionCount: 2, holdCapBytes: 1 << 20, metrics: GatewayMetrics())
+        let shard = Shard(eventLoop: loop, startOffsets: [0: 10, 1: 20], partitionCount: 2, metrics: GatewayMetrics())
         let fast = NIOAsyncTestingChannel(loop: loop)
         let slow = NIOAsyncTestingChannel(loop: loop)
         func connect(_ channel: NIOAsyncTestingChannel, id: UInt64) -> Connection {
-            Connection(id: id, identity: Identity(userID: "alice", deviceID: nil, channels: [], expiresAt: .max), channel: channel, openedAt: 0)
+            Connection(
+                id: id, identity: Identity(userID: "alice", deviceID: nil, channels: [], expiresAt: .max), channel: channel, openedAt: 0,
+                limits: .init(budgetBytes: 1 << 20, hardLimitBytes: 8 << 20, slowWindowMillis: 5_000), outbound: OutboundStats()
+            )
         }
         let first = connect(fast, id: 1)
         let second = connect(slow, id: 2)
@@ -130,7 +133,12 @@ struct ShardTests {
         let frame = ServerMessage.message(stream: "u", offset: 30, id: nil, payload: ByteBuffer(string: "{}"), contentType: nil)
         let delivery = Delivery(stream: .user("alice"), partition: partition, offset: 30, action: .frame(frame), exclude: nil, expiresAt: nil)
         slow.isWritable = false
+        try await loop.submit { second.writabilityChanged(now: 0) }.get()
         await shard.deliver(DeliveryBatch(deliveries: [delivery, delivery], nextOffsets: [partition: 31], now: 0))
+        #expect(try await slow.readOutbound(as: ByteBuffer.self) == nil, "behind a full socket the frames wait")
+        await shard.sweep(now: 4_999, pingEverySeconds: 1_000, missedPongLimit: 2)
+        #expect(try await slow.readOutbound(as: ByteBuffer.self) == nil, "within the slow-consumer window nothing is closed")
+        await shard.sweep(now: 5_000, pingEverySeconds: 1_000, missedPongLimit: 2)
 
         let one = try #require(try await fast.readOutbound(as: ByteBuffer.self))
         let two = try #require(try await fast.readOutbound(as: ByteBuffer.self))
@@ -139,7 +147,7 @@ struct ShardTests {
 
         let close = try #require(WrittenFrame(try await slow.readOutbound(as: ByteBuffer.self)))
         #expect(close.closeCode == CloseCode.slowConsumer.rawValue)
-        #expect(try await slow.readOutbound(as: ByteBuffer.self) == nil, "nothing is written past the cap")
+        #expect(try await slow.readOutbound(as: ByteBuffer.self) == nil, "what waited is discarded: the client resumes from its cursor")
         #expect(await shard.position(of: .user("alice")) == 30)
         _ = try? await fast.finish()
         _ = try? await slow.finish()
@@ -149,10 +157,11 @@ struct ShardTests {
     @Test("a connection whose token expired gets 4009 instead of the message")
     func nothingAfterExpiry() async throws {
         let loop = NIOAsyncTestingEventLoop()
-        let shard = Shard(eventLoop: loop, startOffsets: [0: 0], partitionCount: 1, holdCapBytes: 1 << 20, metrics: GatewayMetrics())
+        let shard = Shard(eventLoop: loop, startOffsets: [0: 0], partitionCount: 1, metrics: GatewayMetrics())
         let channel = NIOAsyncTestingChannel(loop: loop)
         let connection = Connection(
-            id: 7, identity: Identity(userID: "frank", deviceID: nil, channels: [], expiresAt: 1_000), channel: channel, openedAt: 0
+            id: 7, identity: Identity(userID: "frank", deviceID: nil, channels: [], expiresAt: 1_000), channel: channel, openedAt: 0,
+            limits: .init(budgetBytes: 1 << 20, hardLimitBytes: 8 << 20, slowWindowMillis: 5_000), outbound: OutboundStats()
         )
         _ = await shard.register(connection, channels: [])
         let frame = ServerMessage.message(stream: "u", offset: 0, id: nil, payload: ByteBuffer(string: "{}"), contentType: nil)

@@ -1,8 +1,13 @@
 import Foundation
 import Testing
 
-/// The `herald` executable next to the test bundle (`swift build --build-tests` builds it too).
+/// The `herald` executable next to the test bundle (`swift build --build-tests` builds it too), or
+/// `HERALD_TEST_EXECUTABLE`: the process tests run against another build that way, to show that a
+/// regression test fails without its fix.
 func heraldExecutable() throws -> URL {
+    if let override = ProcessInfo.processInfo.environment["HERALD_TEST_EXECUTABLE"], !override.isEmpty {
+        return URL(fileURLWithPath: override)
+    }
     var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
     for _ in 0..<3 {
         let candidate = directory.appendingPathComponent("herald")

@@ -1,7 +1,12 @@
 import HeraldCore
 public import NIOCore
 
-/// One WebSocket connection as its shard and the session registry see it.
+extension ByteBuffer: MeasuredFrame {
+    var byteCount: Int { readableBytes }
+}
+
+/// One WebSocket connection as its shard and the session registry see it: its identity, its channel,
+/// and its lifecycle (`ConnectionStateMachine`), whose decisions this class carries out on the socket.
 ///
 /// Identity is immutable. The mutable state is touched only on `channel.eventLoop` (by the
 /// connection's handler and by its shard, which runs on that loop); other threads reach it only by
@@ -19,23 +24,22 @@ public final class Connection: @unchecked Sendable {
     public let expiresAt: Int64
     /// Channels the token allows this connection to subscribe to.
     let allowedChannels: Set<String>
+    private let outbound: OutboundStats
+    private let slot: AdmissionSlot?
 
     // Loop-confined state.
     var subscriptions: [String] = []
     /// The next connection of the same user on the same shard (the shard's index is a list through here).
     var nextOfUser: Connection?
-    var missedPongs: UInt8 = 0
-    var isClosing = false
-    /// The close code the connection ended with (0: none), and whether the server sent it: for metrics.
-    var closeCode: UInt16 = 0
-    var closedByServer = false
+    var lifecycle: ConnectionStateMachine<ByteBuffer>
     /// Bytes written since the last flush. NIO counts unflushed bytes as queued too, so a large batch
     /// is flushed in slices: writability then measures what the peer has not taken, not our batching.
     var unflushedBytes = 0
-    /// Set while a resume replays (and, for a client ahead of this node, until it has caught up).
-    var resume: ResumeState?
 
-    init(id: UInt64, identity: Identity, channel: any Channel, openedAt: Int64) {
+    init(
+        id: UInt64, identity: Identity, channel: any Channel, openedAt: Int64, limits: ConnectionStateMachine<ByteBuffer>.Limits,
+        outbound: OutboundStats, slot: AdmissionSlot? = nil, resuming: Bool = false
+    ) {
         self.id = id
         // Ids decoded from JSON live in heap storage; a copy of a short one fits in the String
         // itself (up to 15 UTF-8 bytes), which saves an allocation per connection.
@@ -45,34 +49,87 @@ public final class Connection: @unchecked Sendable {
         self.channel = channel
         self.openedAt = openedAt
         self.expiresAt = identity.expiresAt
+        self.outbound = outbound
+        self.slot = slot
+        self.lifecycle = ConnectionStateMachine(limits: limits, expiresAt: identity.expiresAt, resuming: resuming)
     }
 
-    /// Sends a close frame and closes the connection: at once when the peer answers with its own close
-    /// frame (the handler sees it), else after `grace`, so that a peer that stopped reading cannot hold
-    /// the socket.
-    /// With `failing` (a protocol violation, RFC 6455 §7.1.7) the TCP connection is closed as soon as
-    /// the close frame is written, without waiting for the peer's answer.
-    func close(_ code: CloseCode, _ reason: String, failing: Bool = false, grace: TimeAmount = .seconds(3)) {
+    var isClosing: Bool { lifecycle.isClosing }
+
+    /// Sends a message frame that is not a live record (the welcome, an `error` frame) in its place
+    /// among the messages.
+    func send(_ frame: ByteBuffer, now: Int64) {
+        carryOut(lifecycle.offer(frame, stream: nil, offset: 0, now: now), frame)
+    }
+
+    /// Answers a ping.
+    func sendPong(_ frame: ByteBuffer, now: Int64) {
+        carryOut(lifecycle.pong(frame, now: now), frame)
+    }
+
+    /// Sends a close frame and closes the connection (once; later calls do nothing).
+    func close(_ disconnect: Disconnect) {
         channel.eventLoop.preconditionInEventLoop()
-        guard !isClosing else { return }
-        isClosing = true
-        closeCode = code.rawValue
-        closedByServer = true
-        Self.sendClose(on: channel, code, reason, failing: failing, grace: grace)
+        if case .close(let disconnect) = lifecycle.close(disconnect) { sendClose(disconnect) }
     }
 
-    /// Writes a close frame and closes the channel: once the frame is written when failing, else when
-    /// the peer answers (the handler sees it). `grace` bounds both, for a peer that stopped reading.
-    static func sendClose(on channel: any Channel, _ code: CloseCode, _ reason: String, failing: Bool, grace: TimeAmount = .seconds(3)) {
-        let written = channel.writeAndFlush(ServerFrame.close(code: code.rawValue, reason: reason))
-        if failing { written.whenComplete { _ in channel.close(promise: nil) } }
+    /// Carries out what the lifecycle decided for `frame`.
+    func carryOut(_ offer: ConnectionStateMachine<ByteBuffer>.Offer, _ frame: ByteBuffer) {
+        switch offer {
+        case .write: channel.writeAndFlush(frame, promise: nil)
+        case .queued: observeQueued()
+        case .dropped: break
+        case .close(let disconnect): sendClose(disconnect)
+        }
+    }
+
+    /// Writes what waits while the socket takes it.
+    func drain(now: Int64) {
+        var wrote = false
+        while channel.isWritable, let frame = lifecycle.nextFrameToWrite() {
+            channel.write(frame, promise: nil)
+            wrote = true
+        }
+        if wrote { channel.flush() }
+        lifecycle.finishedWriting(socketWritable: channel.isWritable, now: now)
+    }
+
+    func writabilityChanged(now: Int64) {
+        if channel.isWritable {
+            lifecycle.socketBecameWritable(now: now)
+            drain(now: now)
+        } else if let disconnect = lifecycle.socketBecameUnwritable(now: now) {
+            sendClose(disconnect)
+        } else {
+            observeQueued()
+        }
+    }
+
+    /// What the node really holds for this connection now (the lifecycle's queue and the socket's
+    /// buffer as NIO counts it), for the node's statistics; read only where something queued.
+    private func observeQueued() {
+        let buffered = (try? channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+        outbound.observe(lifecycle.queuedBytes + buffered)
+    }
+
+    /// The channel is gone: gives the admission slot back and says how the connection ended.
+    func closed() -> (byServer: Bool, code: UInt16) {
+        slot?.release()
+        return lifecycle.channelClosed()
+    }
+
+    /// Writes a close frame and closes the channel: once the frame is written when the disconnect
+    /// fails the connection, else when the peer answers (the handler sees it). `grace` bounds both,
+    /// for a peer that stopped reading.
+    func sendClose(_ disconnect: Disconnect) {
+        if disconnect.code == .slowConsumer { outbound.slowConsumerClosed() }
+        Self.sendClose(on: channel, disconnect)
+    }
+
+    static func sendClose(on channel: any Channel, _ disconnect: Disconnect, grace: TimeAmount = .seconds(3)) {
+        let written = channel.writeAndFlush(ServerFrame.close(code: disconnect.code.rawValue, reason: disconnect.reason))
+        if disconnect.failsConnection { written.whenComplete { _ in channel.close(promise: nil) } }
         channel.eventLoop.scheduleTask(in: grace) { channel.close(promise: nil) }
-    }
-
-    /// Writes what a resume queued while the socket takes it; back to plain live delivery when done.
-    func drainResume() {
-        guard let resume, !resume.fetching, !isClosing else { return }
-        if resume.drain(into: channel), resume.skipThrough.isEmpty { self.resume = nil }
     }
 
     /// The session id clients see (`welcome.session`, `herald-exclude`).

@@ -17,8 +17,6 @@ public actor Shard {
     /// Per partition, the next offset this shard will see: a new connection is current up to one before it.
     private var nextOffsets: [Int32: Int64]
     nonisolated let partitionCount: Int32
-    /// Bytes of live records a resuming connection may hold behind its replay (the outbound cap).
-    private let holdCapBytes: Int
     private let metrics: GatewayMetrics
     /// Counted per batch, added to the metrics once per batch (indexed by `HeraldStreamKind`).
     private var deliveredCounts = [0, 0, 0]
@@ -31,12 +29,11 @@ public actor Shard {
     static let flushSlice = 64 * 1024
     private var sweeps = 0
 
-    init(eventLoop: any EventLoop, startOffsets: [Int32: Int64], partitionCount: Int32, holdCapBytes: Int, metrics: GatewayMetrics) {
+    init(eventLoop: any EventLoop, startOffsets: [Int32: Int64], partitionCount: Int32, metrics: GatewayMetrics) {
         self.metrics = metrics
         self.eventLoop = eventLoop
         self.nextOffsets = startOffsets
         self.partitionCount = partitionCount
-        self.holdCapBytes = holdCapBytes
     }
 
     var connectionCount: Int { connections.count }
@@ -168,35 +165,28 @@ public actor Shard {
     private func disconnect(_ user: String) {
         var next = byUser[user]
         while let connection = next {
-            connection.close(.kicked, "disconnected by the push API")
+            connection.close(.kicked)
             next = connection.nextOfUser
         }
     }
 
     private func write(_ frame: ByteBuffer, of delivery: Delivery, to connection: Connection, now: Int64) {
-        guard !connection.isClosing, delivery.exclude != connection.id else { return }
+        guard delivery.exclude != connection.id else { return }
         let kind = delivery.stream.kind.index
-        if now >= connection.expiresAt {
-            tokenExpiredCounts[kind] += 1
-            connection.close(.tokenExpired, "the token expired")
+        switch connection.lifecycle.offer(frame, stream: delivery.stream, offset: delivery.offset, now: now) {
+        case .write:
+            break
+        case .dropped:
             return
-        }
-        if let resume = connection.resume {
-            if !resume.fetching, resume.skips(delivery.stream, delivery.offset) { return }
-            if resume.isQueueing {
-                if !resume.queueLive(stream: delivery.stream, offset: delivery.offset, frame: frame, cap: holdCapBytes) {
-                    slowCounts[kind] += 1
-                    connection.close(.slowConsumer, "too much arrived while replaying; reconnect and resume")
-                }
-                return
-            }
-        }
-        // NIO counts the bytes queued on the socket; over the high watermark (the per-connection
-        // outbound cap) the channel turns unwritable, and a client that far behind resumes from its
-        // cursor instead of growing this node's memory.
-        guard connection.channel.isWritable else {
-            slowCounts[kind] += 1
-            connection.close(.slowConsumer, "outbound queue over its cap; reconnect and resume")
+        case .queued:
+            // Behind a replay or a full socket: written, in order, when the socket takes it.
+            deliveredCounts[kind] += 1
+            recipientsOfDelivery += 1
+            connection.carryOut(.queued, frame)
+            return
+        case .close(let disconnect):
+            if disconnect.code == .tokenExpired { tokenExpiredCounts[kind] += 1 } else { slowCounts[kind] += 1 }
+            connection.sendClose(disconnect)
             return
         }
         deliveredCounts[kind] += 1
@@ -211,30 +201,24 @@ public actor Shard {
         }
     }
 
-    /// Closes connections whose token expired and pings the rest; a connection that missed
-    /// `missedPongLimit` pings in a row is closed. One timer per shard, never one per connection.
+    /// Each connection's tick: token expiry, the slow-consumer window, pings, and a peer that answers
+    /// none. One timer per shard, never one per connection.
     func sweep(now: Int64, pingEverySeconds: Int, missedPongLimit: UInt8) {
         sweeps += 1
         let ping = sweeps % pingEverySeconds == 0
-        for connection in connections.values where !connection.isClosing {
-            if now >= connection.expiresAt {
-                connection.close(.tokenExpired, "the token expired")
-                continue
+        for connection in connections.values {
+            switch connection.lifecycle.tick(now: now, ping: ping, missedPongLimit: missedPongLimit) {
+            case .none: break
+            case .sendPing: connection.channel.writeAndFlush(ShardFrames.ping, promise: nil)
+            case .close(let disconnect): connection.sendClose(disconnect)
+            case .abort: connection.channel.close(promise: nil)
             }
-            guard ping else { continue }
-            if connection.missedPongs >= missedPongLimit {
-                connection.isClosing = true
-                connection.channel.close(promise: nil)
-                continue
-            }
-            connection.missedPongs += 1
-            connection.channel.writeAndFlush(ShardFrames.ping, promise: nil)
         }
     }
 
-    /// Closes every connection with `code` (drain, shutdown).
-    func closeAll(_ code: CloseCode, _ reason: String) {
-        for connection in connections.values { connection.close(code, reason) }
+    /// Closes every connection (shutdown).
+    func closeAll(_ disconnect: Disconnect) {
+        for connection in connections.values { connection.close(disconnect) }
     }
 
     /// Connections not yet closing.
@@ -246,7 +230,7 @@ public actor Shard {
         var open = 0
         for connection in connections.values where !connection.isClosing {
             if closed < count {
-                connection.close(.restarting, "node draining; reconnect and resume")
+                connection.close(.restarting)
                 closed += 1
             } else {
                 open += 1

@@ -22,8 +22,27 @@ public final class Admission: Sendable {
         state = Mutex(State(tokens: acceptsPerSecond, lastRefill: .now))
     }
 
-    /// Takes a connection slot, or says why not. A slot taken must be given back with `release()`.
-    func admit() -> HandshakeRefusal? {
+    /// Whether a handshake is worth verifying at all: cheap refusals that spend nothing.
+    func precheck() -> HandshakeRefusal? {
+        state.withLock { state in
+            if state.draining {
+                return HandshakeRefusal(.draining, "this node is draining; connect to another", retryAfter: 1)
+            }
+            if state.open >= maxConnections {
+                return HandshakeRefusal(.atCapacity, "this node holds its maximum of \(maxConnections) connections", retryAfter: 5)
+            }
+            return nil
+        }
+    }
+
+    /// Takes a connection slot for a handshake whose token was verified, or says why not. The slot
+    /// gives itself back.
+    func admit() -> Result<AdmissionSlot, HandshakeRefusal> {
+        if let refusal = takeSlot() { return .failure(refusal) }
+        return .success(AdmissionSlot(self))
+    }
+
+    private func takeSlot() -> HandshakeRefusal? {
         state.withLock { state in
             if state.draining {
                 return HandshakeRefusal(.draining, "this node is draining; connect to another", retryAfter: 1)
@@ -50,7 +69,8 @@ public final class Admission: Sendable {
         }
     }
 
-    func release() {
+    /// Only `AdmissionSlot` calls this, once per slot.
+    func returnSlot() {
         state.withLock { $0.open -= 1 }
     }
 

@@ -14,15 +14,13 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
     static let maxBodyBytes = 16 * 1024
 
     private let state: HandshakeState
-    private let admission: Admission
     private let gateway: GatewayContext
     private var head: HTTPRequestHead?
     private var body: ByteBuffer?
     private var answered = false
 
-    init(state: HandshakeState, admission: Admission, gateway: GatewayContext) {
+    init(state: HandshakeState, gateway: GatewayContext) {
         self.state = state
-        self.admission = admission
         self.gateway = gateway
     }
 
@@ -76,9 +74,8 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
     /// ends first (this handler is removed at the start of an upgrade; the listener then hands the
     /// slot to the connection handler, or gives it back if the channel closed in between).
     private func releaseSlotIfHeld() {
-        guard state.holdsSlot else { return }
-        state.holdsSlot = false
-        admission.release()
+        state.slot?.release()
+        state.slot = nil
     }
 
     private func respond(_ context: ChannelHandlerContext, _ response: PublicResponse, retryAfter: Int? = nil) {

@@ -24,6 +24,6 @@ final class HandshakeState: @unchecked Sendable {
 
     var outcome: Outcome = .pending
     var timeout: Scheduled<Void>?
-    /// An admission slot is held for this connection and not yet handed to its connection handler.
-    var holdsSlot = false
+    /// The connection's admission slot, from an accepted handshake until its connection takes it.
+    var slot: AdmissionSlot?
 }

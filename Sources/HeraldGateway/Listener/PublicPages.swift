@@ -95,7 +95,7 @@ enum PublicPages {
             guard let fields = Self.object(body), let user = fields["user"] as? String, Self.isName(user) else {
                 return loop.makeSucceededFuture(.error(.badRequest, "bad-request", #"the body is {"user":"…"}"#))
             }
-            let closed = gateway.closeConnections(of: user, .restarting, "development: simulated node restart; reconnect and resume")
+            let closed = gateway.closeConnections(of: user, .restartRequested)
             return loop.makeSucceededFuture(.json(.accepted, #"{"closed":\#(closed)}"#))
         default:
             return nil

@@ -6,7 +6,7 @@ import NIOPosix
 import NIOWebSocket
 
 /// The public port: accepts TCP, decides each handshake before the upgrade (admission, origin, token,
-/// channels) and hands upgraded channels to a `ConnectionHandler` on their loop.
+/// channels) and hands upgraded channels to the frame rules and a `SessionHandler` on their loop.
 final class WebSocketListener: Sendable {
     private let context: GatewayContext
     private let group: any EventLoopGroup
@@ -52,7 +52,7 @@ final class WebSocketListener: Sendable {
         )
         let encoder = HTTPResponseEncoder()
         let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
-        let fallback = HTTPFallbackHandler(state: state, admission: context.admission, gateway: context)
+        let fallback = HTTPFallbackHandler(state: state, gateway: context)
         let upgradeHandler = HTTPServerUpgradeHandler(
             upgraders: [upgrader], httpEncoder: encoder, extraHTTPHandlers: [decoder, fallback], upgradeCompletionHandler: { _ in }
         )
@@ -87,7 +87,9 @@ final class WebSocketListener: Sendable {
         }
         let channels = (query["channels"] ?? "").split(separator: ",").map(String.init).filter { !$0.isEmpty }
         let resumeRequest = Self.resumeRequest(cursor: query["cursor"], epoch: query["epoch"], nodeEpoch: context.epoch)
-        if let refusal = context.admission.admit() {
+        // Cheap refusals first; the accept budget is spent only on a handshake whose token holds, so
+        // tokenless or forged handshakes cannot crowd out real clients.
+        if let refusal = context.admission.precheck() {
             return refuse(refusal)
         }
         let promise = loop.makePromise(of: HandshakeState.Outcome.self)
@@ -111,15 +113,20 @@ final class WebSocketListener: Sendable {
             }
         }
         return promise.futureResult.map { [context] outcome in
+            var outcome = outcome
+            if case .accepted = outcome {
+                // The client may have hung up while its token was verified: then nothing is admitted.
+                guard channel.isActive else { return nil }
+                switch context.admission.admit() {
+                case .success(let slot): state.slot = slot
+                case .failure(let refusal): outcome = .refused(refusal)
+                }
+            }
             state.outcome = outcome
             guard case .accepted = outcome else {
                 if case .refused(let refusal) = outcome { context.metrics.refused(refusal.code.name) }
-                context.admission.release()
                 return nil
             }
-            // Until the connection handler takes the slot, the HTTP handler gives it back if the
-            // connection ends first.
-            state.holdsSlot = true
             return HTTPHeaders()
         }
     }
@@ -127,28 +134,35 @@ final class WebSocketListener: Sendable {
     private func upgraded(_ channel: any Channel, _ state: HandshakeState) throws {
         state.timeout?.cancel()
         state.timeout = nil
-        let pipeline = channel.pipeline.syncOperations
+        let slot = state.slot
+        state.slot = nil
+        let outcome = state.outcome
+        state.outcome = .pending
+        // Closed during the upgrade: no handler will see it end; the slot goes back with `slot`.
         guard channel.isActive else {
-            // Closed during the upgrade: no handler will see it end, so its slot is given back here.
-            if state.holdsSlot { context.admission.release() }
-            state.holdsSlot = false
+            slot?.release()
             return
         }
-        switch state.outcome {
+        let pipeline = channel.pipeline.syncOperations
+        let configuration = context.configuration
+        switch outcome {
         case .echo:
-            try pipeline.addHandler(ConnectionHandler(mode: .echo, maxMessageBytes: context.configuration.echoMaxMessageBytes))
+            try pipeline.addHandlers([WebSocketProtocolHandler(maxMessageBytes: configuration.echoMaxMessageBytes), EchoHandler()])
         case .accepted(let identity, let channels, let resume):
-            state.holdsSlot = false
+            var resuming = false
+            if case .cursor = resume { resuming = true }
             let connection = Connection(
-                id: UInt64.random(in: 1...UInt64.max), identity: identity, channel: channel, openedAt: Self.nowMillis()
+                id: UInt64.random(in: 1...UInt64.max), identity: identity, channel: channel, openedAt: Self.nowMillis(),
+                limits: configuration.connectionLimits, outbound: context.outbound, slot: slot, resuming: resuming
             )
-            try pipeline.addHandler(
-                ConnectionHandler(mode: .gateway(connection, context, initialChannels: channels, resume: resume), maxMessageBytes: context.configuration.maxMessageBytes)
-            )
+            try pipeline.addHandlers([
+                WebSocketProtocolHandler(maxMessageBytes: configuration.maxMessageBytes),
+                SessionHandler(connection: connection, gateway: context, initialChannels: channels, resume: resume),
+            ])
         case .pending, .refused:
+            slot?.release()
             channel.close(promise: nil)
         }
-        state.outcome = .pending
     }
 
     /// Reads the `cursor` and `epoch` parameters. A cursor that names another user's stream is refused

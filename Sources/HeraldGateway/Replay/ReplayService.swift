@@ -27,14 +27,18 @@ enum ReplayOutcome: Sendable {
 final class ReplayService: Sendable {
     let window: HotWindow
     let limit: Int
+    /// Most bytes of frames one resume replays: a replay is also bounded in what it makes the
+    /// connection queue.
+    let maxBytes: Int
     let stats: ReplayStats
     private let metrics: GatewayMetrics
     private let kafka: SharedKafkaReads?
 
-    init(window: HotWindow, reader: KafkaReplayReader?, limit: Int, stats: ReplayStats, metrics: GatewayMetrics) {
+    init(window: HotWindow, reader: KafkaReplayReader?, limit: Int, maxBytes: Int, stats: ReplayStats, metrics: GatewayMetrics) {
         self.metrics = metrics
         self.window = window
         self.limit = limit
+        self.maxBytes = maxBytes
         self.stats = stats
         self.kafka = reader.map {
             SharedKafkaReads(reader: $0, limit: limit) { requests in
@@ -100,7 +104,7 @@ final class ReplayService: Sendable {
                 fromKafka.append(index)
             }
         }
-        if total > limit { return (.failed(.tooMany), false) }
+        if total > limit || Self.bytes(frames) > maxBytes { return (.failed(.tooMany), false) }
         guard !fromKafka.isEmpty else { return (.recovered(frames), false) }
         guard let kafka else { return (.failed(.expired), false) }
         let results = await withTaskGroup(of: (Int, Result<[KafkaRecord], SharedKafkaReads.Failure>).self) { group in
@@ -130,8 +134,12 @@ final class ReplayService: Sendable {
                 total += frames[index].count
             }
         }
-        if total > limit { return (.failed(.tooMany), true) }
+        if total > limit || Self.bytes(frames) > maxBytes { return (.failed(.tooMany), true) }
         return (.recovered(frames), true)
+    }
+
+    private static func bytes(_ frames: [[ByteBuffer]]) -> Int {
+        frames.reduce(0) { sum, stream in stream.reduce(sum) { $0 + $1.readableBytes } }
     }
 
     private static func outcome(_ failure: SharedKafkaReads.Failure) -> ReplayOutcome {

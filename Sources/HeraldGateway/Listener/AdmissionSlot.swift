@@ -1,0 +1,21 @@
+import Synchronization
+
+/// One connection's place in the node's connection count. It gives the place back exactly once,
+/// whichever path the handshake or the connection ends on: an explicit `release()` where the end is
+/// seen, and its deinit where nothing saw it (a client that hung up while its token was verified, an
+/// upgrade that never completed), because whatever held it is gone with the channel.
+final class AdmissionSlot: Sendable {
+    private let admission: Admission
+    private let released = Atomic<Bool>(false)
+
+    init(_ admission: Admission) {
+        self.admission = admission
+    }
+
+    func release() {
+        guard !released.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        admission.returnSlot()
+    }
+
+    deinit { release() }
+}

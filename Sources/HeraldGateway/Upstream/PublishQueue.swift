@@ -1,0 +1,34 @@
+/// One connection's `publish` messages on their way to Kafka: one in flight at a time, so they reach
+/// the upstream topic in the order the client sent them, and a bounded number waiting behind it.
+struct PublishQueue {
+    struct Publish {
+        var data: [UInt8]
+        var sync: Bool
+    }
+
+    let maxWaiting: Int
+    private var waiting: [Publish] = []
+    private var inFlight = false
+
+    init(maxWaiting: Int) {
+        self.maxWaiting = maxWaiting
+    }
+
+    /// Queues a publish; false when `maxWaiting` already wait (the client is told to slow down).
+    mutating func enqueue(_ publish: Publish) -> Bool {
+        guard waiting.count < maxWaiting else { return false }
+        waiting.append(publish)
+        return true
+    }
+
+    /// The publish to send now, if none is in flight; it stays in flight until `finished()`.
+    mutating func next() -> Publish? {
+        guard !inFlight, !waiting.isEmpty else { return nil }
+        inFlight = true
+        return waiting.removeFirst()
+    }
+
+    mutating func finished() {
+        inFlight = false
+    }
+}
