@@ -10,6 +10,10 @@ public struct GatewayConfiguration: Sendable {
     /// Handshakes per second; more get 503 with Retry-After.
     public var acceptsPerSecond: Double = 2_000
     public var perUserConnectionLimit = 10
+    /// Handshakes one source address may have in verification at once (0: no limit).
+    public var handshakesInFlightPerSource = 256
+    /// Handshakes one source address may start per second (0: no limit).
+    public var handshakesPerSecondPerSource: Double = 0
     /// Largest message a client may send, fragments included (close 1009 above it).
     public var maxMessageBytes = 64 * 1024
     /// The byte budget per connection: outbound bytes it may have queued (held during a replay, queued

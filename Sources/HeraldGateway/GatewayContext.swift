@@ -8,6 +8,7 @@ final class GatewayContext: Sendable {
     let epoch: String
     let registry: SessionRegistry
     let admission: Admission
+    let sources: SourceLimiter
     let tokens: TokenVerifier
     let configuration: GatewayConfiguration
     let replay: ReplayService
@@ -28,6 +29,9 @@ final class GatewayContext: Sendable {
         self.epoch = epoch
         self.registry = registry
         self.admission = admission
+        self.sources = SourceLimiter(.init(
+            inFlight: configuration.handshakesInFlightPerSource, perSecond: configuration.handshakesPerSecondPerSource
+        ))
         self.tokens = tokens
         self.configuration = configuration
         self.replay = replay

@@ -31,6 +31,12 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "Handshakes accepted per second. Env: HERALD_ACCEPT_RATE. Default: 2000.")
     var acceptRate: Double?
 
+    @Option(help: "Handshakes one source address may have in token verification at once (0: no limit; more get 429). Env: HERALD_SOURCE_HANDSHAKES_IN_FLIGHT. Default: 256.")
+    var sourceHandshakesInFlight: Int?
+
+    @Option(help: "Handshakes one source address may start per second (0: no limit; more get 429). Env: HERALD_SOURCE_HANDSHAKE_RATE. Default: 0.")
+    var sourceHandshakeRate: Double?
+
     @Option(help: "Connections per user before the oldest is replaced. Env: HERALD_USER_CONNECTION_LIMIT. Default: 10.")
     var userConnectionLimit: Int?
 
@@ -74,6 +80,12 @@ struct GatewayOptions: ParsableArguments {
         configuration.maxConnections = try number(maxConnections, "HERALD_MAX_CONNECTIONS") ?? Self.defaultMaxConnections()
         configuration.acceptsPerSecond = try number(acceptRate, "HERALD_ACCEPT_RATE") ?? 2_000
         configuration.perUserConnectionLimit = try number(userConnectionLimit, "HERALD_USER_CONNECTION_LIMIT") ?? 10
+        configuration.handshakesInFlightPerSource = try number(sourceHandshakesInFlight, "HERALD_SOURCE_HANDSHAKES_IN_FLIGHT") ?? 256
+        configuration.handshakesPerSecondPerSource = try number(sourceHandshakeRate, "HERALD_SOURCE_HANDSHAKE_RATE") ?? 0
+        guard configuration.handshakesInFlightPerSource >= 0, configuration.handshakesPerSecondPerSource >= 0,
+              configuration.handshakesPerSecondPerSource.isFinite else {
+            throw ValidationError("per-source handshake limits must be 0 (off) or more")
+        }
         configuration.allowedOrigins = Set((value(allowedOrigins, "HERALD_ALLOWED_ORIGINS") ?? "").split(separator: ",").map {
             $0.trimmingCharacters(in: .whitespaces)
         }.filter { !$0.isEmpty })

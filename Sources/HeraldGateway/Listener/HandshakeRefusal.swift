@@ -22,6 +22,8 @@ public struct HandshakeRefusal: Error, Sendable, Equatable, CustomStringConverti
         public static let atCapacity = Code(name: "at-capacity", status: .serviceUnavailable)
         public static let draining = Code(name: "draining", status: .serviceUnavailable)
         public static let notReady = Code(name: "not-ready", status: .serviceUnavailable)
+        /// 429: one source address over its own handshake limits is that client's doing.
+        public static let sourceRateLimited = Code(name: "source-rate-limited", status: .tooManyRequests)
     }
 
     public let code: Code

@@ -92,6 +92,10 @@ final class WebSocketListener: Sendable {
         if let refusal = context.admission.precheck() {
             return refuse(refusal)
         }
+        let source = context.sources.isActive ? channel.remoteAddress?.ipAddress : nil
+        if let source, let refusal = context.sources.begin(source) {
+            return refuse(refusal)
+        }
         let promise = loop.makePromise(of: HandshakeState.Outcome.self)
         promise.completeWithTask { [context] in
             do {
@@ -113,6 +117,7 @@ final class WebSocketListener: Sendable {
             }
         }
         return promise.futureResult.map { [context] outcome in
+            if let source { context.sources.end(source) }
             var outcome = outcome
             if case .accepted = outcome {
                 // The client may have hung up while its token was verified: then nothing is admitted.
