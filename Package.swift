@@ -11,6 +11,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "herald", targets: ["herald"]),
+        .executable(name: "herald-bench", targets: ["herald-bench"]),
         .library(name: "HeraldCore", targets: ["HeraldCore"]),
         .library(name: "HeraldKafka", targets: ["HeraldKafka"]),
         .library(name: "HeraldGateway", targets: ["HeraldGateway"]),
@@ -93,6 +94,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The server: `serve` and the operator's commands. No client code and no load generator.
         .executableTarget(
             name: "herald",
             dependencies: [
@@ -100,7 +102,6 @@ let package = Package(
                 "HeraldKafka",
                 "HeraldGateway",
                 "HeraldAPI",
-                "HeraldClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -108,6 +109,22 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: strict
+        ),
+        // The load generator (connections, broadcast, push, resume, kafka), apart from the server: it
+        // drives nodes from outside through HeraldClient and re-executes itself for its worker processes.
+        .executableTarget(
+            name: "herald-bench",
+            dependencies: [
+                "HeraldCore",
+                "HeraldKafka",
+                "HeraldGateway",
+                "HeraldClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
