@@ -128,7 +128,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // Helpers shared by the test targets (kcat, failures).
+        // Helpers shared by the test targets: kcat, the outside tools a test drives (named when missing), failures.
         .target(
             name: "HeraldTestSupport",
             dependencies: ["HeraldKafka", .product(name: "NIOCore", package: "swift-nio")],
