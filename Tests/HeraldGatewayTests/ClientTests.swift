@@ -38,7 +38,7 @@ struct ClientTests {
 
     @Test("the embedded client assets are the files in clients/ (scripts/embed-client-assets)")
     func assetsAreCurrent() throws {
-        let python = try pythonWith(module: "pathlib")
+        let python = try requiredPython(for: "scripts/embed-client-assets")
         let (status, generated) = try run(python, ["scripts/embed-client-assets", "--print"], in: repositoryRoot())
         #expect(status == 0)
         let committed = try String(contentsOf: repositoryRoot().appendingPathComponent("Sources/HeraldGateway/Listener/ClientAssets.swift"), encoding: .utf8)

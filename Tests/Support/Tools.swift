@@ -22,9 +22,18 @@ public func requiredTool(_ names: String..., paths: [String] = [], package: Stri
     )
 }
 
-/// A python3 that can import `module` (kosoku, schemathesis), or a failure that names both.
+/// python3, which scripts/install-deps takes as given (Debian ships it) before it adds the PyPI modules.
+public func requiredPython(for purpose: String) throws -> String {
+    guard let python = which("python3") else {
+        throw TestFailure("python3 is not installed (needed for \(purpose)): apt-get install -y python3")
+    }
+    return python
+}
+
+/// A python3 that can import `module` (kosoku, schemathesis), or a failure that names what is missing.
+/// `package`: its PyPI name, when that differs from the module's.
 public func pythonWith(module: String, package: String? = nil) throws -> String {
-    let python = try requiredTool("python3", package: "Debian's python3, then \(package ?? module) from PyPI")
+    let python = try requiredPython(for: package ?? module)
     let probe = Process()
     probe.executableURL = URL(fileURLWithPath: python)
     probe.arguments = ["-c", "import \(module)"]
@@ -34,7 +43,7 @@ public func pythonWith(module: String, package: String? = nil) throws -> String 
     probe.waitUntilExit()
     guard probe.terminationStatus == 0 else {
         throw TestFailure(
-            "\(module) is not installed for \(python): run scripts/install-deps --test (it installs \(package ?? module) from PyPI)"
+            "\(package ?? module) is not installed for \(python): run scripts/install-deps --test (it installs it from PyPI)"
         )
     }
     return python
