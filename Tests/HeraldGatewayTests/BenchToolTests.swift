@@ -5,6 +5,17 @@ import Testing
 /// the figures in docs/benchmarks.md come from keeps building, starting its workers and measuring.
 @Suite("herald-bench: the load generator apart from the server")
 struct BenchToolTests {
+    @Test(
+        "every herald-bench mode accepts its options: none is named twice (push's --concurrency clashed with the fleet's)",
+        arguments: ["connections", "broadcast", "push", "resume", "kafka"]
+    )
+    func optionsParse(mode: String) async throws {
+        let (status, output) = try await runBench([mode, "--help"], limit: .seconds(30))
+        #expect(status == 0, "\(output)")
+        #expect(!output.contains("Validation failed"), "\(output)")
+        #expect(output.contains("USAGE: herald-bench \(mode)"), "\(output)")
+    }
+
     @Test("herald-bench kafka measures produce and consume on its own embedded Kafka and prints one JSON line")
     func kafka() async throws {
         let (status, output) = try await runBench(
@@ -37,6 +48,28 @@ struct BenchToolTests {
         #expect(result["connections"] as? Int == 40)
         #expect(result["processes"] as? Int == 2)
         #expect(result["missing"] as? Int == 0, "\(output)")
+    }
+}
+
+extension BenchToolTests {
+    @Test("herald-bench push sends through a node's API with --push-concurrency and every device gets every push")
+    func push() async throws {
+        let node = try await NodeProcesses.start()
+        defer { node.stop() }
+        let apiPort = try await node.node.waitFor(#"(?:Server started and listening on|listening on) [^:]*:(\d+)"#)
+        let (status, output) = try await runBench(
+            [
+                "push", "--port", String(node.port), "--api-port", apiPort, "--api-key", testAPIKey, "--users", "4",
+                "--devices", "2", "--push-concurrency", "2", "--seconds", "1", "--source-addresses", "4",
+                "--jwt-secret", testSecret, "--json",
+            ]
+        )
+        #expect(status == 0, "\(output)")
+        let result = try benchResult(output, mode: "push")
+        #expect(result["concurrency"] as? Int == 2)
+        #expect(result["failed_requests"] as? Int == 0, "\(output)")
+        #expect((result["deliveries"] as? Int ?? 0) > 0, "\(output)")
+        #expect(result["missing_deliveries"] as? Int == 0, "\(output)")
     }
 }
 
