@@ -1,9 +1,12 @@
-// swift-tools-version:6.1
+// swift-tools-version:6.2
 import PackageDescription
 
+// Every target of this package, tests included. A warning fails the build: SwiftPM applies
+// `treatAllWarnings` to this package's own targets only, never to a remote dependency's.
 let strict: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("InternalImportsByDefault"),
+    .treatAllWarnings(as: .error),
 ]
 
 let package = Package(
@@ -11,6 +14,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "herald", targets: ["herald"]),
+        .executable(name: "herald-bench", targets: ["herald-bench"]),
         .library(name: "HeraldCore", targets: ["HeraldCore"]),
         .library(name: "HeraldKafka", targets: ["HeraldKafka"]),
         .library(name: "HeraldGateway", targets: ["HeraldGateway"]),
@@ -93,6 +97,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The server: `serve` and the operator's commands. No client code and no load generator.
         .executableTarget(
             name: "herald",
             dependencies: [
@@ -100,7 +105,6 @@ let package = Package(
                 "HeraldKafka",
                 "HeraldGateway",
                 "HeraldAPI",
-                "HeraldClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -111,7 +115,23 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // Helpers shared by the test targets (kcat, failures).
+        // The load generator (connections, broadcast, push, resume, kafka), apart from the server: it
+        // drives nodes from outside through HeraldClient and re-executes itself for its worker processes.
+        .executableTarget(
+            name: "herald-bench",
+            dependencies: [
+                "HeraldCore",
+                "HeraldKafka",
+                "HeraldGateway",
+                "HeraldClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // Helpers shared by the test targets: kcat, the outside tools a test drives (named when missing), failures.
         .target(
             name: "HeraldTestSupport",
             dependencies: ["HeraldKafka", .product(name: "NIOCore", package: "swift-nio")],

@@ -15,6 +15,20 @@ public struct KafkaConfiguration: Sendable, Hashable {
         self.extraProperties = extraProperties
     }
 
+    /// Parses `key=value,key=value` (how `--kafka-properties` and `HERALD_KAFKA_PROPERTIES` are written)
+    /// into librdkafka properties; blank items are skipped, anything else without a key is refused.
+    public static func properties(parsing text: String) throws(KafkaError) -> [String: String] {
+        var properties: [String: String] = [:]
+        for pair in text.split(separator: ",") where !pair.trimmingCharacters(in: .whitespaces).isEmpty {
+            let parts = pair.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2, !parts[0].isEmpty else {
+                throw KafkaError(.configuration, "Kafka property \"\(pair)\" is not key=value")
+            }
+            properties[parts[0].trimmingCharacters(in: .whitespaces)] = parts[1].trimmingCharacters(in: .whitespaces)
+        }
+        return properties
+    }
+
     func properties(_ own: [String: String], enforced: [String: String] = [:]) -> [String: String] {
         var all: [String: String] = ["bootstrap.servers": bootstrapServers, "client.id": clientID]
         all.merge(own) { _, new in new }

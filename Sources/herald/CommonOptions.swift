@@ -40,21 +40,18 @@ struct CommonOptions: ParsableArguments {
             kafkaBrokers: value(kafkaBrokers, "HERALD_KAFKA_BROKERS"),
             eventsTopic: value(eventsTopic, "HERALD_EVENTS_TOPIC") ?? "herald.events",
             upstreamTopic: value(upstreamTopic, "HERALD_UPSTREAM_TOPIC") ?? "herald.upstream",
-            kafkaProperties: try Self.parseProperties(value(kafkaProperties, "HERALD_KAFKA_PROPERTIES") ?? ""),
+            kafkaProperties: try Self.properties(value(kafkaProperties, "HERALD_KAFKA_PROPERTIES") ?? ""),
             logLevel: level
         )
     }
 
-    static func parseProperties(_ text: String) throws -> [String: String] {
-        var properties: [String: String] = [:]
-        for pair in text.split(separator: ",") where !pair.trimmingCharacters(in: .whitespaces).isEmpty {
-            let parts = pair.split(separator: "=", maxSplits: 1)
-            guard parts.count == 2, !parts[0].isEmpty else {
-                throw ValidationError("Kafka property \"\(pair)\" is not key=value")
-            }
-            properties[parts[0].trimmingCharacters(in: .whitespaces)] = parts[1].trimmingCharacters(in: .whitespaces)
+    /// A malformed list is a usage error, reported as ArgumentParser reports the others.
+    private static func properties(_ text: String) throws -> [String: String] {
+        do {
+            return try KafkaConfiguration.properties(parsing: text)
+        } catch {
+            throw ValidationError(error.message)
         }
-        return properties
     }
 }
 

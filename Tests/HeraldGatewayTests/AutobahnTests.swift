@@ -26,20 +26,6 @@ struct AutobahnTests {
     }
 }
 
-/// The python3 that can import `module`, or a failure that says how to install it.
-func pythonWith(module: String) throws -> String {
-    guard let python = which("python3") else { throw TestFailure("python3 is needed to run \(module)") }
-    let probe = Process()
-    probe.executableURL = URL(fileURLWithPath: python)
-    probe.arguments = ["-c", "import \(module)"]
-    try probe.run()
-    probe.waitUntilExit()
-    guard probe.terminationStatus == 0 else {
-        throw TestFailure("\(module) is not installed: python3 -m pip install \(module) (scripts/install-deps --test does)")
-    }
-    return python
-}
-
 /// Runs python with `arguments`, returns its exit status and output, and prints the output's last lines.
 func runPython(_ python: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
     let process = Process()
@@ -53,12 +39,4 @@ func runPython(_ python: String, _ arguments: [String]) throws -> (status: Int32
     process.waitUntilExit()
     print(output.split(separator: "\n").suffix(5).joined(separator: "\n"))
     return (process.terminationStatus, output)
-}
-
-func which(_ name: String) -> String? {
-    for directory in (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":") {
-        let path = "\(directory)/\(name)"
-        if FileManager.default.isExecutableFile(atPath: path) { return path }
-    }
-    return nil
 }

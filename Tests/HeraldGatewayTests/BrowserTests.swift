@@ -12,9 +12,8 @@ struct Browser {
     let driver: HeraldProcess
 
     static func start() async throws -> Browser {
-        guard let chromedriver = which("chromedriver"), let chromium = which("chromium") ?? which("chromium-browser") else {
-            throw TestFailure("chromium and chromedriver are not installed: apt-get install -y chromium chromium-driver (scripts/install-deps --test does)")
-        }
+        let chromium = try requiredTool("chromium", "chromium-browser", package: "Debian's chromium")
+        let chromedriver = try requiredTool("chromedriver", package: "Debian's chromium-driver")
         let port = try freePort()
         let driver = try HeraldProcess(executable: chromedriver, ["--port=\(port)"])
         let deadline = ContinuousClock.now + .seconds(20)

@@ -9,9 +9,7 @@ import Testing
 struct ClientTests {
     @Test("node --test runs the JS module's backoff, close-code and cursor tests")
     func javascriptUnitTests() throws {
-        guard let node = which("node") ?? which("nodejs") else {
-            throw TestFailure("node is not installed: apt-get install -y nodejs (scripts/install-deps --test does)")
-        }
+        let node = try requiredTool("node", "nodejs", package: "Debian's nodejs")
         let (status, output) = try run(node, ["--test", "clients/js/test/"], in: repositoryRoot())
         #expect(status == 0, "\(output)")
         #expect(output.contains("# fail 0"), "\(output.suffix(2_000))")
@@ -40,7 +38,7 @@ struct ClientTests {
 
     @Test("the embedded client assets are the files in clients/ (scripts/embed-client-assets)")
     func assetsAreCurrent() throws {
-        let python = try pythonWith(module: "pathlib")
+        let python = try requiredPython(for: "scripts/embed-client-assets")
         let (status, generated) = try run(python, ["scripts/embed-client-assets", "--print"], in: repositoryRoot())
         #expect(status == 0)
         let committed = try String(contentsOf: repositoryRoot().appendingPathComponent("Sources/HeraldGateway/Listener/ClientAssets.swift"), encoding: .utf8)

@@ -12,9 +12,7 @@ struct ManifestTests {
     static let customKinds: Set<String> = ["PrometheusRule", "ServiceMonitor", "KafkaTopic"]
 
     static func render(_ overlay: String) throws -> URL {
-        guard let kubectl = which("kubectl") else {
-            throw TestFailure("kubectl is not installed (scripts/install-deps --test installs Debian's kubernetes-client)")
-        }
+        let kubectl = try requiredTool("kubectl", package: "Debian's kubernetes-client")
         let (status, output) = try run(kubectl, ["kustomize", repositoryRoot().appendingPathComponent("k8s/overlays/\(overlay)").path])
         guard status == 0 else { throw TestFailure("kubectl kustomize k8s/overlays/\(overlay) failed:\n\(output)") }
         // kubectl writes kustomize's deprecation warnings to stderr, which `run` merges: keep the YAML.
@@ -26,7 +24,7 @@ struct ManifestTests {
 
     @Test("both overlays render and every built-in resource validates strictly", arguments: ["dev", "prod"])
     func validates(overlay: String) throws {
-        let python = try pythonWith(module: "kubernetes_validate")
+        let python = try pythonWith(module: "kubernetes_validate", package: "kubernetes-validate")
         let file = try Self.render(overlay)
         defer { try? FileManager.default.removeItem(at: file) }
         let (status, output) = try runPython(python, ["-m", "kubernetes_validate", "--strict", "-k", Self.kubernetesVersion, file.path])
@@ -43,7 +41,7 @@ struct ManifestTests {
 
     @Test("custom resources, the overlays' differences, and a grace period longer than the drain")
     func customResourcesAndConsistency() throws {
-        let python = try pythonWith(module: "yaml")
+        let python = try pythonWith(module: "yaml", package: "PyYAML")
         let dev = try Self.render("dev")
         let prod = try Self.render("prod")
         defer {

@@ -8,15 +8,20 @@ func heraldExecutable() throws -> URL {
     if let override = ProcessInfo.processInfo.environment["HERALD_TEST_EXECUTABLE"], !override.isEmpty {
         return URL(fileURLWithPath: override)
     }
+    return try builtExecutable("herald")
+}
+
+/// One of the package's executables (`herald`, `herald-bench`) next to the test bundle.
+func builtExecutable(_ name: String) throws -> URL {
     var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
     for _ in 0..<3 {
-        let candidate = directory.appendingPathComponent("herald")
+        let candidate = directory.appendingPathComponent(name)
         if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
         directory = directory.deletingLastPathComponent()
     }
-    let fallback = URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent(".build/debug/herald")
+    let fallback = URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent(".build/debug/\(name)")
     guard FileManager.default.isExecutableFile(atPath: fallback.path) else {
-        throw TestFailure("the herald executable is not built: run swift build --build-tests")
+        throw TestFailure("the \(name) executable is not built: run swift build --build-tests")
     }
     return fallback
 }

@@ -43,10 +43,7 @@ struct ObservabilityTests {
     static let ops = repositoryRoot().appendingPathComponent("ops/prometheus")
 
     static func promtool() throws -> String {
-        guard let promtool = which("promtool") else {
-            throw TestFailure("promtool is not installed: apt-get install -y prometheus (scripts/install-deps --test does)")
-        }
-        return promtool
+        try requiredTool("promtool", package: "Debian's prometheus")
     }
 
     @Test("promtool checks the configuration and the rules, and every alert's unit test passes")
@@ -72,9 +69,7 @@ struct ObservabilityTests {
 
     @Test("a real Prometheus scrapes a node: PromQL counts its connections and deliveries; every dashboard query names a live metric")
     func prometheusScrapesANode() async throws {
-        guard let prometheus = which("prometheus") else {
-            throw TestFailure("prometheus is not installed: apt-get install -y prometheus (scripts/install-deps --test does)")
-        }
+        let prometheus = try requiredTool("prometheus", package: "Debian's prometheus")
         let processes = try await NodeProcesses.start()
         defer { processes.stop() }
         let apiPort = Int(try await processes.node.waitFor(#"(?:Server started and listening on|listening on) [^:]*:(\d+)"#))!

@@ -113,7 +113,7 @@ struct TokenVerifierTests {
         let publicPath = directory.appendingPathComponent("public.pem").path
         for arguments in [["genrsa", "-out", privatePath, "2048"], ["rsa", "-in", privatePath, "-pubout", "-out", publicPath]] {
             let process = Process()
-            guard let openssl = which("openssl") else { throw TestFailure("openssl is needed (scripts/install-deps --test installs it)") }
+            let openssl = try requiredTool("openssl", package: "Debian's openssl")
             process.executableURL = URL(fileURLWithPath: openssl)
             process.arguments = arguments
             process.standardError = Pipe()

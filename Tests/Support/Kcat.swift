@@ -6,11 +6,9 @@ public struct TestFailure: Error, CustomStringConvertible {
     public init(_ description: String) { self.description = description }
 }
 
-/// Runs kcat (Debian's `kcat` package; `.ci/run` installs it) and fails the test if it fails.
+/// Runs kcat (Debian's `kcat` package; `scripts/install-deps --test` installs it) and fails the test if it fails.
 public func runKcat(_ arguments: [String], stdin: String) throws {
-    guard let kcat = ["/usr/bin/kcat", "/usr/local/bin/kcat", "/usr/bin/kafkacat"].first(where: FileManager.default.isExecutableFile) else {
-        throw TestFailure("kcat is not installed: apt-get install -y kcat (the README's test command does)")
-    }
+    let kcat = try requiredTool("kcat", "kafkacat", paths: ["/usr/bin/kcat", "/usr/local/bin/kcat"], package: "Debian's kcat")
     let process = Process()
     process.executableURL = URL(fileURLWithPath: kcat)
     process.arguments = arguments

@@ -18,7 +18,7 @@ struct FleetOptions: ParsableArguments {
     /// The arguments of a worker process that opens `count` of the connections (users from `offset`)
     /// for `command` (`connections`, `broadcast`), with this run's targets, spread and rate share.
     func workerArguments(_ command: String, count: Int, offset: Int, processes: Int) -> [String] {
-        var arguments = ["bench", command, "--worker", "--json", "--connections", String(count), "--user-offset", String(offset),
+        var arguments = [command, "--worker", "--json", "--connections", String(count), "--user-offset", String(offset),
                          "--host", host, "--port", String(port), "--concurrency", String(concurrency),
                          "--source-addresses", String(sourceAddresses), "--rate", String(rate / Double(processes))]
         if let ports { arguments += ["--ports", ports] }

@@ -69,7 +69,7 @@ struct KafkaBenchCommand: AsyncParsableCommand {
         }
         defer { cluster?.shutdown() }
         let kafka = KafkaConfiguration(
-            bootstrapServers: bootstrap, clientID: "herald-bench", extraProperties: try CommonOptions.parseProperties(kafkaProperties)
+            bootstrapServers: bootstrap, clientID: "herald-bench", extraProperties: try KafkaConfiguration.properties(parsing: kafkaProperties)
         )
         if cluster == nil {
             let admin = try KafkaAdmin(kafka: kafka, logger: logger)

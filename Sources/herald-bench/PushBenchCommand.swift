@@ -16,7 +16,8 @@ struct PushBenchCommand: AsyncParsableCommand {
     @OptionGroup var fleetOptions: FleetOptions
     @Option(help: "Users.") var users = 1_000
     @Option(help: "Devices (connections) per user.") var devices = 10
-    @Option(help: "Concurrent HTTP requests.") var concurrency = 64
+    /// Not `--concurrency`: that is the fleet's handshakes in flight (FleetOptions), as in every mode.
+    @Option(help: "Concurrent HTTP requests.") var pushConcurrency = 64
     @Option(help: "Seconds of pushing.") var seconds = 20
     @Option(help: "The API's port.") var apiPort = 8081
     @Option(help: "API key. Env: HERALD_API_KEY.") var apiKey: String?
@@ -47,7 +48,7 @@ struct PushBenchCommand: AsyncParsableCommand {
         let (host, apiPort, users) = (fleetOptions.host, apiPort, users)
         let start = ContinuousClock.now
         try await withThrowingTaskGroup(of: Void.self) { tasks in
-            for worker in 0..<concurrency {
+            for worker in 0..<pushConcurrency {
                 tasks.addTask {
                     let connection = try await HTTPLoadConnection.connect(host: host, port: apiPort, group: group)
                     defer { connection.close() }
@@ -82,9 +83,9 @@ struct PushBenchCommand: AsyncParsableCommand {
         let rate = Double(sorted.count) / elapsed
         let endToEnd = report.latencies.sorted()
         if json {
-            print(#"{"bench":"push","users":\#(users),"devices":\#(devices),"concurrency":\#(concurrency),"seconds":\#(seconds),"requests_per_second":\#(Int(rate)),"request_p50_ms":\#(percentile(sorted, 0.5)),"request_p99_ms":\#(percentile(sorted, 0.99)),"delivery_p50_ms":\#(percentile(endToEnd, 0.5)),"delivery_p99_ms":\#(percentile(endToEnd, 0.99)),"failed_requests":\#(failed),"deliveries":\#(report.delivered),"missing_deliveries":\#(report.missing)}"#)
+            print(#"{"bench":"push","users":\#(users),"devices":\#(devices),"concurrency":\#(pushConcurrency),"seconds":\#(seconds),"requests_per_second":\#(Int(rate)),"request_p50_ms":\#(percentile(sorted, 0.5)),"request_p99_ms":\#(percentile(sorted, 0.99)),"delivery_p50_ms":\#(percentile(endToEnd, 0.5)),"delivery_p99_ms":\#(percentile(endToEnd, 0.99)),"failed_requests":\#(failed),"deliveries":\#(report.delivered),"missing_deliveries":\#(report.missing)}"#)
         } else {
-            print("users \(users) × devices \(devices), \(concurrency) concurrent pushes for \(seconds) s")
+            print("users \(users) × devices \(devices), \(pushConcurrency) concurrent pushes for \(seconds) s")
             print(String(format: "accepted pushes          %8d (%.0f per second), failed %d", sorted.count, rate, failed))
             print(String(format: "request latency          p50 %.1f ms, p99 %.1f ms (push → Kafka ack → 202)", percentile(sorted, 0.5), percentile(sorted, 0.99)))
             print(String(format: "delivery latency         p50 %.1f ms, p99 %.1f ms (push → each device)", percentile(endToEnd, 0.5), percentile(endToEnd, 0.99)))

@@ -1,8 +1,8 @@
 import ArgumentParser
 import Foundation
 
-/// A client process of a bench run (this executable again), spoken to in JSON lines over its
-/// standard input and output: several processes hold more sockets than one may open.
+/// A client process of a bench run (`herald-bench <mode> --worker`, this executable again), spoken to
+/// in JSON lines over its standard input and output: several processes hold more sockets than one may open.
 final class BenchWorker {
     let process = Process()
     private let input = Pipe()
@@ -11,9 +11,11 @@ final class BenchWorker {
 
     static func spawn(count: Int, total: Int, arguments: (_ count: Int, _ userOffset: Int) -> [String]) throws -> [BenchWorker] {
         let share = total / count
+        // The running binary itself (from /proc/self/exe): argv[0] may be a bare name found on PATH.
+        let executable = Bundle.main.executableURL ?? URL(fileURLWithPath: CommandLine.arguments[0])
         return try (0..<count).map { index in
             let worker = BenchWorker()
-            worker.process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
+            worker.process.executableURL = executable
             worker.process.arguments = arguments(index == count - 1 ? total - share * (count - 1) : share, index * share)
             worker.process.standardInput = worker.input
             worker.process.standardOutput = worker.output
@@ -36,7 +38,9 @@ final class BenchWorker {
         while !pending.contains(0x0A) {
             let chunk = output.fileHandleForReading.availableData
             if chunk.isEmpty {
-                throw ValidationError("a bench worker exited early (status \(process.isRunning ? "running" : String(process.terminationStatus)))")
+                // End of its output: it has exited or is about to; its status says why.
+                process.waitUntilExit()
+                throw ValidationError("a bench worker (\(process.arguments?.first ?? "") --worker) exited early with status \(process.terminationStatus)")
             }
             pending.append(chunk)
         }
