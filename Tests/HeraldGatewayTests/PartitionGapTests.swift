@@ -3,6 +3,7 @@ import HeraldCore
 @testable import HeraldGateway
 import HeraldKafka
 import Logging
+import NIOCore
 import Testing
 
 @Suite("Kafka gaps and partition changes reach the connections they affect")
@@ -37,6 +38,40 @@ struct PartitionGapTests {
             #expect(await outside.pending().isEmpty, "a connection of another partition stays open and is told nothing")
             let later = try await node.produce(HeraldRecord(stream: .user(outsider)), "{}")
             #expect(try await outside.nextMessage().offset == later.offset)
+        }
+    }
+
+    @Test("a node whose live consumer falls behind retention closes the partition's devices with 1012, and their resume is recovered:false expired")
+    func nodeBehindRetentionTellsItsDevices() async throws {
+        // Little prefetch, so that a stalled node stops fetching instead of buffering past retention.
+        try await GatewayHarness.run(configure: { $0.hotWindowBytes = 256 * 1024 }, consumer: {
+            $0.prefetchKilobytes = 64
+            $0.bufferedBatches = 1
+            $0.kafka.extraProperties = ["max.partition.fetch.bytes": "1024", "queued.min.messages": "1"]
+        }) { node in
+            // Not the broadcast stream's partition: a gap there closes every connection.
+            let victim = Self.name("victim", inPartition: Murmur2.partition(forKey: "*", partitionCount: 4), false)
+            let partition = Murmur2.partition(forKey: victim, partitionCount: 4)
+            let filler = Self.name("filler", inPartition: partition)
+            let device = try await node.connect(victim)
+            let bystander = try await node.connect(Self.name("bystander", inPartition: partition, false))
+            var generator = SystemRandomNumberGenerator()
+            let records = (0..<160).map { _ in
+                KafkaOutgoingRecord(
+                    topic: node.topic, key: Array(filler.utf8),
+                    value: ByteBuffer(bytes: (0..<(8 * 1024)).flatMap { _ in withUnsafeBytes(of: generator.next()) { Array($0) } })
+                )
+            }
+            // The node's loops busy for a few seconds: its shards cannot deliver, so its dispatcher and
+            // then its consumer stop, while 10 MiB go to a partition the mock keeps 5 MiB of.
+            for loop in node.group.makeIterator() { loop.execute { Thread.sleep(forTimeInterval: 4) } }
+            for result in await node.producer.send(records) { _ = try result.get() }
+            #expect(try await device.closeCode(within: .seconds(30)) == 1012, "the device was not told")
+            #expect(node.gateway.counters.partitionGaps >= 1)
+            let back = try await node.connect(victim, cursor: DeviceCursor(device.welcome).text, epoch: device.welcome.epoch)
+            #expect(back.welcome.recovered == false)
+            #expect(back.welcome.reason == "expired")
+            #expect(await bystander.pending().isEmpty, "a device of another partition is left alone")
         }
     }
 
