@@ -87,9 +87,7 @@ struct Dispatcher: Sendable {
             return
         }
         let everyone = HeraldStream.broadcast.partition(partitionCount: partitionCount) == partition
-        let reason = to > from
-            ? "messages expired in Kafka before this node delivered them; resume"
-            : "the log was cut short; resume"
+        let disconnect: Disconnect = to > from ? .recordsExpiredUnread : .logCutShort
         let connections = registry.allConnections()
         let closed = await withTaskGroup(of: Bool.self) { group in
             for connection in connections {
@@ -97,7 +95,7 @@ struct Dispatcher: Sendable {
                     // Subscriptions are confined to the connection's loop.
                     (try? await connection.channel.eventLoop.submit { () -> Bool in
                         guard everyone || Self.follows(connection, partition: partition, partitionCount: partitionCount) else { return false }
-                        connection.close(.restarting, reason)
+                        connection.close(disconnect)
                         return true
                     }.get()) ?? false
                 }
