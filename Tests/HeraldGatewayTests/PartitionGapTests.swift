@@ -75,6 +75,24 @@ struct PartitionGapTests {
         }
     }
 
+    @Test("a log cut short under the node (to before from) closes the partition's connections and reaches the topicChanged hook; a retention gap does not")
+    func logCutShortIsATopicChange() async throws {
+        try await GatewayHarness.run { node in
+            let seen = Inbox<String>()
+            var dispatcher = Self.dispatcher(node)
+            dispatcher.topicChanged = { event in await seen.append("\(event)") }
+            let partition = (Murmur2.partition(forKey: "*", partitionCount: 4) + 1) % 4
+            let device = try await node.connect(Self.name("cut", inPartition: partition))
+            var count: Int32? = 4
+            await dispatcher.handle(.partitionGap(partition: partition, from: 3, to: 9), partitionCount: &count)
+            await dispatcher.handle(.partitionGap(partition: partition, from: 40, to: 0), partitionCount: &count)
+            #expect(try await device.closeCode() == 1012)
+            let change = try await seen.next(within: .seconds(1))
+            #expect(change == "\(KafkaLiveEvent.partitionGap(partition: partition, from: 40, to: 0))")
+            #expect(await seen.drain().isEmpty)
+        }
+    }
+
     @Test("a gap in the broadcast stream's partition closes every connection with 1012")
     func gapInTheBroadcastPartitionClosesEveryone() async throws {
         try await GatewayHarness.run { node in
@@ -89,17 +107,17 @@ struct PartitionGapTests {
         }
     }
 
-    @Test("a changed partition count is counted, reaches the gateway's hook, and moves the misrouting check to the new count")
+    @Test("a changed partition count is counted, reaches the gateway's topicChanged hook, and moves the misrouting check to the new count")
     func partitionCountChange() async throws {
         try await GatewayHarness.run { node in
             let seen = Inbox<String>()
             var dispatcher = Self.dispatcher(node)
-            dispatcher.partitionCountChanged = { from, to in await seen.append("\(from)->\(to)") }
+            dispatcher.topicChanged = { event in await seen.append("\(event)") }
             var count: Int32? = 4
             await dispatcher.handle(.partitionCountChanged(from: 4, to: 6), partitionCount: &count)
             #expect(count == 6)
             let change = try await seen.next(within: .seconds(1))
-            #expect(change == "4->6")
+            #expect(change == "\(KafkaLiveEvent.partitionCountChanged(from: 4, to: 6))")
             // A key whose partition differs between 4 and 6 partitions: judged by the new count.
             let key = (0...).lazy.map { "moved\($0)" }.first {
                 Murmur2.partition(forKey: $0, partitionCount: 4) != Murmur2.partition(forKey: $0, partitionCount: 6)

@@ -23,9 +23,12 @@ struct Dispatcher: Sendable {
     /// The node's connections, to close those a partition gap affects. Without it a gap is only
     /// counted and logged.
     var registry: SessionRegistry? = nil
-    /// Called when the topic's partition count changes: the positions of every stream, and with them
-    /// the resume epoch, are no longer what this node's connections were told.
-    var partitionCountChanged: (@Sendable (_ from: Int32, _ to: Int32) async -> Void)? = nil
+    /// Called when the topic under this node changed: its partition count (`partitionCountChanged`), or
+    /// a partition's log now ends before this node's position (a `partitionGap` whose `to` is before its
+    /// `from`: truncated, or the topic recreated). The positions of the streams, and with them the resume
+    /// epoch, are then no longer what this node's connections were told: the gateway must take a new
+    /// epoch (`KafkaAdmin.topicEpoch`) and its connections must resume against it.
+    var topicChanged: (@Sendable (KafkaLiveEvent) async -> Void)? = nil
     /// One warning per partition per 10 s about misrouted records; the metric counts every one.
     let misroutedLog = LogThrottle(intervalMillis: 10_000)
 
@@ -52,6 +55,7 @@ struct Dispatcher: Sendable {
         switch event {
         case .partitionGap(let partition, let from, let to):
             await handleGap(partition: partition, from: from, to: to, partitionCount: partitionCount)
+            if to < from { await topicChanged?(event) }
         case .partitionCountChanged(let from, let to):
             metrics.partitionCountChanges.increment()
             metrics.preparePartitions(to)
@@ -59,7 +63,7 @@ struct Dispatcher: Sendable {
             logger.error("the events topic's partition count changed; resume positions of this node no longer hold", metadata: [
                 "kafka.partitions": "\(from) -> \(to)",
             ])
-            await partitionCountChanged?(from, to)
+            await topicChanged?(event)
         }
     }
 
