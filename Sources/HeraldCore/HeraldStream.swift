@@ -29,6 +29,12 @@ public enum HeraldStream: Hashable, Sendable {
         }
     }
 
+    /// The partition every record of this stream must be in: Kafka's default partitioner (murmur2) of
+    /// its key. A record found elsewhere was produced with another partitioner.
+    public func partition(partitionCount: Int32) -> Int32 {
+        Murmur2.partition(forKey: kafkaKey, partitionCount: partitionCount)
+    }
+
     /// The stream's name as a client sees it in `message`, `positions` and cursors. A user's own stream
     /// is `u` because a connection only ever sees its own user's stream.
     public var wireName: String {

@@ -23,8 +23,12 @@ public final class KafkaAdmin: Sendable {
     private let client: RDKafkaClient
     private let worker = BlockingWorker(name: "herald-kafka-admin")
     private let timeoutMs: Int32
+    private let kafka: KafkaConfiguration
+    private let logger: Logger
 
     public init(kafka: KafkaConfiguration, logger: Logger, timeout: Duration = .seconds(10)) throws(KafkaError) {
+        self.kafka = kafka
+        self.logger = logger
         self.client = try RDKafkaClient(kind: .producer, properties: kafka.properties([:]), logger: logger)
         self.timeoutMs = Int32(timeout.components.seconds * 1_000 + timeout.components.attoseconds / 1_000_000_000_000_000)
     }
@@ -69,6 +73,18 @@ public final class KafkaAdmin: Sendable {
 
     public func clusterID() async throws(KafkaError) -> String {
         try await worker.run { [self] () throws(KafkaError) -> String in try self.client.clusterID(timeoutMs: self.timeoutMs) }
+    }
+
+    /// The topic's resume epoch: the cluster id, the partition count and the topic's own marker (see
+    /// `KafkaTopicEpoch`), written here if the topic has none yet.
+    public func topicEpoch(topic: String) async throws(KafkaError) -> KafkaTopicEpoch {
+        try await worker.run { [self] () throws(KafkaError) -> KafkaTopicEpoch in
+            guard let count = try self.client.partitionCount(topic: topic, timeoutMs: self.timeoutMs) else {
+                throw KafkaError(.unknownTopicOrPartition, "topic \(topic) does not exist")
+            }
+            let marker = try KafkaTopicEpoch.marker(kafka: self.kafka, topic: topic, timeoutMs: self.timeoutMs, logger: self.logger)
+            return KafkaTopicEpoch(clusterID: try self.client.clusterID(timeoutMs: self.timeoutMs), partitionCount: count, topicMarker: marker)
+        }
     }
 
     public func close() async {

@@ -41,11 +41,12 @@ public struct KafkaLiveConsumerConfiguration: Sendable, Hashable {
             [
                 "fetch.wait.max.ms": String(fetchWaitMaxMilliseconds),
                 "queued.max.messages.kbytes": String(prefetchKilobytes),
-                // A live consumer that fell behind retention can only go on from what is kept; it
-                // logs the jump loudly (it is a loss) rather than stopping every delivery.
-                "auto.offset.reset": "earliest",
             ],
             enforced: [
+                // A consumer that fell behind retention must not jump silently: librdkafka then
+                // stops the partition and says so (`_AUTO_OFFSET_RESET`), and `pollLoop` goes on
+                // from the first kept offset and reports the gap as an event.
+                "auto.offset.reset": "error",
                 // group.id only enables the consumer queue: partitions are assigned by hand, no group
                 // is joined and nothing is committed, so every node reads every partition.
                 "group.id": "herald-live-\(UUID().uuidString)",
@@ -61,7 +62,9 @@ public struct KafkaLiveConsumerConfiguration: Sendable, Hashable {
 /// event, and hands batches of records to one reader with backpressure.
 ///
 /// `run()` polls on a dedicated thread until graceful shutdown or cancellation. New partitions added
-/// to the topic while it runs are noticed and read from their beginning.
+/// to the topic while it runs are noticed and read from their beginning. What no record shows (a gap
+/// left by retention, a changed partition count) reaches the reader as a `KafkaLiveEvent` in order
+/// with the records (`batches.withEvents`).
 public final class KafkaLiveConsumer: Service, Sendable {
     public let batches: KafkaRecordBatches
 
@@ -197,6 +200,11 @@ public final class KafkaLiveConsumer: Service, Sendable {
         let messages = UnsafeMutablePointer<UnsafeMutablePointer<rd_kafka_message_t>?>.allocate(capacity: capacity)
         defer { messages.deallocate() }
         var nextPartitionCheck = ContinuousClock.now + configuration.partitionCheckInterval
+        var knownPartitionCount = partitionCount
+        // Partitions stopped at an offset Kafka no longer has, until they are restarted (retried
+        // while the watermarks cannot be read).
+        var pendingResets: [Int32: Int64] = [:]
+        var nextResetAttempt = ContinuousClock.now
 
         while !shouldStop {
             let count = consumeAvailable(queue, messages, capacity)
@@ -208,7 +216,17 @@ public final class KafkaLiveConsumer: Service, Sendable {
                     guard let message = messages[index] else { continue }
                     defer { rd_kafka_message_destroy(message) }
                     if message.pointee.err != RD_KAFKA_RESP_ERR_NO_ERROR {
-                        logConsumeError(message)
+                        if message.pointee.err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET {
+                            // The offset librdkafka could not fetch; the partition is stopped now.
+                            let partition = message.pointee.partition
+                            let offset = message.pointee.offset >= 0
+                                ? message.pointee.offset : assignment.withLock { $0[partition] ?? 0 }
+                            pendingResets[partition] = offset
+                        } else {
+                            logger.warning("consumer error", metadata: [
+                                "error": "\(KafkaError(.consumer, "reading \(configuration.topic)[\(message.pointee.partition)]", message.pointee.err))",
+                            ])
+                        }
                         continue
                     }
                     batch.append(KafkaRecord(copying: message, topic: configuration.topic, allocator: allocator))
@@ -217,36 +235,88 @@ public final class KafkaLiveConsumer: Service, Sendable {
                 if !consumed.isEmpty {
                     assignment.withLock { $0.merge(consumed) { _, new in new } }
                 }
-                if !batch.isEmpty, pipe.push(batch, shouldStop: { shouldStop }) == .closed {
+                if !batch.isEmpty, pipe.push(.records(batch), shouldStop: { shouldStop }) == .closed {
                     return
+                }
+            }
+            // After the records read before it: the reader sees the gap exactly where it is.
+            if !pendingResets.isEmpty, ContinuousClock.now >= nextResetAttempt {
+                do throws(KafkaError) {
+                    let events = try resume(after: pendingResets)
+                    pendingResets = [:]
+                    for event in events where pipe.push(.event(event), shouldStop: { shouldStop }) == .closed {
+                        return
+                    }
+                } catch {
+                    logger.warning("cannot restart a partition Kafka refused an offset of; retrying", metadata: ["error": "\(error)"])
+                    nextResetAttempt = ContinuousClock.now + .seconds(1)
                 }
             }
             if ContinuousClock.now >= nextPartitionCheck {
                 nextPartitionCheck = ContinuousClock.now + configuration.partitionCheckInterval
-                checkForNewPartitions()
+                if let event = checkPartitionCount(known: &knownPartitionCount),
+                   pipe.push(.event(event), shouldStop: { shouldStop }) == .closed {
+                    return
+                }
             }
         }
     }
 
-    private func logConsumeError(_ message: UnsafeMutablePointer<rd_kafka_message_t>) {
-        let err = message.pointee.err
-        let error = KafkaError(.consumer, "reading \(configuration.topic)[\(message.pointee.partition)]", err)
-        if err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET || err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE {
-            logger.error("the live consumer fell behind what Kafka keeps; records were skipped", metadata: ["error": "\(error)"])
-        } else {
-            logger.warning("consumer error", metadata: ["error": "\(error)"])
+    /// Restarts partitions whose next offset Kafka no longer has, from the nearest offset it does
+    /// have, and says what was skipped. An offset that is still there after all (a broker's passing
+    /// error) is read again from where it was: nothing is skipped then, and no event is made.
+    private func resume(after resets: [Int32: Int64]) throws(KafkaError) -> [KafkaLiveEvent] {
+        var events: [KafkaLiveEvent] = []
+        var restarts: [Int32: Int64] = [:]
+        for (partition, offset) in resets.sorted(by: { $0.key < $1.key }) {
+            let (low, high) = try client.watermarks(topic: configuration.topic, partition: partition, timeoutMs: 5_000)
+            let next = offset < low ? low : (offset > high ? high : offset)
+            restarts[partition] = next
+            if next == offset {
+                logger.warning("Kafka refused an offset it still keeps; reading it again", metadata: [
+                    "kafka.partition": "\(partition)", "kafka.offset": "\(offset)",
+                ])
+                continue
+            }
+            logger.error(
+                next > offset
+                    ? "the live consumer fell behind what Kafka keeps: records were lost to retention before this node read them"
+                    : "the partition ends before this node's position: the log was truncated or the topic recreated",
+                metadata: [
+                    "kafka.topic": "\(configuration.topic)", "kafka.partition": "\(partition)",
+                    "kafka.offset": "\(offset)", "kafka.next_offset": "\(next)",
+                ]
+            )
+            events.append(.partitionGap(partition: partition, from: offset, to: next))
         }
+        let all = assignment.withLock { state in
+            state.merge(restarts) { _, new in new }
+            return state.sorted { $0.key < $1.key }.map { (partition: $0.key, offset: $0.value) }
+        }
+        let err = withPartitionList(topic: configuration.topic, all) { rd_kafka_assign(client.handle, $0) }
+        guard err == RD_KAFKA_RESP_ERR_NO_ERROR else {
+            throw KafkaError(.consumer, "assigning \(configuration.topic)", err)
+        }
+        return events
     }
 
-    private func checkForNewPartitions() {
+    /// Notices a changed partition count; added partitions are assigned from their beginning.
+    private func checkPartitionCount(known: inout Int32) -> KafkaLiveEvent? {
         do throws(KafkaError) {
-            guard let count = try client.partitionCount(topic: configuration.topic, timeoutMs: 2_000, knownToExist: true) else { return }
-            let known = assignment.withLock { Int32($0.count) }
-            guard count > known else { return }
-            logger.info("the topic gained partitions", metadata: ["kafka.partitions": "\(known) -> \(count)"])
-            try assign(newPartitions: Array(known..<count), initial: false)
+            guard let count = try client.partitionCount(topic: configuration.topic, timeoutMs: 2_000, knownToExist: true),
+                  count > 0, count != known else { return nil }
+            let assigned = assignment.withLock { Int32($0.count) }
+            if count > assigned {
+                try assign(newPartitions: Array(assigned..<count), initial: false)
+            }
+            logger.error("the topic's partition count changed: positions and the resume epoch change with it", metadata: [
+                "kafka.topic": "\(configuration.topic)", "kafka.partitions": "\(known) -> \(count)",
+            ])
+            defer { known = count }
+            return .partitionCountChanged(from: known, to: count)
         } catch {
             logger.warning("cannot check the topic's partitions", metadata: ["error": "\(error)"])
+            return nil
         }
     }
 

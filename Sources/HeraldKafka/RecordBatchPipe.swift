@@ -1,7 +1,8 @@
 import Dispatch
 import Synchronization
 
-/// Hands record batches from a consumer's poll thread to one async reader, with backpressure.
+/// Hands record batches (and the consumer's events, in order with them) from a consumer's poll
+/// thread to one async reader, with backpressure.
 ///
 /// The poll thread blocks in `push` while `capacity` batches wait unread, so a slow reader slows
 /// fetching instead of growing memory; librdkafka then holds at most its own bounded prefetch.
@@ -9,8 +10,8 @@ final class RecordBatchPipe: Sendable {
     enum PushResult { case accepted, closed }
 
     private struct State {
-        var buffer: [[KafkaRecord]] = []
-        var reader: CheckedContinuation<[KafkaRecord]?, Never>?
+        var buffer: [KafkaLiveItem] = []
+        var reader: CheckedContinuation<KafkaLiveItem?, Never>?
         var writerBlocked = false
         var finished = false
         var readerGone = false
@@ -27,9 +28,9 @@ final class RecordBatchPipe: Sendable {
 
     /// Called on the poll thread. Blocks while the buffer is full; `shouldStop` is checked every
     /// 100 ms so a shutdown is never stuck behind a reader that went away.
-    func push(_ batch: [KafkaRecord], shouldStop: () -> Bool) -> PushResult {
+    func push(_ batch: KafkaLiveItem, shouldStop: () -> Bool) -> PushResult {
         while true {
-            enum Action { case done, resume(CheckedContinuation<[KafkaRecord]?, Never>), wait, closed }
+            enum Action { case done, resume(CheckedContinuation<KafkaLiveItem?, Never>), wait, closed }
             let action: Action = state.withLock { state in
                 if state.readerGone || state.finished { return .closed }
                 if let reader = state.reader {
@@ -67,10 +68,10 @@ final class RecordBatchPipe: Sendable {
         reader?.resume(returning: nil)
     }
 
-    func next() async -> [KafkaRecord]? {
+    func next() async -> KafkaLiveItem? {
         await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<[KafkaRecord]?, Never>) in
-                enum Action { case batch([KafkaRecord], wakeWriter: Bool), end, wait }
+            await withCheckedContinuation { (continuation: CheckedContinuation<KafkaLiveItem?, Never>) in
+                enum Action { case batch(KafkaLiveItem, wakeWriter: Bool), end, wait }
                 let action: Action = state.withLock { state in
                     if !state.buffer.isEmpty {
                         let batch = state.buffer.removeFirst()
@@ -109,15 +110,55 @@ final class RecordBatchPipe: Sendable {
     }
 }
 
+/// What a live consumer hands over: a batch of records, or an event about the topic that the reader
+/// must see exactly where it happened among the records.
+public enum KafkaLiveItem: Sendable {
+    case records([KafkaRecord])
+    case event(KafkaLiveEvent)
+}
+
+/// Something that happened to the topic under a live consumer, which no record shows.
+public enum KafkaLiveEvent: Sendable, Hashable {
+    /// Offsets `from..<to` of `partition` were never read and never will be: Kafka's retention removed
+    /// them before this consumer got there. Reading goes on at `to`. When `to < from` the partition
+    /// now ends before where the consumer was (the log was truncated, or the topic was recreated):
+    /// reading goes on at its end.
+    case partitionGap(partition: Int32, from: Int64, to: Int64)
+    /// The topic's partition count changed (partitions added, or the topic recreated with another
+    /// count). Added partitions are read from their beginning.
+    case partitionCountChanged(from: Int32, to: Int32)
+}
+
 /// The batches of records a live consumer reads, in partition order within each partition.
-/// One reader at a time.
+/// One reader at a time. Events are skipped; `withEvents` has them.
 public struct KafkaRecordBatches: AsyncSequence, Sendable {
     public typealias Element = [KafkaRecord]
     let pipe: RecordBatchPipe
 
     public struct AsyncIterator: AsyncIteratorProtocol {
         let pipe: RecordBatchPipe
-        public mutating func next() async -> [KafkaRecord]? { await pipe.next() }
+        public mutating func next() async -> [KafkaRecord]? {
+            while let item = await pipe.next() {
+                if case .records(let records) = item { return records }
+            }
+            return nil
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(pipe: pipe) }
+
+    /// The same batches with the consumer's events between them, where they happened.
+    public var withEvents: KafkaLiveItems { KafkaLiveItems(pipe: pipe) }
+}
+
+/// Record batches and events of a live consumer, in order. One reader at a time.
+public struct KafkaLiveItems: AsyncSequence, Sendable {
+    public typealias Element = KafkaLiveItem
+    let pipe: RecordBatchPipe
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let pipe: RecordBatchPipe
+        public mutating func next() async -> KafkaLiveItem? { await pipe.next() }
     }
 
     public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(pipe: pipe) }

@@ -52,6 +52,7 @@ struct GatewayHarness {
         configure: (inout GatewayConfiguration) -> Void = { _ in },
         producerTimeoutMilliseconds: Int = 30_000,
         developmentTools: Bool = false,
+        consumer configureConsumer: (inout KafkaLiveConsumerConfiguration) -> Void = { _ in },
         _ body: (GatewayHarness) async throws -> T
     ) async throws -> T {
         let topic = "herald.events"
@@ -64,7 +65,9 @@ struct GatewayHarness {
         producerConfiguration.deliveryTimeoutMilliseconds = producerTimeoutMilliseconds
         producerConfiguration.flushTimeoutMilliseconds = 2_000
         let producer = try KafkaProducer(configuration: producerConfiguration, logger: testLogger)
-        let consumer = try KafkaLiveConsumer(configuration: KafkaLiveConsumerConfiguration(kafka: kafka, topic: topic), logger: testLogger)
+        var consumerConfiguration = KafkaLiveConsumerConfiguration(kafka: kafka, topic: topic)
+        configureConsumer(&consumerConfiguration)
+        let consumer = try KafkaLiveConsumer(configuration: consumerConfiguration, logger: testLogger)
         let admin = try KafkaAdmin(kafka: kafka, logger: testLogger, timeout: .seconds(2))
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         var configuration = GatewayConfiguration(nodeID: "test-node")

@@ -94,3 +94,20 @@ func collect(_ count: Int, from consumer: KafkaLiveConsumer, limit: Duration = .
 func record(topic: String, key: String?, value: String, headers: [KafkaHeader] = []) -> KafkaOutgoingRecord {
     KafkaOutgoingRecord(topic: topic, key: key.map { Array($0.utf8) }, value: ByteBuffer(string: value), headers: headers)
 }
+
+/// Runs `body`, failing the test instead of hanging when it takes longer than `limit` (a liveness
+/// bound for a stuck test, not a performance assertion).
+func within<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: limit)
+            return nil
+        }
+        let first = try await group.next()!
+        group.cancelAll()
+        guard let result = first else { throw TestFailure("nothing happened within \(limit)") }
+        return result
+    }
+}
+

@@ -9,29 +9,116 @@ import Synchronization
 /// frames, encoded once, and hands every shard the whole batch in one hop. Shards deliver in parallel,
 /// each on its own loop; the next batch waits for all of them, which is the backpressure that reaches
 /// back to the consumer's poll thread.
+///
+/// It also acts on what the consumer reports between batches: a gap the live consumer could not read
+/// (retention passed it) closes the connections that follow a stream of that partition with 1012, so
+/// that they resume and are told `recovered:false, reason:"expired"` instead of missing records
+/// silently.
 struct Dispatcher: Sendable {
     let shards: [Shard]
     let window: HotWindow
     let logger: Logger
     let counters: DispatchCounters
     let metrics: GatewayMetrics
+    /// The node's connections, to close those a partition gap affects. Without it a gap is only
+    /// counted and logged.
+    var registry: SessionRegistry? = nil
+    /// Called when the topic under this node changed: its partition count (`partitionCountChanged`), or
+    /// a partition's log now ends before this node's position (a `partitionGap` whose `to` is before its
+    /// `from`: truncated, or the topic recreated). The positions of the streams, and with them the resume
+    /// epoch, are then no longer what this node's connections were told: the gateway must take a new
+    /// epoch (`KafkaAdmin.topicEpoch`) and its connections must resume against it.
+    var topicChanged: (@Sendable (KafkaLiveEvent) async -> Void)? = nil
+    /// One warning per partition per 10 s about misrouted records; the metric counts every one.
+    let misroutedLog = LogThrottle(intervalMillis: 10_000)
 
     func run(_ batches: KafkaRecordBatches) async {
+        var partitionCount = shards.first?.partitionCount
+        if let partitionCount { metrics.preparePartitions(partitionCount) }
         // Runs until cancelled: during a drain the connections still open keep receiving.
-        for await records in batches {
-            let batch = makeBatch(records, now: WebSocketListener.nowMillis())
-            // Before any shard moves its positions past these records, so a resume that reads the
-            // window up to a shard's position finds them.
-            window.append(batch)
-            await withTaskGroup(of: Void.self) { group in
-                for shard in shards {
-                    group.addTask { await shard.deliver(batch) }
-                }
+        for await item in batches.withEvents {
+            switch item {
+            case .records(let records):
+                let batch = makeBatch(records, now: WebSocketListener.nowMillis(), partitionCount: partitionCount)
+                // Before any shard moves its positions past these records, so a resume that reads the
+                // window up to a shard's position finds them.
+                window.append(batch)
+                await deliver(batch)
+            case .event(let event):
+                await handle(event, partitionCount: &partitionCount)
             }
         }
     }
 
-    func makeBatch(_ records: [KafkaRecord], now: Int64) -> DeliveryBatch {
+    /// Acts on what the live consumer reported between two batches.
+    func handle(_ event: KafkaLiveEvent, partitionCount: inout Int32?) async {
+        switch event {
+        case .partitionGap(let partition, let from, let to):
+            await handleGap(partition: partition, from: from, to: to, partitionCount: partitionCount)
+            if to < from { await topicChanged?(event) }
+        case .partitionCountChanged(let from, let to):
+            metrics.partitionCountChanges.increment()
+            metrics.preparePartitions(to)
+            partitionCount = to
+            logger.error("the events topic's partition count changed; resume positions of this node no longer hold", metadata: [
+                "kafka.partitions": "\(from) -> \(to)",
+            ])
+            await topicChanged?(event)
+        }
+    }
+
+    private func deliver(_ batch: DeliveryBatch) async {
+        await withTaskGroup(of: Void.self) { group in
+            for shard in shards {
+                group.addTask { await shard.deliver(batch) }
+            }
+        }
+    }
+
+    /// Offsets `from..<to` of `partition` will never be delivered here. The window stops answering for
+    /// them, positions move past them, and every connection that follows a stream of the partition is
+    /// closed with 1012: it resumes with the position it holds, which Kafka no longer has, and gets
+    /// `recovered:false, reason:"expired"` (or `ahead` when the log was cut short).
+    private func handleGap(partition: Int32, from: Int64, to: Int64, partitionCount: Int32?) async {
+        metrics.recordGap(partition, skipped: to - from)
+        counters.gaps.add(1, ordering: .relaxed)
+        window.restart(partition: partition, at: to)
+        if to > from {
+            await deliver(DeliveryBatch(deliveries: [], nextOffsets: [partition: to], now: WebSocketListener.nowMillis()))
+        }
+        guard let registry, let partitionCount else {
+            logger.error("a partition gap was not told to this node's connections", metadata: ["partition": "\(partition)"])
+            return
+        }
+        let everyone = HeraldStream.broadcast.partition(partitionCount: partitionCount) == partition
+        let disconnect: Disconnect = to > from ? .recordsExpiredUnread : .logCutShort
+        let connections = registry.allConnections()
+        let closed = await withTaskGroup(of: Bool.self) { group in
+            for connection in connections {
+                group.addTask {
+                    // Subscriptions are confined to the connection's loop.
+                    (try? await connection.channel.eventLoop.submit { () -> Bool in
+                        guard everyone || Self.follows(connection, partition: partition, partitionCount: partitionCount) else { return false }
+                        connection.close(disconnect)
+                        return true
+                    }.get()) ?? false
+                }
+            }
+            return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        logger.error("connections following a partition with a gap were closed to resume", metadata: [
+            "partition": "\(partition)", "from": "\(from)", "to": "\(to)", "closed": "\(closed)",
+        ])
+    }
+
+    /// Whether a connection follows a stream of `partition` (its user's stream or a subscribed channel).
+    /// Runs on the connection's loop.
+    static func follows(_ connection: Connection, partition: Int32, partitionCount: Int32) -> Bool {
+        if HeraldStream.user(connection.userID).partition(partitionCount: partitionCount) == partition { return true }
+        return connection.subscriptions.contains { HeraldStream.channel($0).partition(partitionCount: partitionCount) == partition }
+    }
+
+    func makeBatch(_ records: [KafkaRecord], now: Int64, partitionCount: Int32? = nil) -> DeliveryBatch {
         var deliveries: [Delivery] = []
         deliveries.reserveCapacity(records.count)
         var nextOffsets: [Int32: Int64] = [:]
@@ -42,12 +129,10 @@ struct Dispatcher: Sendable {
                 guard let delivery = try Delivery(record, now: now, allocator: allocator) else {
                     counters.expired.add(1, ordering: .relaxed)
                     // Expired records are rare: decoding the envelope again for its kind costs nothing much.
-                    let envelope = try? HeraldRecord.decode(
-                        key: record.key, headers: record.headers.lazy.map { HeraldHeader(name: $0.name, value: $0.value ?? []) }
-                    )
-                    metrics.dropped(envelope?.stream.kind ?? .user, .expired)
+                    metrics.dropped((try? record.heraldEnvelope())?.stream.kind ?? .user, .expired)
                     continue
                 }
+                if let partitionCount, isMisrouted(delivery.stream, record, partitionCount: partitionCount, now: now) { continue }
                 deliveries.append(delivery)
             } catch {
                 counters.malformed.add(1, ordering: .relaxed)
@@ -62,6 +147,27 @@ struct Dispatcher: Sendable {
         metrics.recordsRead.increment(by: records.count)
         return DeliveryBatch(deliveries: deliveries, nextOffsets: nextOffsets, now: now)
     }
+
+    /// A record in a partition its key does not hash to was produced with another partitioner (kcat's
+    /// and librdkafka's default is CRC32-based). Its stream's position is an offset of another
+    /// partition, so delivering it would show an offset that no resume can find again: it is dropped,
+    /// counted and logged (throttled).
+    private func isMisrouted(_ stream: HeraldStream, _ record: KafkaRecord, partitionCount: Int32, now: Int64) -> Bool {
+        let expected = stream.partition(partitionCount: partitionCount)
+        guard expected != record.partition else { return false }
+        counters.misrouted.add(1, ordering: .relaxed)
+        metrics.recordMisrouted(record.partition)
+        if let suppressed = misroutedLog.admit(String(record.partition), now: now) {
+            logger.warning(
+                "record is in a partition its key does not belong in (produce with the murmur2 partitioner); skipped",
+                metadata: [
+                    "key": "\(stream.kafkaKey)", "partition": "\(record.partition)", "expected_partition": "\(expected)",
+                    "offset": "\(record.offset)", "suppressed": "\(suppressed)",
+                ]
+            )
+        }
+        return true
+    }
 }
 
 /// What the dispatcher has seen, for logs and (later) metrics.
@@ -69,8 +175,12 @@ public final class DispatchCounters: Sendable {
     let records = Atomic<Int>(0)
     let malformed = Atomic<Int>(0)
     let expired = Atomic<Int>(0)
+    let misrouted = Atomic<Int>(0)
+    let gaps = Atomic<Int>(0)
 
     public var recordsRead: Int { records.load(ordering: .relaxed) }
     public var malformedSkipped: Int { malformed.load(ordering: .relaxed) }
     public var expiredSkipped: Int { expired.load(ordering: .relaxed) }
+    public var misroutedSkipped: Int { misrouted.load(ordering: .relaxed) }
+    public var partitionGaps: Int { gaps.load(ordering: .relaxed) }
 }

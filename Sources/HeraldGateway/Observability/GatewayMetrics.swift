@@ -38,6 +38,12 @@ final class GatewayMetrics: Sendable {
     private let resumes = Mutex<[String: Counter]>([:])
     private let publishes: [Bool: Counter]
     private let lag = Mutex<[Int32: Gauge]>([:])
+    /// Per partition: records found in a partition their key does not hash to; gaps the live consumer
+    /// found (retention passed it, or the log was cut) and the offsets they skipped.
+    private let misrouted = Mutex<[Int32: Counter]>([:])
+    private let gaps = Mutex<[Int32: (gaps: Counter, skipped: Counter)]>([:])
+    let partitionCountChanges = Counter(label: "herald_kafka_partition_count_changes_total")
+    let partitionCount = Gauge(label: "herald_kafka_partitions")
 
     enum DropReason: String, CaseIterable {
         /// The record's `herald-expires-at` passed before it was delivered.
@@ -121,6 +127,41 @@ final class GatewayMetrics: Sendable {
 
     func published(ok: Bool) {
         publishes[ok]?.increment()
+    }
+
+    /// Creates the per-partition series at zero, so that alerts see a rise from zero rather than a
+    /// series appearing at one (which `increase()` does not count).
+    func preparePartitions(_ count: Int32) {
+        partitionCount.record(Int(count))
+        for partition in 0..<max(0, count) {
+            recordMisrouted(partition, 0)
+            recordGap(partition, skipped: 0, count: 0)
+        }
+    }
+
+    func recordMisrouted(_ partition: Int32, _ count: Int = 1) {
+        let counter = misrouted.withLock { counters in
+            if let counter = counters[partition] { return counter }
+            let counter = Counter(label: "herald_records_misrouted_total", dimensions: [("partition", String(partition))])
+            counters[partition] = counter
+            return counter
+        }
+        counter.increment(by: count)
+    }
+
+    func recordGap(_ partition: Int32, skipped: Int64, count: Int = 1) {
+        let counters = gaps.withLock { counters in
+            if let pair = counters[partition] { return pair }
+            let dimensions = [("partition", String(partition))]
+            let pair = (
+                gaps: Counter(label: "herald_kafka_partition_gaps_total", dimensions: dimensions),
+                skipped: Counter(label: "herald_kafka_skipped_offsets_total", dimensions: dimensions)
+            )
+            counters[partition] = pair
+            return pair
+        }
+        counters.gaps.increment(by: count)
+        counters.skipped.increment(by: Int(clamping: max(0, skipped)))
     }
 
     func recordLag(_ lag: [Int32: Int64]) {

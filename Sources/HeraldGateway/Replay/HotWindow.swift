@@ -75,6 +75,23 @@ final class HotWindow: Sendable {
         }
     }
 
+    /// The partition's records before `offset` can no longer all be served from here (the live
+    /// consumer skipped some, or the log was cut): a resume from before it goes to Kafka, which says
+    /// what it still has.
+    func restart(partition: Int32, at offset: Int64) {
+        state.withLock { state in
+            guard var window = state.partitions[partition] else {
+                state.partitions[partition] = Partition(start: offset)
+                return
+            }
+            state.partitions[partition] = nil  // keep the buffers uniquely referenced
+            // Cut short (`offset` before the start): what is held was read from a log that no longer
+            // exists, so from now on every resume of this partition asks Kafka.
+            window.start = offset >= window.start ? offset : .max
+            state.partitions[partition] = window
+        }
+    }
+
     /// Drops what is older than the age bound even when no records arrive.
     func evict(now: Int64) {
         state.withLock { Self.evict(&$0, now: now, maxAgeMillis: maxAgeMillis, maxBytes: maxBytes) }

@@ -86,6 +86,11 @@ public final class SessionRegistry: Sendable {
         state.withLock { $0.byUser[user]?.list ?? [] }
     }
 
+    /// Every connection on this node.
+    func allConnections() -> [Connection] {
+        state.withLock { state in state.byUser.values.flatMap(\.list) }
+    }
+
     public var userCount: Int { state.withLock { $0.byUser.count } }
     public var connectionCount: Int { state.withLock { $0.connectionCount } }
 }
