@@ -24,6 +24,14 @@ public struct Disconnect: Sendable, Equatable, CustomStringConvertible {
     public static let shuttingDown = Disconnect(.restarting, "node shutting down; reconnect and resume")
     public static let replayUnavailable = Disconnect(.overloaded, "the replay cannot be read now; reconnect later with the same cursor")
     public static let tokenExpired = Disconnect(.tokenExpired, "the token expired")
+    /// The live consumer found records of a partition deleted by retention before it read them: the
+    /// client resumes, and is told `recovered:false, reason:"expired"`.
+    public static let recordsExpiredUnread = Disconnect(.restarting, "messages expired in Kafka before this node delivered them; reconnect and resume")
+    /// A partition's log now ends before this node's position (truncated, or the topic recreated).
+    public static let logCutShort = Disconnect(.restarting, "the Kafka log was cut short; reconnect and resume")
+    /// The events topic changed under the node (partitions added, or recreated): positions and cursors
+    /// of the old epoch mean nothing; clients resume against the new one.
+    public static let topicChanged = Disconnect(.restarting, "the events topic changed; reconnect and resume against its new epoch")
 
     // Decisions about the user: the client stops.
     public static let replaced = Disconnect(.replaced, "replaced by a newer connection of the same user")

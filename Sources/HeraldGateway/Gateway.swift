@@ -114,7 +114,7 @@ public final class Gateway: Service, Sendable {
         guard let partitionCount = try await admin.partitionCount(topic: topic) else {
             throw KafkaError(.unknownTopicOrPartition, "topic \(topic) does not exist")
         }
-        let epoch = "\(try await admin.clusterID()).\(partitionCount)"
+        let epoch = try await admin.topicEpoch(topic: topic).description
         let shards = group.makeIterator().map { loop in
             Shard(
                 eventLoop: loop, startOffsets: startOffsets, partitionCount: partitionCount, metrics: metrics
@@ -147,20 +147,39 @@ public final class Gateway: Service, Sendable {
         }
         waiters.forEach { $0.resume(returning: port) }
 
-        let dispatcher = Dispatcher(shards: shards, window: window, logger: logger, counters: counters, metrics: metrics)
-        await withTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { await dispatcher.run(self.consumer.batches) }
+        var dispatcher = Dispatcher(shards: shards, window: window, logger: logger, counters: counters, metrics: metrics, registry: registry)
+        // The topic changed under the node (partitions added, recreated): its epoch, positions and shards
+        // no longer describe it. The node closes its connections so they resume elsewhere and ends with
+        // an error, to be restarted on the new epoch.
+        let (topicChanges, topicChanged) = AsyncStream<KafkaLiveEvent>.makeStream()
+        dispatcher.topicChanged = { event in topicChanged.yield(event) }
+        let change: KafkaLiveEvent? = await withTaskGroup(of: KafkaLiveEvent?.self) { tasks in
+            tasks.addTask { [dispatcher] in
+                await dispatcher.run(self.consumer.batches)
+                return nil
+            }
+            tasks.addTask {
+                for await event in topicChanges { return event }
+                return nil
+            }
             tasks.addTask {
                 // Until SIGTERM (or the group's shutdown); then drain, while the dispatcher still delivers.
-                guard (try? await gracefulShutdown()) != nil else { return }
+                guard (try? await gracefulShutdown()) != nil else { return nil }
                 await self.drain(server: server, shards: shards)
+                return nil
             }
-            await tasks.next()
+            let first = await tasks.next() ?? nil
             tasks.cancelAll()
+            return first
         }
+        topicChanged.finish()
         try? await server.close()
         for shard in shards {
-            shard.eventLoop.execute { shard.assumeIsolated { $0.closeAll(.shuttingDown) } }
+            shard.eventLoop.execute { shard.assumeIsolated { $0.closeAll(change == nil ? .shuttingDown : .topicChanged) } }
+        }
+        if let change {
+            logger.critical("the events topic changed under this node; stopping to restart on its new epoch", metadata: ["change": "\(change)"])
+            throw KafkaError(.unknownTopicOrPartition, "the events topic \(topic) changed (\(change)); restart the node to take its new epoch")
         }
     }
 

@@ -26,9 +26,7 @@ struct Delivery: Sendable {
     /// Reads a record of the events topic: its stream from key and headers, its frame encoded once.
     /// `nil` when it expired by `now`; throws when it is not a Herald record.
     init?(_ record: KafkaRecord, now: Int64, allocator: ByteBufferAllocator) throws(HeraldRecordError) {
-        let envelope = try HeraldRecord.decode(
-            key: record.key, headers: record.headers.lazy.map { HeraldHeader(name: $0.name, value: $0.value ?? []) }
-        )
+        let envelope = try record.heraldEnvelope()
         if envelope.isExpired(atUnixMillis: now) { return nil }
         if envelope.control == .disconnect {
             action = .disconnect
