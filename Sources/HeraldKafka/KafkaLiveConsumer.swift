@@ -83,7 +83,14 @@ public final class KafkaLiveConsumer: Service, Sendable {
 
     /// The offset each assigned partition started at (`.end` resolved to a concrete offset).
     public var startOffsets: [Int32: Int64] { startOffsetsStorage.withLock { $0 } }
+
+    /// Sees every batch on the poll thread before it is handed on (the node uses it for control
+    /// records that must take effect before the batch is dispatched). Set before `run`; it must be quick.
+    public func observeBatches(_ observer: @escaping @Sendable ([KafkaRecord]) -> Void) {
+        batchObserver.withLock { $0 = observer }
+    }
     private let startOffsetsStorage = Mutex<[Int32: Int64]>([:])
+    private let batchObserver = Mutex<(@Sendable ([KafkaRecord]) -> Void)?>(nil)
 
     /// The partitions being read.
     public var assignedPartitions: [Int32] { assignment.withLock { $0.keys.sorted() } }
@@ -217,6 +224,7 @@ public final class KafkaLiveConsumer: Service, Sendable {
                 if !consumed.isEmpty {
                     assignment.withLock { $0.merge(consumed) { _, new in new } }
                 }
+                if !batch.isEmpty, let observer = batchObserver.withLock({ $0 }) { observer(batch) }
                 if !batch.isEmpty, pipe.push(batch, shouldStop: { shouldStop }) == .closed {
                     return
                 }

@@ -77,6 +77,8 @@ struct GatewayHarness {
         let producer = try KafkaProducer(configuration: producerConfiguration, logger: testLogger)
         let consumer = try KafkaLiveConsumer(configuration: KafkaLiveConsumerConfiguration(kafka: kafka, topic: topic), logger: testLogger)
         let admin = try KafkaAdmin(kafka: kafka, logger: testLogger, timeout: .seconds(2))
+        let revocationFeed = Mutex<RevocationList?>(nil)
+        consumer.observeBatches { records in revocationFeed.withLock { $0 }?.absorb(records) }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         var configuration = GatewayConfiguration(nodeID: "test-node")
         configuration.host = "127.0.0.1"
@@ -89,6 +91,7 @@ struct GatewayHarness {
         var tokenConfiguration = TokenConfiguration(hmacSecret: testSecret)
         configureTokens(&tokenConfiguration)
         let tokens = try await TokenVerifier(configuration: tokenConfiguration)
+        revocationFeed.withLock { $0 = tokens.revocations }
         let replayReader = try KafkaReplayReader(configuration: KafkaReplayReaderConfiguration(kafka: kafka, topic: topic), logger: testLogger)
         let devIssuer = try await TokenIssuer(hmacSecret: testSecret)
         let tools = DevelopmentTools(
@@ -124,7 +127,9 @@ struct GatewayHarness {
                     readinessChecks.add(1)
                     return await gateway.notReadyReason()
                 },
-                status: { gateway.statusJSON() }
+                status: { gateway.statusJSON() },
+                localNotReadyReason: { gateway.admission.isDraining ? "the node is draining" : nil },
+                revoke: { user, before in tokens.revocations.revoke(user: user, before: before, now: RevocationList.nowMillis()) }
             ),
             logger: testLogger,
             onServerRunning: { channel in apiPort.set(channel.localAddress?.port ?? 0) }

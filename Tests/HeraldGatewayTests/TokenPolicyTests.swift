@@ -99,6 +99,20 @@ struct TokenPolicyTests {
         #expect(await refusal(try await signRaw(RawTimeClaims(sub: "a", exp: good, nbf: .number(now - 5), iat: .number(now - 5))), verifier) == nil)
     }
 
+    @Test("with a maximum lifetime, a token living longer is 401 naming exp; within it, accepted")
+    func maximumLifetime() async throws {
+        let verifier = try await TokenVerifier(configuration: TokenConfiguration(hmacSecret: testSecret, maxLifetime: .seconds(3_600)))
+        let now = Date().timeIntervalSince1970
+        let long = await refusal(try await signRaw(RawTimeClaims(sub: "a", exp: .number(now + 7_200), iat: .number(now))), verifier)
+        #expect(long?.status.code == 401 && long?.message.contains("exp") == true && long?.message.contains("lifetime") == true, "\(String(describing: long))")
+        let noIssuedAt = await refusal(try await signRaw(RawTimeClaims(sub: "a", exp: .number(now + 7_200))), verifier)
+        #expect(noIssuedAt?.status.code == 401, "without iat the lifetime counts from now")
+        #expect(await refusal(try await signRaw(RawTimeClaims(sub: "a", exp: .number(now + 1_800), iat: .number(now))), verifier) == nil)
+        // Off by default: a year-long token is fine.
+        let lenient = try await TokenVerifier(configuration: TokenConfiguration(hmacSecret: testSecret))
+        #expect(await refusal(try await signRaw(RawTimeClaims(sub: "a", exp: .number(now + 365 * 86_400))), lenient) == nil)
+    }
+
     @Test("a refused issuer or audience is 401 without naming the configured issuer or audience")
     func refusalsDoNotLeakConfiguration() async throws {
         let verifier = try await TokenVerifier(configuration: TokenConfiguration(
