@@ -17,6 +17,14 @@ public struct APIError: HTTPResponseError, Sendable, CustomStringConvertible {
         public static let payloadTooLarge = Code(name: "payload-too-large", status: .contentTooLarge)
         public static let kafkaUnavailable = Code(name: "kafka-unavailable", status: .serviceUnavailable)
         public static let notReady = Code(name: "not-ready", status: .serviceUnavailable)
+        /// An idempotency id used before, with this API key, for a different push.
+        public static let idConflict = Code(name: "id-conflict", status: .conflict)
+        /// An idempotency id whose first push is still waiting for Kafka (retry after Retry-After).
+        public static let idInFlight = Code(name: "id-in-flight", status: .conflict)
+        /// Over the API key's records per second (Retry-After says when the request would fit).
+        public static let rateLimited = Code(name: "rate-limited", status: .tooManyRequests)
+        /// More records in one request (targets × pushes) than the per-request cap.
+        public static let tooManyRecords = Code(name: "too-many-records", status: .contentTooLarge)
     }
 
     public let code: Code

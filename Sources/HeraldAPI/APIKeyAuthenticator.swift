@@ -25,6 +25,16 @@ public struct APIKeyAuthenticator<Context: RequestContext>: RouterMiddleware {
         return try await next(request, context)
     }
 
+    /// Which configured key a request that passed this middleware presented (its index), so that
+    /// idempotency ids and rate budgets belong to one key. Not constant time, and it need not be: the
+    /// key was already accepted.
+    public static func keyIndex(of request: Request, in keys: [String]) -> Int {
+        guard let header = request.headers[.authorization] else { return -1 }
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2 else { return -1 }
+        return keys.firstIndex(of: String(parts[1])) ?? -1
+    }
+
     /// Compares every byte of the longer input whatever the contents, so time depends on length only.
     static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         var difference: UInt8 = a.count == b.count ? 0 : 1

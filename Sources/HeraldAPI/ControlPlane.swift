@@ -9,8 +9,14 @@ public struct NodeHooks: Sendable {
     public var nodeID: String
     /// This node's connections of a user: session, device, opened-at (Unix ms).
     public var sessions: @Sendable (String) -> [(session: String, device: String?, openedAt: Int64)]
-    /// nil when ready; otherwise why not.
+    /// nil when ready; otherwise why not. It may ask Kafka, so `/readyz` reads it at most once per
+    /// `ControlPlaneConfiguration.readinessRefresh`, in the background, and answers from the last result.
     public var notReadyReason: @Sendable () async -> String?
+    /// The part of readiness that is the node's own state and costs nothing (draining): read on every probe.
+    public var localNotReadyReason: @Sendable () -> String?
+    /// Records at once, on this node, that `user`'s tokens issued before the instant (Unix ms) are
+    /// refused; the control record carries it to the other nodes.
+    public var revoke: @Sendable (_ user: String, _ before: Int64) -> Void
     /// The node's state as a JSON object (connections, resumes, hot window) for `GET /v1/node`.
     public var status: @Sendable () -> String
     /// The Prometheus text exposition for `GET /metrics`; nil when metrics are off.
@@ -19,8 +25,11 @@ public struct NodeHooks: Sendable {
     public init(
         nodeID: String, sessions: @escaping @Sendable (String) -> [(session: String, device: String?, openedAt: Int64)],
         notReadyReason: @escaping @Sendable () async -> String?, status: @escaping @Sendable () -> String = { "{}" },
-        metrics: (@Sendable () -> [UInt8])? = nil
+        metrics: (@Sendable () -> [UInt8])? = nil, localNotReadyReason: @escaping @Sendable () -> String? = { nil },
+        revoke: @escaping @Sendable (String, Int64) -> Void = { _, _ in }
     ) {
+        self.localNotReadyReason = localNotReadyReason
+        self.revoke = revoke
         self.metrics = metrics
         self.nodeID = nodeID
         self.sessions = sessions
@@ -36,6 +45,10 @@ public struct ControlPlaneConfiguration: Sendable {
     public var limits = PushLimits()
     /// Largest request body of `/v1/push/batch`.
     public var maxBatchBodyBytes = 16 * 1024 * 1024
+    /// A connection that sends nothing for this long (no request, or idle between requests) is closed.
+    public var idleTimeout: Duration = .seconds(30)
+    /// How often `/readyz` refreshes its view of Kafka (one metadata query), whatever the probe rate.
+    public var readinessRefresh: Duration = .seconds(1)
 
     public init(apiKeys: [String]) {
         self.apiKeys = apiKeys
@@ -58,8 +71,11 @@ public enum ControlPlane {
                 body: .init(byteBuffer: ByteBuffer(bytes: metrics()))
             )
         }
+        let readiness = ReadinessCache(check: node.notReadyReason, refresh: configuration.readinessRefresh)
         router.get("/readyz") { _, _ -> Response in
-            if let reason = await node.notReadyReason() {
+            var reason = node.localNotReadyReason()
+            if reason == nil { reason = await readiness.reason() }
+            if let reason {
                 throw APIError(.notReady, reason, retryAfter: 5)
             }
             return json(.ok, #"{"status":"ready"}"#)
@@ -67,11 +83,15 @@ public enum ControlPlane {
 
         let v1 = router.group("v1").add(middleware: APIKeyAuthenticator(keys: configuration.apiKeys))
         let limits = configuration.limits
+        let budget = PushBudget(limits: limits)
+        let keys = configuration.apiKeys
         let singleBodyLimit = limits.maxPayloadBytes * 4 + 64 * 1024
         v1.post("push") { request, _ -> Response in
             let body = try await collect(request, upTo: singleBodyLimit)
             let parsed = try PushRequest.parse(body, limits: limits)
-            let outcome = try await push.push(parsed)
+            let client = APIKeyAuthenticator<BasicRequestContext>.keyIndex(of: request, in: keys)
+            try budget.admit([parsed], client: client)
+            let outcome = try await push.push(parsed, client: client)
             return json(.accepted, outcome.json)
         }
         v1.post("push/batch") { request, _ -> Response in
@@ -90,28 +110,67 @@ public enum ControlPlane {
             }
             var requests: [PushRequest] = []
             requests.reserveCapacity(elements.count)
+            var firstUse: [String: Int] = [:]
             for (index, element) in elements.enumerated() {
-                requests.append(try PushRequest.parse(body, in: element, path: "messages[\(index)]", limits: limits))
+                let parsed = try PushRequest.parse(body, in: element, path: "messages[\(index)]", limits: limits)
+                if let id = parsed.id {
+                    if let earlier = firstUse[id] {
+                        throw APIError.field("messages[\(index)].id", "repeats the id of messages[\(earlier)]; the ids of one batch must differ")
+                    }
+                    firstUse[id] = index
+                }
+                requests.append(parsed)
             }
-            let outcomes = try await push.push(requests)
+            let client = APIKeyAuthenticator<BasicRequestContext>.keyIndex(of: request, in: keys)
+            try budget.admit(requests, client: client)
+            let outcomes = try await push.push(requests, client: client)
             return json(.accepted, #"{"results":[\#(outcomes.map(\.json).joined(separator: ","))]}"#)
         }
         v1.get("node") { _, _ -> Response in
             json(.ok, node.status())
         }
         v1.get("users/:user/connections") { _, context -> Response in
-            let user = try context.parameters.require("user")
+            let user = try userID(context)
             let sessions = node.sessions(user).map {
                 #"{"node":\#(JSONText.string(node.nodeID)),"session":\#(JSONText.string($0.session)),"device":\#($0.device.map(JSONText.string) ?? "null"),"opened_at":\#($0.openedAt)}"#
             }
             return json(.ok, #"{"node":\#(JSONText.string(node.nodeID)),"user":\#(JSONText.string(user)),"connections":[\#(sessions.joined(separator: ","))]}"#)
         }
-        v1.delete("users/:user/connections") { _, context -> Response in
-            let user = try context.parameters.require("user")
-            let result = try await push.disconnect(user: user)
-            return json(.accepted, #"{"user":\#(JSONText.string(user)),"partition":\#(result.partition),"offset":\#(result.offset)}"#)
+        v1.delete("users/:user/connections") { request, context -> Response in
+            let user = try userID(context)
+            let revoke: Bool
+            switch request.uri.queryParameters.get("revoke") {
+            case nil, "false": revoke = false
+            case "true": revoke = true
+            case let other?:
+                throw APIError.field("revoke", "must be true or false, not \(other)")
+            }
+            // What this node can say: how many of the user's connections it holds. Other nodes act on
+            // the same control record; no node knows where else the user is connected.
+            let here = node.sessions(user).count
+            var revokedBefore: Int64? = nil
+            if revoke {
+                let now = Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
+                revokedBefore = now
+                node.revoke(user, now)
+            }
+            let result = try await push.disconnect(user: user, revokeBefore: revokedBefore)
+            return json(
+                .accepted,
+                #"{"user":\#(JSONText.string(user)),"connections_here":\#(here),"revoked_before":\#(revokedBefore.map(String.init) ?? "null"),"#
+                    + #""partition":\#(result.partition),"offset":\#(result.offset)}"#
+            )
         }
         return router
+    }
+
+    /// The `{id}` path segment, percent-decoded: `bob%40example.com` is the user `bob@example.com`.
+    static func userID(_ context: some RequestContext) throws -> String {
+        let raw = try context.parameters.require("user")
+        guard let user = raw.removingPercentEncoding, !user.isEmpty, user.utf8.count <= 256 else {
+            throw APIError.field("id", "the user id in the path must be 1 to 256 bytes, percent-encoded as a URL path segment")
+        }
+        return user
     }
 
     /// The application; with `group`, it shares the node's event loops instead of starting its own.
@@ -121,6 +180,7 @@ public enum ControlPlane {
     ) -> some ApplicationProtocol {
         Application(
             router: router(configuration: configuration, push: push, node: node),
+            server: .http1(configuration: .init(idleTimeout: .init(configuration.idleTimeout))),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "herald"),
             onServerRunning: onServerRunning,
             eventLoopGroupProvider: group.map { .shared($0) } ?? .singleton,

@@ -2,8 +2,8 @@ import Foundation
 public import HeraldCore
 
 /// One push, validated (PROTOCOL.md §3): where it goes, its payload exactly as sent, and its options.
-public struct PushRequest: Sendable, Equatable {
-    public enum Target: Sendable, Equatable {
+public struct PushRequest: Sendable, Hashable {
+    public enum Target: Sendable, Hashable {
         case users([String])
         case channels([String])
         case all
@@ -19,6 +19,15 @@ public struct PushRequest: Sendable, Equatable {
 
     /// The largest integer every JSON reader represents exactly (2^53 - 1).
     static let maxSafeInteger: Int64 = 9_007_199_254_740_991
+
+    /// How many records this push produces (one per target stream).
+    public var targetCount: Int {
+        switch target {
+        case .users(let users): users.count
+        case .channels(let channels): channels.count
+        case .all: 1
+        }
+    }
 
     /// The streams this push produces one record each to.
     public var streams: [HeraldStream] {
@@ -147,6 +156,14 @@ public struct PushLimits: Sendable {
     public var maxPayloadBytes = 64 * 1024
     public var maxTargets = 1_000
     public var maxBatch = 1_000
+    /// Records one request may make (targets, summed over a batch's pushes); more is 413.
+    public var maxRecordsPerRequest = 10_000
+    /// Bytes of records one request may make (payload × targets, summed); more is 413. Every record
+    /// is copied into the producer's queue, so this bounds what one request can hold there.
+    public var maxRecordBytesPerRequest = 32 * 1024 * 1024
+    /// Records per second one API key may push (a one-second bucket); more is 429 with Retry-After.
+    /// 0 turns the limit off.
+    public var recordsPerSecondPerKey: Double = 20_000
     public init() {}
 }
 

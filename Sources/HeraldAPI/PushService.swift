@@ -35,43 +35,51 @@ public struct PushService: Sendable {
         self.topic = topic
     }
 
-    /// Produces one push; a repeated id within five minutes returns the first answer.
-    public func push(_ request: PushRequest) async throws(APIError) -> PushOutcome {
-        try await push([request])[0]
+    /// Produces one push; a repeated id (same API key, same push) within five minutes returns the
+    /// first answer.
+    public func push(_ request: PushRequest, client: Int = 0) async throws(APIError) -> PushOutcome {
+        try await push([request], client: client, batch: false)[0]
     }
 
-    /// Produces pushes together (a batch); outcomes in order. If any record is not acknowledged the
-    /// whole call fails with 503, and no id of this call is remembered, so a retry is safe.
-    public func push(_ requests: [PushRequest]) async throws(APIError) -> [PushOutcome] {
+    /// Produces pushes together (a batch); outcomes in order. All ids are claimed at once: an id used
+    /// for a different push is 409, one whose first push is still in flight is 409 with Retry-After,
+    /// and then nothing is produced. If any record is not acknowledged the whole call fails with 503,
+    /// and no id of this call is remembered, so a retry is safe. Ids must be distinct (the API checks).
+    public func push(_ requests: [PushRequest], client: Int = 0, batch: Bool = true) async throws(APIError) -> [PushOutcome] {
+        let keyed = requests.enumerated().compactMap { index, request in
+            request.id.map { (index: index, key: IdempotencyCache.Key(client: client, id: $0), digest: Self.digest(request)) }
+        }
+        let claims: [IdempotencyCache.Claim]
+        do {
+            claims = try idempotency.claim(keyed)
+        } catch {
+            let path = { (index: Int) in batch ? "messages[\(index)].id" : "id" }
+            switch error {
+            case .conflict(let index):
+                throw APIError(.idConflict, "\(path(index)): this id was used for a different push (other targets, data or options) with this API key in the last 5 minutes; give this push a new id")
+            case .inFlight(let index):
+                throw APIError(.idInFlight, "\(path(index)): the first push with this id is still waiting for Kafka; retry after it answers", retryAfter: 1)
+            }
+        }
+
         var outcomes = [PushOutcome?](repeating: nil, count: requests.count)
         var owned: [(index: Int, id: String)] = []
+        var claimed = zip(keyed, claims).makeIterator()
+        var nextClaim = claimed.next()
         for (index, request) in requests.enumerated() {
-            let id = request.id ?? UUID().uuidString.lowercased()
-            guard request.id != nil else {
-                owned.append((index, id))
+            guard let id = request.id else {
+                owned.append((index, UUID().uuidString.lowercased()))
                 continue
             }
-            switch await idempotency.claim(id) {
+            guard let (entry, claim) = nextClaim, entry.index == index else { preconditionFailure("a claim per id, in order") }
+            nextClaim = claimed.next()
+            switch claim {
             case .answered(let outcome): outcomes[index] = outcome
             case .owner: owned.append((index, id))
             }
         }
 
-        var records: [KafkaOutgoingRecord] = []
-        var slots: [(index: Int, stream: HeraldStream)] = []
-        for (index, id) in owned {
-            let request = requests[index]
-            for stream in request.streams {
-                let envelope = HeraldRecord(
-                    stream: stream, id: id, contentType: request.contentType, exclude: request.exclude, expiresAt: request.expiresAt
-                )
-                records.append(KafkaOutgoingRecord(
-                    topic: topic, key: Array(envelope.key.utf8), value: ByteBuffer(bytes: request.payload),
-                    headers: envelope.headers.map { KafkaHeader(name: $0.name, value: $0.value) }
-                ))
-                slots.append((index, stream))
-            }
-        }
+        let (records, slots) = self.records(for: owned.map { (requests[$0.index], $0.id, $0.index) })
         let deliveries = await producer.send(records)
         var failure: KafkaError? = nil
         var results: [Int: [PushResult]] = [:]
@@ -86,20 +94,58 @@ public struct PushService: Sendable {
             }
         }
         if let failure {
-            for (index, id) in owned where requests[index].id != nil { idempotency.finish(id, with: nil) }
+            idempotency.finish(owned.compactMap { requests[$0.index].id == nil ? nil : (IdempotencyCache.Key(client: client, id: $0.id), nil) })
             throw APIError(.kafkaUnavailable, "Kafka did not acknowledge the push: \(failure.message)", retryAfter: 1)
         }
+        var finished: [(key: IdempotencyCache.Key, outcome: PushOutcome?)] = []
         for (index, id) in owned {
             let outcome = PushOutcome(id: id, results: results[index] ?? [])
             outcomes[index] = outcome
-            if requests[index].id != nil { idempotency.finish(id, with: outcome) }
+            if requests[index].id != nil { finished.append((IdempotencyCache.Key(client: client, id: id), outcome)) }
         }
+        idempotency.finish(finished)
         return outcomes.map { $0! }
     }
 
-    /// Produces the control record that closes every connection of `user` on every node (4003).
-    public func disconnect(user: String) async throws(APIError) -> PushResult {
-        let envelope = HeraldRecord(stream: .user(user), control: .disconnect)
+    /// One record per target stream of each push. A push's payload is copied into one buffer that all
+    /// its records share (a ByteBuffer is a reference to its storage), never once per target.
+    func records(for pushes: [(request: PushRequest, id: String, index: Int)]) -> ([KafkaOutgoingRecord], [(index: Int, stream: HeraldStream)]) {
+        var records: [KafkaOutgoingRecord] = []
+        var slots: [(index: Int, stream: HeraldStream)] = []
+        records.reserveCapacity(pushes.reduce(0) { $0 + $1.request.targetCount })
+        for (request, id, index) in pushes {
+            let value = ByteBuffer(bytes: request.payload)
+            for stream in request.streams {
+                let envelope = HeraldRecord(
+                    stream: stream, id: id, contentType: request.contentType, exclude: request.exclude, expiresAt: request.expiresAt
+                )
+                records.append(KafkaOutgoingRecord(
+                    topic: topic, key: Array(envelope.key.utf8), value: value,
+                    headers: envelope.headers.map { KafkaHeader(name: $0.name, value: $0.value) }
+                ))
+                slots.append((index, stream))
+            }
+        }
+        return (records, slots)
+    }
+
+    /// 128 bits over everything the push produces, from two differently seeded hashes. Hasher's seed
+    /// is random per process, which is enough: the cache lives in this process only.
+    static func digest(_ request: PushRequest) -> IdempotencyCache.Digest {
+        var high = Hasher()
+        high.combine(0x68_65_72_61)
+        high.combine(request)
+        var low = Hasher()
+        low.combine(0x6c_64_21)
+        low.combine(request)
+        low.combine(request.payload.count)
+        return IdempotencyCache.Digest(high: high.finalize(), low: low.finalize())
+    }
+
+    /// Produces the control record that closes every connection of `user` on every node (4003) and,
+    /// with `revokeBefore` (Unix ms), makes every node refuse the user's tokens issued before it.
+    public func disconnect(user: String, revokeBefore: Int64? = nil) async throws(APIError) -> PushResult {
+        let envelope = HeraldRecord(stream: .user(user), control: .disconnect, revokeBefore: revokeBefore)
         let record = KafkaOutgoingRecord(
             topic: topic, key: Array(envelope.key.utf8), value: ByteBuffer(string: #"{"reason":"disconnected by the push API"}"#),
             headers: envelope.headers.map { KafkaHeader(name: $0.name, value: $0.value) }

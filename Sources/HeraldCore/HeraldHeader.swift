@@ -21,6 +21,9 @@ public struct HeraldHeader: Hashable, Sendable {
     public static let expiresAt = "herald-expires-at"
     /// A control record (not a message): `disconnect` on a user's key closes that user's connections.
     public static let control = "herald-control"
+    /// On a `disconnect` control record: Unix milliseconds; the user's tokens issued before it are
+    /// refused by every node (a kick with revocation).
+    public static let revokeBefore = "herald-revoke-before"
     /// On the upstream topic: the publishing connection's session, device and node.
     public static let session = "herald-session"
     public static let device = "herald-device"

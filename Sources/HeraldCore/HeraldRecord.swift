@@ -16,6 +16,8 @@ public struct HeraldRecord: Hashable, Sendable {
     public var expiresAt: Int64?
     /// Set on control records, which are acted on by every node and never delivered as messages.
     public var control: HeraldControl?
+    /// On a `disconnect` control record: Unix milliseconds before which the user's tokens are refused.
+    public var revokeBefore: Int64?
 
     public init(
         stream: HeraldStream,
@@ -23,8 +25,10 @@ public struct HeraldRecord: Hashable, Sendable {
         contentType: HeraldContentType? = nil,
         exclude: String? = nil,
         expiresAt: Int64? = nil,
-        control: HeraldControl? = nil
+        control: HeraldControl? = nil,
+        revokeBefore: Int64? = nil
     ) {
+        self.revokeBefore = revokeBefore
         self.stream = stream
         self.id = id
         self.contentType = contentType
@@ -49,6 +53,7 @@ public struct HeraldRecord: Hashable, Sendable {
         if let exclude { headers.append(HeraldHeader(name: HeraldHeader.exclude, string: exclude)) }
         if let expiresAt { headers.append(HeraldHeader(name: HeraldHeader.expiresAt, string: String(expiresAt))) }
         if let control { headers.append(HeraldHeader(name: HeraldHeader.control, string: control.rawValue)) }
+        if let revokeBefore { headers.append(HeraldHeader(name: HeraldHeader.revokeBefore, string: String(revokeBefore))) }
         return headers
     }
 
@@ -101,6 +106,11 @@ public struct HeraldRecord: Hashable, Sendable {
                     throw HeraldRecordError(.invalidHeader, "herald-control must be disconnect")
                 }
                 record.control = parsed
+            case HeraldHeader.revokeBefore:
+                guard let value = header.stringValue, let millis = Int64(value), millis >= 0 else {
+                    throw HeraldRecordError(.invalidHeader, "herald-revoke-before must be Unix milliseconds as a non-negative decimal integer")
+                }
+                record.revokeBefore = millis
             case HeraldHeader.expiresAt:
                 guard let value = header.stringValue, let millis = Int64(value) else {
                     throw HeraldRecordError(.invalidHeader, "herald-expires-at must be Unix milliseconds as a decimal integer")
@@ -116,6 +126,9 @@ public struct HeraldRecord: Hashable, Sendable {
         record.stream = HeraldStream(key: keyString, kind: kind)
         if record.control != nil, kind != .user {
             throw HeraldRecordError(.invalidHeader, "herald-control applies to a user's stream only")
+        }
+        if record.revokeBefore != nil, record.control != .disconnect {
+            throw HeraldRecordError(.invalidHeader, "herald-revoke-before belongs on a disconnect control record only")
         }
         return record
     }

@@ -86,6 +86,7 @@ public final class KafkaLiveConsumer: Service, Sendable {
 
     /// The offset each assigned partition started at (`.end` resolved to a concrete offset).
     public var startOffsets: [Int32: Int64] { startOffsetsStorage.withLock { $0 } }
+
     private let startOffsetsStorage = Mutex<[Int32: Int64]>([:])
 
     /// The partitions being read.

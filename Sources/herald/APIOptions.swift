@@ -19,6 +19,18 @@ struct APIOptions: ParsableArguments {
     @Option(help: "Largest push payload in bytes. Env: HERALD_MAX_PAYLOAD. Default: 65536.")
     var maxPayload: Int?
 
+    @Option(help: "Most records one push or batch request makes (one per target). Env: HERALD_MAX_PUSH_RECORDS. Default: 10000.")
+    var maxPushRecords: Int?
+
+    @Option(help: "Most bytes of records one request makes (payload × targets). Env: HERALD_MAX_PUSH_RECORD_BYTES. Default: 33554432.")
+    var maxPushRecordBytes: Int?
+
+    @Option(help: "Records per second each API key may push (0: no limit); more is 429. Env: HERALD_PUSH_RATE. Default: 20000.")
+    var pushRate: Double?
+
+    @Option(help: "Seconds an internal-port connection may stay silent before it is closed. Env: HERALD_API_IDLE_TIMEOUT. Default: 30.")
+    var apiIdleTimeout: Double?
+
     func configuration(devKey: String?, environment: [String: String]) throws -> ControlPlaneConfiguration {
         let settings = Settings(environment: environment)
         var keys = (settings.string(apiKeys, "HERALD_API_KEYS") ?? "").split(separator: ",").map {
@@ -39,6 +51,18 @@ struct APIOptions: ParsableArguments {
         configuration.port = try settings.number(apiPort, "HERALD_API_PORT") ?? 8081
         configuration.host = settings.string(apiHost, "HERALD_API_HOST") ?? "0.0.0.0"
         configuration.limits.maxPayloadBytes = try settings.number(maxPayload, "HERALD_MAX_PAYLOAD") ?? 64 * 1024
+        configuration.limits.maxRecordsPerRequest = try settings.number(maxPushRecords, "HERALD_MAX_PUSH_RECORDS") ?? 10_000
+        configuration.limits.maxRecordBytesPerRequest = try settings.number(maxPushRecordBytes, "HERALD_MAX_PUSH_RECORD_BYTES") ?? 32 * 1024 * 1024
+        configuration.limits.recordsPerSecondPerKey = try settings.number(pushRate, "HERALD_PUSH_RATE") ?? 20_000
+        let idle = try settings.number(apiIdleTimeout, "HERALD_API_IDLE_TIMEOUT") ?? 30
+        guard configuration.limits.maxRecordsPerRequest >= 1, configuration.limits.maxRecordBytesPerRequest >= 1 else {
+            throw ValidationError("the per-request record limits must be at least 1")
+        }
+        guard configuration.limits.recordsPerSecondPerKey >= 0, configuration.limits.recordsPerSecondPerKey.isFinite else {
+            throw ValidationError("the push rate must be 0 (no limit) or a positive number of records per second")
+        }
+        guard idle.isFinite, idle > 0, idle <= 86_400 else { throw ValidationError("the API idle timeout must be 0 to 86400 seconds, exclusive of 0") }
+        configuration.idleTimeout = .milliseconds(Int64(idle * 1_000))
         return configuration
     }
 }

@@ -22,6 +22,12 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "Required token issuer. Env: HERALD_JWT_ISSUER.")
     var jwtIssuer: String?
 
+    @Option(help: "Longest token lifetime accepted (exp - iat, or exp - now without iat), e.g. 12h. Env: HERALD_JWT_MAX_LIFETIME. Default: no limit.")
+    var jwtMaxLifetime: String?
+
+    @Option(help: "How long a kick with revoke=true stays in force when no --jwt-max-lifetime is set, e.g. 24h. Env: HERALD_REVOCATION_HORIZON. Default: 24h.")
+    var revocationHorizon: String?
+
     @Option(help: "Allowed browser origins, comma-separated (empty: any). Env: HERALD_ALLOWED_ORIGINS.")
     var allowedOrigins: String?
 
@@ -114,7 +120,15 @@ struct GatewayOptions: ParsableArguments {
     }
 
     func tokenConfiguration(devSecret: String?, environment: [String: String]) throws -> TokenConfiguration {
-        let value = Settings(environment: environment).string
+        let settings = Settings(environment: environment)
+        let value = settings.string
+        if devSecret != nil, value(jwtSecret, "HERALD_JWT_SECRET") != nil {
+            // --dev serves /dev/token (a valid token for any user) on the public port: with the real
+            // secret, that would hand out real tokens.
+            throw ValidationError(
+                "--dev refuses to run with a configured token secret (HERALD_JWT_SECRET or --jwt-secret is set): development mode serves /dev/token, which signs a token for any user, so it only ever uses a random secret. Unset HERALD_JWT_SECRET, or run without --dev."
+            )
+        }
         var publicKeys: [(kid: String, pem: String)] = []
         for path in (value(jwtPublicKeys, "HERALD_JWT_PUBLIC_KEYS") ?? "").split(separator: ",").map(String.init) {
             let url = URL(fileURLWithPath: path.trimmingCharacters(in: .whitespaces))
@@ -129,7 +143,9 @@ struct GatewayOptions: ParsableArguments {
         }
         return TokenConfiguration(
             hmacSecret: secret, publicKeys: publicKeys,
-            audience: value(jwtAudience, "HERALD_JWT_AUDIENCE"), issuer: value(jwtIssuer, "HERALD_JWT_ISSUER")
+            audience: value(jwtAudience, "HERALD_JWT_AUDIENCE"), issuer: value(jwtIssuer, "HERALD_JWT_ISSUER"),
+            maxLifetime: try settings.duration(jwtMaxLifetime, "HERALD_JWT_MAX_LIFETIME"),
+            revocationHorizon: try settings.duration(revocationHorizon, "HERALD_REVOCATION_HORIZON") ?? .seconds(86_400)
         )
     }
 

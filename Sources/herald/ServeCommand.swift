@@ -31,8 +31,14 @@ struct ServeCommand: AsyncParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Serve Prometheus metrics at /metrics on the API port. Env: HERALD_METRICS (true/false). Default: on.")
     var metrics: Bool?
 
-    @Flag(help: "Development mode: a random token secret when none is set (an example token is printed), and the /v1/echo endpoint for the Autobahn suite.")
+    @Flag(help: "Development mode: a random token secret (an example token is printed; refused when HERALD_JWT_SECRET is set), the demo page and the /v1/echo endpoint for the Autobahn suite. Implies --embedded-kafka.")
     var dev = false
+
+    @Flag(help: "Run the embedded Kafka when no --kafka-brokers is given, even in production (one pod alone sees it). Env: HERALD_EMBEDDED_KAFKA=true.")
+    var embeddedKafka = false
+
+    @Flag(help: "A production node: refuse to start without --kafka-brokers unless --embedded-kafka. Implied in a Kubernetes pod (KUBERNETES_SERVICE_HOST). Env: HERALD_PRODUCTION=true.")
+    var production = false
 
     func run() async throws {
         let options = try common.resolve()
@@ -51,6 +57,16 @@ struct ServeCommand: AsyncParsableCommand {
         let devAPIKey = dev ? "dev-" + (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined() : nil
         let apiConfiguration = try api.configuration(devKey: devAPIKey, environment: environment)
         LogRedaction.protect(apiConfiguration.apiKeys + [tokenConfiguration.hmacSecret, devSecret].compactMap { $0 })
+
+        let settings = Settings(environment: environment)
+        let inProduction = settings.flag(production, "HERALD_PRODUCTION") || !(environment["KUBERNETES_SERVICE_HOST"] ?? "").isEmpty
+        let embeddedAsked = dev || settings.flag(embeddedKafka, "HERALD_EMBEDDED_KAFKA")
+        if options.kafkaBrokers == nil, inProduction, !embeddedAsked {
+            // An embedded Kafka per pod: pushes answered 202 on one pod would never reach the others.
+            throw ValidationError(
+                "no Kafka address: this looks like production (\(settings.flag(production, "HERALD_PRODUCTION") ? "--production" : "KUBERNETES_SERVICE_HOST is set")), where an embedded Kafka would be seen by this pod alone. Set --kafka-brokers (HERALD_KAFKA_BROKERS) to the Kafka cluster, or pass --embedded-kafka (HERALD_EMBEDDED_KAFKA=true) to run one in this process anyway."
+            )
+        }
 
         var cluster: EmbeddedKafkaCluster? = nil
         let bootstrap: String
@@ -72,6 +88,7 @@ struct ServeCommand: AsyncParsableCommand {
             logger: logger
         )
         let admin = try KafkaAdmin(kafka: kafka, logger: logger, timeout: .seconds(3))
+        let revocations = tokens.revocations
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         var developmentTools: DevelopmentTools? = nil
         if dev, let secret = tokenConfiguration.hmacSecret {
@@ -113,7 +130,9 @@ struct ServeCommand: AsyncParsableCommand {
                 sessions: { user in dataPlane.registry.sessions(of: user).map { ($0.session, $0.device, $0.openedAt) } },
                 notReadyReason: { await dataPlane.notReadyReason() },
                 status: { dataPlane.statusJSON() },
-                metrics: scrape
+                metrics: scrape,
+                localNotReadyReason: { dataPlane.admission.isDraining ? "the node is draining" : nil },
+                revoke: { user, before in revocations.revoke(user: user, before: before, now: RevocationList.nowMillis()) }
             ),
             logger: logger
         )

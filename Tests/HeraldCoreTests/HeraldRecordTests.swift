@@ -56,6 +56,9 @@ struct HeraldRecordTests {
         (Array("alice".utf8), [HeraldHeader(name: "herald-content-type", string: "image/png")], .invalidHeader),
         (Array("alice".utf8), [HeraldHeader(name: "herald-id", value: [0xc3])], .invalidHeader),
         (Array("news".utf8), [HeraldHeader(name: "herald-kind", string: "broadcast")], .invalidKey),
+        (Array("alice".utf8), [HeraldHeader(name: "herald-control", string: "disconnect"), HeraldHeader(name: "herald-revoke-before", string: "-5")], .invalidHeader),
+        (Array("alice".utf8), [HeraldHeader(name: "herald-control", string: "disconnect"), HeraldHeader(name: "herald-revoke-before", string: "99999999999999999999")], .invalidHeader),
+        (Array("alice".utf8), [HeraldHeader(name: "herald-revoke-before", string: "1800000000000")], .invalidHeader),
     ])
     func malformedRecordsAreNamed(key: [UInt8]?, headers: [HeraldHeader], code: HeraldRecordError.Code) {
         #expect {
@@ -63,5 +66,12 @@ struct HeraldRecordTests {
         } throws: { error in
             (error as? HeraldRecordError)?.code == code
         }
+    }
+
+    @Test("a kick with revocation round-trips: control disconnect and herald-revoke-before")
+    func revocationRoundTrip() throws {
+        let record = HeraldRecord(stream: .user("bob@example.com"), control: .disconnect, revokeBefore: 1_800_000_000_123)
+        let decoded = try HeraldRecord.decode(key: Array(record.key.utf8), headers: record.headers)
+        #expect(decoded == record)
     }
 }

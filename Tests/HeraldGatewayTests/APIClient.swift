@@ -54,3 +54,17 @@ extension APIResponse {
         }
     }
 }
+
+/// `api(…)`, or nil if no answer came within `limit` (the exchange is abandoned: its socket closes).
+func api(within limit: Duration, _ port: Int, _ method: String, _ path: String, body: String? = nil, key: String? = testAPIKey) async throws -> APIResponse? {
+    try await withThrowingTaskGroup(of: APIResponse?.self) { group in
+        group.addTask { try await api(port, method, path, body: body, key: key) }
+        group.addTask {
+            try await Task.sleep(for: limit)
+            return nil
+        }
+        let first = try await group.next() ?? nil
+        group.cancelAll()
+        return first
+    }
+}

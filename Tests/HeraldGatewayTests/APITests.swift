@@ -162,7 +162,14 @@ struct APITests {
             let during = try await api(node.apiPort, "POST", "/v1/push", body: #"{"to":{"users":["jack"]},"data":"during"}"#)
             #expect(during.status == 503 && during.errorCode == "kafka-unavailable" && during.headers["retry-after"] == "1")
             #expect(ContinuousClock.now - started < .seconds(15), "answered within the producer's delivery timeout, not hung")
-            let notReady = try await api(node.apiPort, "GET", "/readyz", key: nil)
+            // Readiness answers from the node's state, refreshed in the background: it turns within a
+            // refresh and one metadata timeout.
+            var notReady = try await api(node.apiPort, "GET", "/readyz", key: nil)
+            let turnBy = ContinuousClock.now + .seconds(10)
+            while notReady.status != 503, ContinuousClock.now < turnBy {
+                try await Task.sleep(for: .milliseconds(200))
+                notReady = try await api(node.apiPort, "GET", "/readyz", key: nil)
+            }
             #expect(notReady.status == 503 && notReady.errorCode == "not-ready", "\(notReady.body)")
             try node.cluster.setBrokerUp(1)
             var after: APIResponse? = nil

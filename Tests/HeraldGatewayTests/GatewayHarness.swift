@@ -34,6 +34,13 @@ final class PortBox: Sendable {
     }
 }
 
+/// A count shared between tasks.
+final class CallCounter: Sendable {
+    private let value = Atomic<Int>(0)
+    func add(_ amount: Int) { value.add(amount, ordering: .relaxed) }
+    var count: Int { value.load(ordering: .relaxed) }
+}
+
 /// A whole node on loopback: the embedded Kafka, a producer, the live consumer and the gateway on a
 /// free port, with an HS256 token key. Torn down when `body` returns.
 struct GatewayHarness {
@@ -47,9 +54,13 @@ struct GatewayHarness {
     let serviceGroup: ServiceGroup
     /// The control plane's port (API key `testAPIKey`).
     let apiPort: Int
+    /// How many times the control plane asked the gateway whether it is ready (a Kafka query each).
+    let readinessChecks: CallCounter
 
     static func run<T>(
         configure: (inout GatewayConfiguration) -> Void = { _ in },
+        configureAPI: (inout ControlPlaneConfiguration) -> Void = { _ in },
+        configureTokens: (inout TokenConfiguration) -> Void = { _ in },
         producerTimeoutMilliseconds: Int = 30_000,
         developmentTools: Bool = false,
         consumer configureConsumer: (inout KafkaLiveConsumerConfiguration) -> Void = { _ in },
@@ -78,7 +89,9 @@ struct GatewayHarness {
         configuration.drainDuration = .milliseconds(500)
         configuration.drainDelay = .zero
         configure(&configuration)
-        let tokens = try await TokenVerifier(configuration: TokenConfiguration(hmacSecret: testSecret))
+        var tokenConfiguration = TokenConfiguration(hmacSecret: testSecret)
+        configureTokens(&tokenConfiguration)
+        let tokens = try await TokenVerifier(configuration: tokenConfiguration)
         let replayReader = try KafkaReplayReader(configuration: KafkaReplayReaderConfiguration(kafka: kafka, topic: topic), logger: testLogger)
         let devIssuer = try await TokenIssuer(hmacSecret: testSecret)
         let tools = DevelopmentTools(
@@ -101,15 +114,22 @@ struct GatewayHarness {
         var apiConfiguration = ControlPlaneConfiguration(apiKeys: [testAPIKey])
         apiConfiguration.host = "127.0.0.1"
         apiConfiguration.port = 0
+        configureAPI(&apiConfiguration)
         let apiPort = PortBox()
+        let readinessChecks = CallCounter()
         let controlPlane = ControlPlane.application(
             configuration: apiConfiguration,
             push: PushService(producer: producer, topic: topic),
             node: NodeHooks(
                 nodeID: configuration.nodeID,
                 sessions: { user in gateway.registry.sessions(of: user).map { ($0.session, $0.device, $0.openedAt) } },
-                notReadyReason: { await gateway.notReadyReason() },
-                status: { gateway.statusJSON() }
+                notReadyReason: {
+                    readinessChecks.add(1)
+                    return await gateway.notReadyReason()
+                },
+                status: { gateway.statusJSON() },
+                localNotReadyReason: { gateway.admission.isDraining ? "the node is draining" : nil },
+                revoke: { user, before in tokens.revocations.revoke(user: user, before: before, now: RevocationList.nowMillis()) }
             ),
             logger: testLogger,
             onServerRunning: { channel in apiPort.set(channel.localAddress?.port ?? 0) }
@@ -127,7 +147,7 @@ struct GatewayHarness {
             let api = await apiPort.wait()
             let harness = GatewayHarness(
                 cluster: cluster, producer: producer, gateway: gateway, port: port, topic: topic, group: group, issuer: issuer,
-                serviceGroup: serviceGroup, apiPort: api
+                serviceGroup: serviceGroup, apiPort: api, readinessChecks: readinessChecks
             )
             let result: Result<T, any Error>
             do {

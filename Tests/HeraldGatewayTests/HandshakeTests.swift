@@ -132,7 +132,12 @@ func rawHTTP(port: Int, _ request: String) async throws -> String {
         .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(collector) } }
         .connect(host: "127.0.0.1", port: port).get()
     try await channel.writeAndFlush(ByteBuffer(string: request))
-    try await channel.closeFuture.get()
+    // Cancelling the caller (a test that gives up waiting) closes the socket, as a client that gives up would.
+    try await withTaskCancellationHandler {
+        try await channel.closeFuture.get()
+    } onCancel: {
+        channel.close(promise: nil)
+    }
     return try await channel.eventLoop.submit { collector.text }.get()
 }
 

@@ -80,13 +80,23 @@ struct ManifestTests {
             assert pod["securityContext"]["runAsNonRoot"] is True
             policy = one(docs, "NetworkPolicy")
             assert any(p["port"] == "internal" and rule.get("from") for rule in policy["spec"]["ingress"] for p in rule["ports"]), "the internal port is restricted"
+            for rule in policy["spec"]["ingress"]:
+                if any(p["port"] == "internal" for p in rule["ports"]):
+                    # Every source is named by labels: no bare namespaceSelector {} (every pod of the cluster).
+                    for source in rule["from"]:
+                        named = (source.get("podSelector") or {}).get("matchLabels") or (source.get("namespaceSelector") or {}).get("matchLabels")
+                        assert named, f"{overlay}: the internal port admits an unnamed source: {source}"
+                else:
+                    assert all(p["port"] == "websocket" for p in rule["ports"]), f"{overlay}: only the WebSocket port is open to anyone"
             if overlay == "dev":
                 assert deployment["spec"]["replicas"] == 1
                 assert "HERALD_KAFKA_BROKERS" not in config, "dev runs the embedded Kafka"
+                assert config["HERALD_EMBEDDED_KAFKA"] == "true", "in a pod the embedded Kafka runs only when asked for"
                 assert not [d for d in docs if d["kind"] == "KafkaTopic"]
             else:
                 assert deployment["spec"]["replicas"] >= 3
                 assert config["HERALD_KAFKA_BROKERS"].endswith(":9093")
+                assert "HERALD_EMBEDDED_KAFKA" not in config
                 topics = {d["metadata"]["name"]: d for d in docs if d["kind"] == "KafkaTopic"}
                 assert set(topics) == {"herald.events", "herald.upstream"}, topics.keys()
                 for topic in topics.values():

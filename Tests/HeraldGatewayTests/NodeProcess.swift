@@ -47,6 +47,9 @@ final class HeraldProcess: @unchecked Sendable {
         // Tests stop nodes with SIGTERM: a short drain, unless a test sets its own.
         env["HERALD_DRAIN_SECONDS"] = "1"
         env["HERALD_DRAIN_DELAY_SECONDS"] = "0"
+        // A test run inside a Kubernetes pod is not a production node: the tests choose the Kafka they use.
+        env["KUBERNETES_SERVICE_HOST"] = nil
+        env["HERALD_PRODUCTION"] = nil
         env.merge(environment) { _, new in new }
         process.environment = env
         let pipe = Pipe()
@@ -60,6 +63,16 @@ final class HeraldProcess: @unchecked Sendable {
             self.lock.unlock()
         }
         try process.run()
+    }
+
+    /// Waits for the process to exit; nil if it is still running after `limit`.
+    func exitStatus(within limit: Duration) async throws -> Int32? {
+        let deadline = ContinuousClock.now + limit
+        while process.isRunning {
+            guard ContinuousClock.now < deadline else { return nil }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return process.terminationStatus
     }
 
     var text: String {
@@ -108,13 +121,13 @@ struct NodeProcesses {
     let bootstrap: String
     let port: Int
 
-    static func start(nodeArguments: [String] = []) async throws -> NodeProcesses {
+    static func start(nodeArguments: [String] = [], environment: [String: String] = [:]) async throws -> NodeProcesses {
         let kafka = try HeraldProcess(["kafka", "--embedded-partitions", "4", "--log-level", "warning"])
         let bootstrap = try await kafka.waitFor(#"(127\.0\.0\.1:\d+)"#)
         let node = try HeraldProcess(
             ["serve", "--kafka-brokers", bootstrap, "--port", "0", "--host", "127.0.0.1", "--api-port", "0", "--api-host", "127.0.0.1",
              "--node-id", "proc-node"] + nodeArguments,
-            environment: ["HERALD_JWT_SECRET": testSecret, "HERALD_API_KEYS": testAPIKey]
+            environment: ["HERALD_JWT_SECRET": testSecret, "HERALD_API_KEYS": testAPIKey].merging(environment) { _, new in new }
         )
         let port = try await node.waitFor(#"port=(\d+) \[\w+\] WebSocket listener open"#)
         return NodeProcesses(kafka: kafka, node: node, bootstrap: bootstrap, port: Int(port)!)

@@ -1,18 +1,44 @@
 import JWTKit
 
-/// The claims Herald reads from a connection token (PROTOCOL.md §2). Times are checked by
-/// `TokenVerifier` with its leeway, not here.
+/// The claims Herald reads from a connection token (PROTOCOL.md §2). Times are read as the raw numbers
+/// the issuer wrote and range-checked by `TokenVerifier`, so that a token from a careless issuer (exp in
+/// milliseconds or nanoseconds, a string, a huge number) is a 401 naming the claim, never a trap in a
+/// conversion.
 struct HeraldClaims: JWTPayload {
     var sub: SubjectClaim
-    var exp: ExpirationClaim
-    var nbf: NotBeforeClaim?
-    var iat: IssuedAtClaim?
+    var exp: TimeClaim?
+    var nbf: TimeClaim?
+    var iat: TimeClaim?
     var aud: AudienceClaim?
     var iss: IssuerClaim?
     var device: String?
     var channels: [String]?
 
     func verify(using algorithm: some JWTAlgorithm) throws {}
+}
+
+/// A NumericDate claim as the token carries it: a finite JSON number, or anything else (kept, so the
+/// verifier can say which claim is wrong instead of failing the whole payload).
+enum TimeClaim: Codable, Sendable, Equatable {
+    case seconds(Double)
+    case malformed
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let value = try? container.decode(Double.self), value.isFinite {
+            self = .seconds(value)
+        } else {
+            self = .malformed
+        }
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .seconds(let value): try container.encode(value)
+        case .malformed: try container.encodeNil()
+        }
+    }
 }
 
 /// Who a verified token says the holder is.

@@ -12,16 +12,24 @@ public struct TokenConfiguration: Sendable {
     public var audience: String?
     /// When set, `iss` must equal it.
     public var issuer: String?
-    /// Clock skew tolerated for `exp` and `nbf`.
+    /// Clock skew tolerated for `exp`, `nbf` and `iat`.
     public var leeway: Duration
+    /// When set, a token may live at most this long: `exp - iat` (or `exp - now` without `iat`).
+    public var maxLifetime: Duration?
+    /// How long a revocation (a kick with `revoke=true`) stays in force when no maximum lifetime is
+    /// configured; with one, revocations last exactly that long (every token they refuse has expired).
+    public var revocationHorizon: Duration
 
     public init(hmacSecret: String? = nil, publicKeys: [(kid: String, pem: String)] = [], audience: String? = nil,
-                issuer: String? = nil, leeway: Duration = .seconds(30)) {
+                issuer: String? = nil, leeway: Duration = .seconds(30), maxLifetime: Duration? = nil,
+                revocationHorizon: Duration = .seconds(86_400)) {
         self.hmacSecret = hmacSecret
         self.publicKeys = publicKeys
         self.audience = audience
         self.issuer = issuer
         self.leeway = leeway
+        self.maxLifetime = maxLifetime
+        self.revocationHorizon = revocationHorizon
     }
 }
 
@@ -33,9 +41,15 @@ public final class TokenVerifier: Sendable {
     /// The algorithm of each key, by kid; `nil` kid is the default key.
     private let algorithms: [String?: String]
     private let configuration: TokenConfiguration
+    /// Users whose tokens issued before some instant are refused (kicks with revocation).
+    public let revocations: RevocationList
 
     public init(configuration: TokenConfiguration) async throws {
         self.configuration = configuration
+        self.revocations = RevocationList(horizon: configuration.maxLifetime ?? configuration.revocationHorizon)
+        if let maxLifetime = configuration.maxLifetime, maxLifetime <= .zero {
+            throw TokenConfigurationError("the maximum token lifetime must be positive")
+        }
         let keys = JWTKeyCollection()
         var algorithms: [String?: String] = [:]
         if let secret = configuration.hmacSecret {
@@ -89,27 +103,77 @@ public final class TokenVerifier: Sendable {
             throw HandshakeRefusal(.invalidToken, "the token's signature or claims are invalid")
         }
 
+        // Every time below is range-checked first, so the arithmetic and conversions cannot trap.
+        let nowSeconds = now.timeIntervalSince1970
         let leeway = Double(configuration.leeway.components.seconds)
-        guard now.timeIntervalSince(claims.exp.value) < leeway else {
-            throw HandshakeRefusal(.expiredToken, "the token expired at \(Int(claims.exp.value.timeIntervalSince1970))")
+        guard let exp = try Self.seconds(claims.exp, "exp") else {
+            throw HandshakeRefusal(.invalidToken, "exp is required")
         }
-        if let nbf = claims.nbf, nbf.value.timeIntervalSince(now) > leeway {
-            throw HandshakeRefusal(.invalidToken, "the token is not valid before \(Int(nbf.value.timeIntervalSince1970))")
+        let nbf = try Self.seconds(claims.nbf, "nbf")
+        let iat = try Self.seconds(claims.iat, "iat")
+        guard nowSeconds - exp < leeway else {
+            throw HandshakeRefusal(.expiredToken, "the token expired at \(Int64(exp)) (exp)")
         }
+        if let nbf, nbf - nowSeconds > leeway {
+            throw HandshakeRefusal(.invalidToken, "the token is not valid before \(Int64(nbf)) (nbf)")
+        }
+        if let iat, iat - nowSeconds > leeway {
+            throw HandshakeRefusal(.invalidToken, "iat is in the future: the token was issued at \(Int64(iat))")
+        }
+        if let maxLifetime = configuration.maxLifetime {
+            let limit = Double(maxLifetime.components.seconds)
+            let start = iat ?? nowSeconds
+            if exp - start > limit + leeway {
+                throw HandshakeRefusal(
+                    .invalidToken,
+                    "exp is \(Int64(exp - start)) s after \(iat == nil ? "now (no iat)" : "iat"); the maximum token lifetime is \(Int64(limit)) s"
+                )
+            }
+        }
+        // Configured values are not echoed: an anonymous client learns that its claim is wrong, not
+        // what this node expects.
         if let audience = configuration.audience {
             guard let aud = claims.aud, aud.value.contains(audience) else {
-                throw HandshakeRefusal(.invalidToken, "the token is not meant for this audience")
+                throw HandshakeRefusal(.invalidToken, "aud is missing or does not name this service")
             }
         }
         if let issuer = configuration.issuer, claims.iss?.value != issuer {
-            throw HandshakeRefusal(.invalidToken, "the token was not issued by \(issuer)")
+            throw HandshakeRefusal(.invalidToken, "iss is missing or is not an issuer this service accepts")
         }
         let user = claims.sub.value
         guard !user.isEmpty, user.utf8.count <= 256, user != "*" else {
             throw HandshakeRefusal(.invalidToken, "sub must be a user id of 1 to 256 bytes, and not \"*\"")
         }
-        let expiresAt = Int64((claims.exp.value.timeIntervalSince1970 * 1000).rounded(.down))
+        let nowMillis = Int64((nowSeconds * 1000).rounded(.down))
+        if let revokedBefore = revocations.revokedBefore(user: user, now: nowMillis) {
+            // A token without iat cannot show it is newer than the revocation.
+            guard let iat, iat * 1000 >= Double(revokedBefore) else {
+                throw HandshakeRefusal(.revokedToken, "the token was revoked (issued before \(revokedBefore) ms): get a new token")
+            }
+        }
+        let expiresAt = Int64((exp * 1000).rounded(.down))
         return Identity(userID: user, deviceID: claims.device, channels: Set(claims.channels ?? []), expiresAt: expiresAt)
+    }
+
+    /// The latest NumericDate accepted: 9999-12-31T23:59:59Z. Milliseconds (about 1.8e12 today) and
+    /// nanoseconds are far above it.
+    static let latestSeconds: Double = 253_402_300_799
+
+    private static func seconds(_ claim: TimeClaim?, _ name: String) throws(HandshakeRefusal) -> Double? {
+        switch claim {
+        case nil:
+            return nil
+        case .malformed:
+            throw HandshakeRefusal(.invalidToken, "\(name) must be a NumericDate: a number of seconds since 1970")
+        case .seconds(let value):
+            guard value >= 0, value <= latestSeconds else {
+                throw HandshakeRefusal(
+                    .invalidToken,
+                    "\(name) is out of range: a NumericDate is seconds since 1970 (not milliseconds or nanoseconds), from 0 to \(Int64(latestSeconds))"
+                )
+            }
+            return value
+        }
     }
 
     private struct Header: Decodable {
@@ -141,8 +205,8 @@ public struct TokenIssuer: Sendable {
     public func token(user: String, device: String? = nil, channels: [String] = [], expiresAt: Date,
                       audience: String? = nil, issuer: String? = nil) async throws -> String {
         let claims = HeraldClaims(
-            sub: SubjectClaim(value: user), exp: ExpirationClaim(value: expiresAt), nbf: nil,
-            iat: IssuedAtClaim(value: Date()), aud: audience.map { AudienceClaim(value: [$0]) },
+            sub: SubjectClaim(value: user), exp: .seconds(expiresAt.timeIntervalSince1970), nbf: nil,
+            iat: .seconds(Date().timeIntervalSince1970), aud: audience.map { AudienceClaim(value: [$0]) },
             iss: issuer.map { IssuerClaim(value: $0) }, device: device, channels: channels.isEmpty ? nil : channels
         )
         return try await keys.sign(claims)

@@ -29,6 +29,9 @@ struct Dispatcher: Sendable {
     /// epoch, are then no longer what this node's connections were told: the gateway must take a new
     /// epoch (`KafkaAdmin.topicEpoch`) and its connections must resume against it.
     var topicChanged: (@Sendable (KafkaLiveEvent) async -> Void)? = nil
+    /// Kicks with `revoke=true`, from any node: recorded before the batch carrying them is delivered,
+    /// so that a kicked client that reconnects at once is refused.
+    var revocations: RevocationList? = nil
     /// One warning per partition per 10 s about misrouted records; the metric counts every one.
     let misroutedLog = LogThrottle(intervalMillis: 10_000)
 
@@ -39,6 +42,7 @@ struct Dispatcher: Sendable {
         for await item in batches.withEvents {
             switch item {
             case .records(let records):
+                revocations?.absorb(records)
                 let batch = makeBatch(records, now: WebSocketListener.nowMillis(), partitionCount: partitionCount)
                 // Before any shard moves its positions past these records, so a resume that reads the
                 // window up to a shard's position finds them.

@@ -11,6 +11,8 @@ public struct HandshakeRefusal: Error, Sendable, Equatable, CustomStringConverti
         public static let missingToken = Code(name: "missing-token", status: .unauthorized)
         public static let invalidToken = Code(name: "invalid-token", status: .unauthorized)
         public static let expiredToken = Code(name: "expired-token", status: .unauthorized)
+        /// Issued before a kick with revocation of its user: a newer token is needed.
+        public static let revokedToken = Code(name: "revoked-token", status: .unauthorized)
         public static let originNotAllowed = Code(name: "origin-not-allowed", status: .forbidden)
         public static let channelNotAllowed = Code(name: "channel-not-allowed", status: .forbidden)
         public static let cursorNotAllowed = Code(name: "cursor-not-allowed", status: .forbidden)

@@ -55,7 +55,7 @@ final class GatewayMetrics: Sendable {
     }
 
     static let refusalReasons = [
-        "missing-token", "invalid-token", "expired-token", "origin-not-allowed", "channel-not-allowed", "cursor-not-allowed",
+        "missing-token", "invalid-token", "expired-token", "revoked-token", "origin-not-allowed", "channel-not-allowed", "cursor-not-allowed",
         "rate-limited", "source-rate-limited", "at-capacity", "draining", "not-ready", "bad-request", "not-found",
     ]
 
