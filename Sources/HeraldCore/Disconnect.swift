@@ -40,6 +40,8 @@ public struct Disconnect: Sendable, Equatable, CustomStringConvertible {
 
     // Protocol violations: reconnecting would repeat them.
     public static let tooManyInvalidMessages = Disconnect(.policyViolation, "too many invalid frames", failsConnection: true)
+    public static let tooManyMessages = Disconnect(.policyViolation, "too many messages per second", failsConnection: true)
+    public static let publishAbuse = Disconnect(.policyViolation, "publishing on after slow-down", failsConnection: true)
     public static func protocolError(_ reason: String) -> Disconnect { Disconnect(.protocolError, reason, failsConnection: true) }
     public static func invalidPayload(_ reason: String) -> Disconnect { Disconnect(.invalidPayload, reason, failsConnection: true) }
     public static func messageTooBig(limit: Int) -> Disconnect {

@@ -21,6 +21,19 @@ public struct ResumeCursor: Sendable, Equatable {
         case channel(String)
         case broadcast
 
+        /// The stream a wire name (`u`, `*`, `c:NAME`) names, or nil.
+        init?<Name: StringProtocol>(wireName name: Name) {
+            if name == "u" {
+                self = .user
+            } else if name == "*" {
+                self = .broadcast
+            } else if name.hasPrefix("c:"), name.count > 2 {
+                self = .channel(String(name.dropFirst(2)))
+            } else {
+                return nil
+            }
+        }
+
         /// The stream of `user`'s connection.
         public func stream(of user: String) -> HeraldStream {
             switch self {
@@ -41,17 +54,7 @@ public struct ResumeCursor: Sendable, Equatable {
     /// `positions` and a message's `stream` give them; a name that is no stream is left out.
     public init(positions: [String: Int64]) {
         entries = positions.sorted { $0.key < $1.key }.compactMap { name, offset in
-            let stream: CursorStream
-            if name == "u" {
-                stream = .user
-            } else if name == "*" {
-                stream = .broadcast
-            } else if name.hasPrefix("c:"), name.count > 2 {
-                stream = .channel(String(name.dropFirst(2)))
-            } else {
-                return nil
-            }
-            return Entry(stream: stream, offset: offset)
+            CursorStream(wireName: name).map { Entry(stream: $0, offset: offset) }
         }
     }
 
@@ -74,16 +77,10 @@ public struct ResumeCursor: Sendable, Equatable {
             guard let offset = Int64(offsetText), offset >= -1, offsetText.first != "+" else {
                 throw .malformed("cursor entry \"\(piece)\" has no offset (an integer of at least -1)")
             }
-            let stream: CursorStream
-            if name == "u" {
-                stream = .user
-            } else if name == "*" {
-                stream = .broadcast
-            } else if name.hasPrefix("c:"), name.count > 2 {
-                stream = .channel(String(name.dropFirst(2)))
-            } else if name.hasPrefix("u:") {
-                throw .foreignStream("cursor entry \"\(piece)\" names another user's stream; a connection's own stream is \"u\"")
-            } else {
+            guard let stream = CursorStream(wireName: name) else {
+                if name.hasPrefix("u:") {
+                    throw .foreignStream("cursor entry \"\(piece)\" names another user's stream; a connection's own stream is \"u\"")
+                }
                 throw .malformed("cursor entry \"\(piece)\" names no stream (u, *, or c:NAME)")
             }
             guard !entries.contains(where: { $0.stream == stream }) else {

@@ -42,6 +42,13 @@ public struct GatewayConfiguration: Sendable {
     public var replayDeadline: Duration = .seconds(10)
     /// Publishes from one connection queued while earlier ones wait for Kafka; more are refused.
     public var maxQueuedPublishes = 32
+    /// Publishes one user may make through this node per second, and their bytes (0: no limit); more
+    /// are refused with `slow-down`, and a connection that keeps going is closed with 1008.
+    public var publishesPerSecondPerUser: Double = 20
+    public var publishBytesPerSecondPerUser: Double = 256 * 1024
+    /// Messages (not pings) a connection may send per second, with a burst of twice that (0: no
+    /// limit); more close it with 1008.
+    public var clientMessagesPerSecond: Double = 200
     /// The graceful drain on SIGTERM, all of it: readiness fails at once, the listener closes after
     /// `drainDelay`, and the connections are closed with 1012 in batches spread over the rest.
     public var drainDuration: Duration = .seconds(20)

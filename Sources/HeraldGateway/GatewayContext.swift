@@ -9,6 +9,7 @@ final class GatewayContext: Sendable {
     let registry: SessionRegistry
     let admission: Admission
     let sources: SourceLimiter
+    let publishLimits: PublishLimiter
     let tokens: TokenVerifier
     let configuration: GatewayConfiguration
     let replay: ReplayService
@@ -29,6 +30,10 @@ final class GatewayContext: Sendable {
         self.epoch = epoch
         self.registry = registry
         self.admission = admission
+        self.publishLimits = PublishLimiter(.init(
+            messagesPerSecond: configuration.publishesPerSecondPerUser, bytesPerSecond: configuration.publishBytesPerSecondPerUser,
+            maxMessageBytes: configuration.maxMessageBytes
+        ))
         self.sources = SourceLimiter(.init(
             inFlight: configuration.handshakesInFlightPerSource, perSecond: configuration.handshakesPerSecondPerSource
         ))

@@ -43,6 +43,15 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "Handshakes one source address may start per second (0: no limit; more get 429). Env: HERALD_SOURCE_HANDSHAKE_RATE. Default: 0.")
     var sourceHandshakeRate: Double?
 
+    @Option(help: "Publishes one user may make through this node per second (0: no limit; more get slow-down). Env: HERALD_PUBLISH_RATE. Default: 20.")
+    var publishRate: Double?
+
+    @Option(help: "Bytes one user may publish through this node per second (0: no limit). Env: HERALD_PUBLISH_BYTES_RATE. Default: 262144.")
+    var publishBytesRate: Double?
+
+    @Option(help: "Messages (not pings) a connection may send per second, twice that in a burst (0: no limit; more close it with 1008). Env: HERALD_CLIENT_MESSAGE_RATE. Default: 200.")
+    var clientMessageRate: Double?
+
     @Option(help: "Connections per user before the oldest is replaced. Env: HERALD_USER_CONNECTION_LIMIT. Default: 10.")
     var userConnectionLimit: Int?
 
@@ -86,6 +95,12 @@ struct GatewayOptions: ParsableArguments {
         configuration.maxConnections = try number(maxConnections, "HERALD_MAX_CONNECTIONS") ?? Self.defaultMaxConnections()
         configuration.acceptsPerSecond = try number(acceptRate, "HERALD_ACCEPT_RATE") ?? 2_000
         configuration.perUserConnectionLimit = try number(userConnectionLimit, "HERALD_USER_CONNECTION_LIMIT") ?? 10
+        configuration.publishesPerSecondPerUser = try number(publishRate, "HERALD_PUBLISH_RATE") ?? 20
+        configuration.publishBytesPerSecondPerUser = try number(publishBytesRate, "HERALD_PUBLISH_BYTES_RATE") ?? 256 * 1024
+        configuration.clientMessagesPerSecond = try number(clientMessageRate, "HERALD_CLIENT_MESSAGE_RATE") ?? 200
+        for rate in [configuration.publishesPerSecondPerUser, configuration.publishBytesPerSecondPerUser, configuration.clientMessagesPerSecond] {
+            guard rate.isFinite, rate >= 0 else { throw ValidationError("publish and client message rates must be 0 (off) or more") }
+        }
         configuration.handshakesInFlightPerSource = try number(sourceHandshakesInFlight, "HERALD_SOURCE_HANDSHAKES_IN_FLIGHT") ?? 256
         configuration.handshakesPerSecondPerSource = try number(sourceHandshakeRate, "HERALD_SOURCE_HANDSHAKE_RATE") ?? 0
         guard configuration.handshakesInFlightPerSource >= 0, configuration.handshakesPerSecondPerSource >= 0,

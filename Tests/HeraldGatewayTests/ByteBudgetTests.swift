@@ -42,14 +42,21 @@ struct NodeReadings {
         return peak
     }
 
-    /// Polls until `condition` holds or `limit` passes.
+    /// Polls until `condition` holds or `limit` passes; a poll that fails (the node busy with a flood
+    /// answered nothing) is tried again, and named if it is the last.
     func wait(within limit: Duration, _ what: String, _ condition: () async throws -> Bool) async throws {
         let deadline = ContinuousClock.now + limit
+        var lastError: (any Error)?
         while ContinuousClock.now < deadline {
-            if try await condition() { return }
+            do {
+                if try await condition() { return }
+                lastError = nil
+            } catch {
+                lastError = error
+            }
             try await Task.sleep(for: .milliseconds(100))
         }
-        throw TestFailure("not within \(limit): \(what)")
+        throw TestFailure("not within \(limit): \(what)\(lastError.map { " (last poll: \($0))" } ?? "")")
     }
 }
 

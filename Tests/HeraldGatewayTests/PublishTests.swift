@@ -55,4 +55,36 @@ struct PublishTests {
             #expect(try await phone.nextMessage().offset == live.offset)
         }
     }
+
+    @Test("a user publishing over its rate gets slow-down and, going on, 1008; another user publishes meanwhile")
+    func publishFlood() async throws {
+        try await GatewayHarness.run(configure: { $0.publishesPerSecondPerUser = 5 }) { node in
+            let flooder = try await node.connect("flooder")
+            let other = try await node.connect("other", device: "phone")
+            let otherLaptop = try await node.connect("other", device: "laptop")
+            for n in 0..<200 { flooder.session.publish(json: #"{"n":\#(n)}"#) }
+            var slowDowns = 0
+            var closedWith: UInt16?
+            while closedWith == nil {
+                switch try await flooder.next(within: .seconds(10)) {
+                case .error(let code, _) where code == "slow-down": slowDowns += 1
+                case .closed(let code, _): closedWith = code
+                default: break
+                }
+            }
+            #expect(slowDowns >= 50, "\(slowDowns) slow-downs before the close")
+            #expect(closedWith == CloseCode.policyViolation.rawValue)
+            other.session.publish(json: #"{"still":"fine"}"#, sync: true)
+            #expect(try await otherLaptop.nextMessage().data == #"{"still":"fine"}"#, "another user is not limited by the flood")
+        }
+    }
+
+    @Test("a connection sending more messages a second than its limit is closed with 1008")
+    func messageFlood() async throws {
+        try await GatewayHarness.run(configure: { $0.clientMessagesPerSecond = 20 }) { node in
+            let chatty = try await node.connect("chatty")
+            for n in 0..<500 { chatty.session.ack(stream: "u", offset: Int64(n)) }
+            #expect(try await chatty.closeCode() == CloseCode.policyViolation.rawValue)
+        }
+    }
 }

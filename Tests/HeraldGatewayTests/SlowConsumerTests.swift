@@ -35,16 +35,22 @@ struct SlowConsumerTests {
                 }
                 for result in await producer.send(records) { _ = try result.get() }
                 sent += records.count * payload.utf8.count
+                // Paced: the embedded Kafka keeps about 5 MiB per partition, and a node that fell that
+                // far behind would (rightly) close the partition's connections to resume.
+                try await Task.sleep(for: .milliseconds(50))
             }
             return sent
         }
 
-        let reader = try await TestConnection.open(try await client.connect(token: try await token("reader")))
+        // The reader's stream is in another partition than the slow client's.
+        let slowPartition = Murmur2.partition(forKey: "slow", partitionCount: 4)
+        let readerName = (0..<100).map { "reader\($0)" }.first { Murmur2.partition(forKey: $0, partitionCount: 4) != slowPartition }!
+        let reader = try await TestConnection.open(try await client.connect(token: try await token(readerName)))
         // A small fixed receive buffer: the kernel would otherwise take up to 32 MiB for a client that reads nothing.
         let slow = try await TestConnection.open(try await client.connect(token: try await token("slow"), receiveBufferBytes: 16 * 1_024))
         try await slow.session.connection.setReading(false)
-        let sent = try await send(to: "slow", megabytes: 20)
-        let marker = try await producer.send(KafkaOutgoingRecord(topic: "herald.events", key: Array("reader".utf8), value: ByteBuffer(string: "1")))
+        let sent = try await send(to: "slow", megabytes: 10)
+        let marker = try await producer.send(KafkaOutgoingRecord(topic: "herald.events", key: Array(readerName.utf8), value: ByteBuffer(string: "1")))
         #expect(try await reader.nextMessage(within: .seconds(30)).offset == marker.offset, "one slow client does not stall the others")
 
         try await slow.session.connection.setReading(true)

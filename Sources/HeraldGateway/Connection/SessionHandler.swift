@@ -11,6 +11,8 @@ final class SessionHandler: ChannelInboundHandler {
 
     /// Invalid client messages answered with an `error` frame before the connection is closed (1008).
     static let invalidMessageLimit: UInt8 = 10
+    /// Publishes refused with `slow-down` in a row before the connection is closed (1008).
+    static let slowDownLimit = 50
 
     private let connection: Connection
     private let gateway: GatewayContext
@@ -18,6 +20,9 @@ final class SessionHandler: ChannelInboundHandler {
     private let resume: HandshakeState.ResumeRequest
     private var invalidMessages: UInt8 = 0
     private var publishes: PublishQueue
+    private var slowDowns = 0
+    /// Client messages per second (pings are not messages: their answers are coalesced).
+    private var messages: TokenBucket?
     private var replays = 0
     /// The replay whose outcome is awaited, if any.
     private var pendingReplay: Int?
@@ -28,6 +33,8 @@ final class SessionHandler: ChannelInboundHandler {
         self.initialChannels = initialChannels
         self.resume = resume
         self.publishes = PublishQueue(maxWaiting: gateway.configuration.maxQueuedPublishes)
+        let rate = gateway.configuration.clientMessagesPerSecond
+        self.messages = rate > 0 ? TokenBucket(rate: rate, capacity: rate * 2, now: .now) : nil
     }
 
     private var now: Int64 { WebSocketListener.nowMillis() }
@@ -171,6 +178,7 @@ final class SessionHandler: ChannelInboundHandler {
         switch unwrapInboundIn(data) {
         case .message(let payload, let isText):
             guard !connection.isClosing else { return }
+            if messages?.take(now: .now) == false { return connection.close(.tooManyMessages) }
             guard isText else {
                 return refuse(code: "bad-request", "binary frames are not part of the protocol; send JSON text")
             }
@@ -221,6 +229,12 @@ final class SessionHandler: ChannelInboundHandler {
             guard gateway.upstream != nil else {
                 return tell(code: "unsupported", "this node has no upstream topic to publish to")
             }
+            guard gateway.publishLimits.admit(connection.userID, bytes: data.count) else {
+                slowDowns += 1
+                if slowDowns > Self.slowDownLimit { return connection.close(.publishAbuse) }
+                return tell(code: "slow-down", "this user publishes more than its limit; this publish was dropped")
+            }
+            slowDowns = 0
             guard publishes.enqueue(.init(data: data, sync: sync)) else {
                 return tell(code: "slow-down", "more than \(publishes.maxWaiting) publishes wait for Kafka; this one was dropped")
             }

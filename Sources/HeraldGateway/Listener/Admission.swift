@@ -5,8 +5,7 @@ import Synchronization
 public final class Admission: Sendable {
     private struct State {
         var open = 0
-        var tokens: Double
-        var lastRefill: ContinuousClock.Instant
+        var accepts: TokenBucket
         var draining = false
     }
 
@@ -19,43 +18,20 @@ public final class Admission: Sendable {
     public init(maxConnections: Int, acceptsPerSecond: Double) {
         self.maxConnections = maxConnections
         self.acceptsPerSecond = acceptsPerSecond
-        state = Mutex(State(tokens: acceptsPerSecond, lastRefill: .now))
+        state = Mutex(State(accepts: TokenBucket(rate: acceptsPerSecond, now: .now)))
     }
 
     /// Whether a handshake is worth verifying at all: cheap refusals that spend nothing.
     func precheck() -> HandshakeRefusal? {
-        state.withLock { state in
-            if state.draining {
-                return HandshakeRefusal(.draining, "this node is draining; connect to another", retryAfter: 1)
-            }
-            if state.open >= maxConnections {
-                return HandshakeRefusal(.atCapacity, "this node holds its maximum of \(maxConnections) connections", retryAfter: 5)
-            }
-            return nil
-        }
+        state.withLock { closed($0) }
     }
 
     /// Takes a connection slot for a handshake whose token was verified, or says why not. The slot
     /// gives itself back.
     func admit() -> Result<AdmissionSlot, HandshakeRefusal> {
-        if let refusal = takeSlot() { return .failure(refusal) }
-        return .success(AdmissionSlot(self))
-    }
-
-    private func takeSlot() -> HandshakeRefusal? {
-        state.withLock { state in
-            if state.draining {
-                return HandshakeRefusal(.draining, "this node is draining; connect to another", retryAfter: 1)
-            }
-            if state.open >= maxConnections {
-                return HandshakeRefusal(.atCapacity, "this node holds its maximum of \(maxConnections) connections", retryAfter: 5)
-            }
-            let now = ContinuousClock.now
-            let elapsed = now - state.lastRefill
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-            state.tokens = min(acceptsPerSecond, state.tokens + seconds * acceptsPerSecond)
-            state.lastRefill = now
-            guard state.tokens >= 1 else {
+        let refusal = state.withLock { state -> HandshakeRefusal? in
+            if let refusal = closed(state) { return refusal }
+            guard state.accepts.take(now: .now) else {
                 // A reconnect storm is what trips this: a spread of Retry-After values turns one wave of
                 // retries into several, where the same value for everyone would send the wave back whole.
                 return HandshakeRefusal(
@@ -63,10 +39,22 @@ public final class Admission: Sendable {
                     retryAfter: Int.random(in: 1...Self.maxRateRetrySeconds)
                 )
             }
-            state.tokens -= 1
             state.open += 1
             return nil
         }
+        if let refusal { return .failure(refusal) }
+        return .success(AdmissionSlot(self))
+    }
+
+    /// Draining or full.
+    private func closed(_ state: State) -> HandshakeRefusal? {
+        if state.draining {
+            return HandshakeRefusal(.draining, "this node is draining; connect to another", retryAfter: 1)
+        }
+        if state.open >= maxConnections {
+            return HandshakeRefusal(.atCapacity, "this node holds its maximum of \(maxConnections) connections", retryAfter: 5)
+        }
+        return nil
     }
 
     /// Only `AdmissionSlot` calls this, once per slot.

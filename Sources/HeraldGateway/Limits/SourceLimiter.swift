@@ -12,8 +12,7 @@ final class SourceLimiter: Sendable {
 
     private struct Entry {
         var inFlight = 0
-        var tokens: Double
-        var lastRefill: ContinuousClock.Instant
+        var rate: TokenBucket
     }
 
     /// Addresses remembered at most; beyond it, addresses with nothing in flight are forgotten.
@@ -34,24 +33,19 @@ final class SourceLimiter: Sendable {
             if entries.count >= Self.maxTracked, entries[source] == nil {
                 entries = entries.filter { $0.value.inFlight > 0 }
             }
-            var entry = entries[source] ?? Entry(tokens: limits.perSecond, lastRefill: now)
+            var entry = entries[source] ?? Entry(rate: TokenBucket(rate: limits.perSecond, now: now))
             if limits.inFlight > 0, entry.inFlight >= limits.inFlight {
                 return HandshakeRefusal(
                     .sourceRateLimited, "more than \(limits.inFlight) handshakes from this address at once; retry later", retryAfter: 1
                 )
             }
             if limits.perSecond > 0 {
-                let elapsed = now - entry.lastRefill
-                let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-                entry.tokens = min(limits.perSecond, entry.tokens + seconds * limits.perSecond)
-                entry.lastRefill = now
-                guard entry.tokens >= 1 else {
+                guard entry.rate.take(now: now) else {
                     entries[source] = entry
                     return HandshakeRefusal(
                         .sourceRateLimited, "more than \(limits.perSecond) handshakes per second from this address; retry later", retryAfter: 1
                     )
                 }
-                entry.tokens -= 1
             }
             entry.inFlight += 1
             entries[source] = entry
