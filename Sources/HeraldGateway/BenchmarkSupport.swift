@@ -25,7 +25,7 @@ public enum DeliveryBenchmarks {
 
         public init(eventLoop: any EventLoop, channels: [any Channel]) async {
             shard = Shard(eventLoop: eventLoop, startOffsets: [0: 0], partitionCount: 1, metrics: GatewayMetrics())
-            let limits = GatewayConfiguration(nodeID: "bench").connectionLimits
+            let limits = GatewayConfiguration(nodeID: "bench").makeConnectionLimits()
             let outbound = OutboundStats()
             for (index, channel) in channels.enumerated() {
                 let connection = Connection(

@@ -62,8 +62,8 @@ public struct GatewayConfiguration: Sendable {
         self.nodeID = nodeID
     }
 
-    /// Each connection's byte budget, as its lifecycle applies it.
-    var connectionLimits: ConnectionStateMachine<ByteBuffer>.Limits {
+    /// Each connection's byte budget, as its lifecycle applies it (made once per node).
+    func makeConnectionLimits() -> ConnectionStateMachine<ByteBuffer>.Limits {
         let window = slowConsumerWindow.components
         return .init(
             budgetBytes: outboundCapBytes, hardLimitBytes: max(outboundHardLimitBytes, outboundCapBytes),

@@ -10,6 +10,7 @@ final class GatewayContext: Sendable {
     let admission: Admission
     let sources: SourceLimiter
     let publishLimits: PublishLimiter
+    let connectionLimits: ConnectionStateMachine<ByteBuffer>.Limits
     let tokens: TokenVerifier
     let configuration: GatewayConfiguration
     let replay: ReplayService
@@ -30,6 +31,7 @@ final class GatewayContext: Sendable {
         self.epoch = epoch
         self.registry = registry
         self.admission = admission
+        self.connectionLimits = configuration.makeConnectionLimits()
         self.publishLimits = PublishLimiter(.init(
             messagesPerSecond: configuration.publishesPerSecondPerUser, bytesPerSecond: configuration.publishBytesPerSecondPerUser,
             maxMessageBytes: configuration.maxMessageBytes

@@ -30,7 +30,7 @@ struct WrittenFrame {
 struct HandlerTests {
     private func channel(limit: Int = 100) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
-        try channel.pipeline.syncOperations.addHandlers([WebSocketProtocolHandler(maxMessageBytes: limit), EchoHandler()])
+        try channel.pipeline.syncOperations.addHandler(EchoHandler(maxMessageBytes: limit))
         return channel
     }
 

@@ -21,7 +21,7 @@ public final class Connection: @unchecked Sendable {
     /// Unix milliseconds.
     public let openedAt: Int64
     /// Unix milliseconds: the token's `exp`. Nothing is delivered at or after it.
-    public let expiresAt: Int64
+    public var expiresAt: Int64 { lifecycle.expiresAt }
     /// Channels the token allows this connection to subscribe to.
     let allowedChannels: Set<String>
     private let outbound: OutboundStats
@@ -48,7 +48,6 @@ public final class Connection: @unchecked Sendable {
         self.allowedChannels = identity.channels
         self.channel = channel
         self.openedAt = openedAt
-        self.expiresAt = identity.expiresAt
         self.outbound = outbound
         self.slot = slot
         self.lifecycle = ConnectionStateMachine(limits: limits, expiresAt: identity.expiresAt, resuming: resuming)

@@ -24,13 +24,20 @@ protocol MeasuredFrame {
 /// progress for the slow-consumer window, or over the hard limit at any moment, the connection is
 /// closed with 4008; a burst that a reader takes within the window closes nothing.
 struct ConnectionStateMachine<Frame: MeasuredFrame> {
-    struct Limits: Sendable {
+    /// One instance per node, shared by every connection (a reference costs a connection 8 bytes).
+    final class Limits: Sendable {
         /// Bytes a connection may have queued for longer than a moment (the socket's high water mark).
-        var budgetBytes: Int
+        let budgetBytes: Int
         /// Bytes beyond which the connection is closed at once, however briefly.
-        var hardLimitBytes: Int
+        let hardLimitBytes: Int
         /// How long a connection may stay over its budget without the peer reading anything.
-        var slowWindowMillis: Int64
+        let slowWindowMillis: Int64
+
+        init(budgetBytes: Int, hardLimitBytes: Int, slowWindowMillis: Int64) {
+            self.budgetBytes = budgetBytes
+            self.hardLimitBytes = hardLimitBytes
+            self.slowWindowMillis = slowWindowMillis
+        }
     }
 
     enum State: Equatable {
@@ -76,10 +83,10 @@ struct ConnectionStateMachine<Frame: MeasuredFrame> {
         var offset: Int64
     }
 
+    // Stored with the small fields together: an idle connection carries this whole value.
     let limits: Limits
     /// Unix milliseconds: the token's `exp`. Nothing is delivered at or after it.
     let expiresAt: Int64
-    private(set) var state: State = .live
     /// Frames held during a fetch, or queued behind a replay or an unwritable socket, in write order.
     private var queue: [Queued] = []
     private var queueHead = 0
@@ -89,9 +96,12 @@ struct ConnectionStateMachine<Frame: MeasuredFrame> {
     private(set) var queuedBytes = 0
     /// Streams whose client is ahead of this node: live records up to the offset are ones it has.
     private var skipThrough: [HeraldStream: Int64] = [:]
+    /// Since when the connection has been over its budget with no progress (Unix milliseconds), or
+    /// `notStalled`.
+    private var stalledSince = Self.notStalled
+    private static var notStalled: Int64 { .min }
+    private(set) var state: State = .live
     private var socketWritable = true
-    /// Since when the connection has been over its budget with no progress (Unix milliseconds).
-    private var stalledSince: Int64?
     private var missedPongs: UInt8 = 0
 
     init(limits: Limits, expiresAt: Int64, resuming: Bool = false) {
@@ -258,7 +268,7 @@ struct ConnectionStateMachine<Frame: MeasuredFrame> {
     mutating func tick(now: Int64, ping: Bool, missedPongLimit: UInt8) -> Tick {
         guard !isClosing else { return .none }
         if now >= expiresAt, case .close(let disconnect) = close(.tokenExpired) { return .close(disconnect) }
-        if let since = stalledSince, now - since >= limits.slowWindowMillis, case .close(let disconnect) = close(.slowConsumer) {
+        if stalledSince != Self.notStalled, now - stalledSince >= limits.slowWindowMillis, case .close(let disconnect) = close(.slowConsumer) {
             return .close(disconnect)
         }
         guard ping else { return .none }
@@ -286,8 +296,8 @@ struct ConnectionStateMachine<Frame: MeasuredFrame> {
     private mutating func updateStall(now: Int64, progressed: Bool) {
         let over = !socketWritable || queuedBytes > limits.budgetBytes
         if !over {
-            stalledSince = nil
-        } else if stalledSince == nil || progressed {
+            stalledSince = Self.notStalled
+        } else if stalledSince == Self.notStalled || progressed {
             stalledSince = now
         }
     }
@@ -297,7 +307,7 @@ struct ConnectionStateMachine<Frame: MeasuredFrame> {
         queueHead = 0
         pendingPong = nil
         queuedBytes = 0
-        stalledSince = nil
+        stalledSince = Self.notStalled
     }
 
     private mutating func compactQueueIfDrained() {

@@ -1,24 +1,35 @@
 import HeraldCore
 import NIOCore
+import NIOWebSocket
 
 /// `/v1/echo` (`--dev` only, for the Autobahn suite): every message goes back as it came, pings are
-/// answered, and the close handshake runs; the frame rules are `WebSocketProtocolHandler`'s.
+/// answered, and the close handshake runs; the frame rules are `WebSocketFrameRules`.
 final class EchoHandler: ChannelInboundHandler {
-    typealias InboundIn = WebSocketEvent
+    typealias InboundIn = WebSocketFrame
     typealias OutboundOut = ByteBuffer
 
+    private var rules: WebSocketFrameRules
     private var closing = false
 
+    init(maxMessageBytes: Int) {
+        rules = WebSocketFrameRules(maxMessageBytes: maxMessageBytes)
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let event = rules.read(unwrapInboundIn(data), allocator: context.channel.allocator) else { return }
+        handle(event, context: context)
+    }
+
+    private func handle(_ event: WebSocketEvent, context: ChannelHandlerContext) {
         guard !closing else {
             // Our close was answered (or the client broke a rule after it): the handshake is complete.
-            switch unwrapInboundIn(data) {
+            switch event {
             case .peerClose, .violation: context.close(promise: nil)
             case .message, .ping, .alive: break
             }
             return
         }
-        switch unwrapInboundIn(data) {
+        switch event {
         case .message(let payload, let isText):
             let echoed = ServerFrame.build(isText ? .text : .binary, capacity: payload.readableBytes) { buffer in
                 var payload = payload
@@ -40,6 +51,7 @@ final class EchoHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
+        guard let event = rules.decoderFailed(error) else { return context.close(promise: nil) }
+        handle(event, context: context)
     }
 }

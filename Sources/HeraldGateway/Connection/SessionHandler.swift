@@ -1,12 +1,14 @@
 import HeraldCore
 import HeraldKafka
 import NIOCore
+import NIOWebSocket
 
-/// The client protocol of one gateway connection, after the frame rules: it registers the connection
-/// with its shard and the session registry, runs the resume, decodes client messages, and reports
-/// every socket event to the connection's lifecycle, whose decisions the connection carries out.
+/// The client protocol of one gateway connection: frames through `WebSocketFrameRules`, then it
+/// registers the connection with its shard and the session registry, runs the resume, decodes client
+/// messages, and reports every socket event to the connection's lifecycle, whose decisions the
+/// connection carries out.
 final class SessionHandler: ChannelInboundHandler {
-    typealias InboundIn = WebSocketEvent
+    typealias InboundIn = WebSocketFrame
     typealias OutboundOut = ByteBuffer
 
     /// Invalid client messages answered with an `error` frame before the connection is closed (1008).
@@ -18,6 +20,7 @@ final class SessionHandler: ChannelInboundHandler {
     private let gateway: GatewayContext
     private let initialChannels: [String]
     private let resume: HandshakeState.ResumeRequest
+    private var rules: WebSocketFrameRules
     private var invalidMessages: UInt8 = 0
     private var publishes: PublishQueue
     private var slowDowns = 0
@@ -32,6 +35,7 @@ final class SessionHandler: ChannelInboundHandler {
         self.gateway = gateway
         self.initialChannels = initialChannels
         self.resume = resume
+        self.rules = WebSocketFrameRules(maxMessageBytes: gateway.configuration.maxMessageBytes)
         self.publishes = PublishQueue(maxWaiting: gateway.configuration.maxQueuedPublishes)
         let rate = gateway.configuration.clientMessagesPerSecond
         self.messages = rate > 0 ? TokenBucket(rate: rate, capacity: rate * 2, now: .now) : nil
@@ -175,7 +179,12 @@ final class SessionHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         connection.lifecycle.frameReceived()
-        switch unwrapInboundIn(data) {
+        guard let event = rules.read(unwrapInboundIn(data), allocator: context.channel.allocator) else { return }
+        handle(event, context: context)
+    }
+
+    private func handle(_ event: WebSocketEvent, context: ChannelHandlerContext) {
+        switch event {
         case .message(let payload, let isText):
             guard !connection.isClosing else { return }
             if messages?.take(now: .now) == false { return connection.close(.tooManyMessages) }
@@ -296,6 +305,7 @@ final class SessionHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
+        guard let event = rules.decoderFailed(error) else { return context.close(promise: nil) }
+        handle(event, context: context)
     }
 }

@@ -152,18 +152,15 @@ final class WebSocketListener: Sendable {
         let configuration = context.configuration
         switch outcome {
         case .echo:
-            try pipeline.addHandlers([WebSocketProtocolHandler(maxMessageBytes: configuration.echoMaxMessageBytes), EchoHandler()])
+            try pipeline.addHandler(EchoHandler(maxMessageBytes: configuration.echoMaxMessageBytes))
         case .accepted(let identity, let channels, let resume):
             var resuming = false
             if case .cursor = resume { resuming = true }
             let connection = Connection(
                 id: UInt64.random(in: 1...UInt64.max), identity: identity, channel: channel, openedAt: Self.nowMillis(),
-                limits: configuration.connectionLimits, outbound: context.outbound, slot: slot, resuming: resuming
+                limits: context.connectionLimits, outbound: context.outbound, slot: slot, resuming: resuming
             )
-            try pipeline.addHandlers([
-                WebSocketProtocolHandler(maxMessageBytes: configuration.maxMessageBytes),
-                SessionHandler(connection: connection, gateway: context, initialChannels: channels, resume: resume),
-            ])
+            try pipeline.addHandler(SessionHandler(connection: connection, gateway: context, initialChannels: channels, resume: resume))
         case .pending, .refused:
             slot?.release()
             channel.close(promise: nil)
