@@ -45,6 +45,30 @@ struct ClientTests {
         #expect(generated == committed, "run scripts/embed-client-assets: ClientAssets.swift is out of date")
     }
 
+    @Test("/herald.js and /herald.d.ts can be imported from a page on another origin (CORS), limited to the allowed origins when some are configured")
+    func clientAssetsAreCrossOrigin() async throws {
+        let page = [("Origin", "https://app.example.com")]
+        try await GatewayHarness.run { node in
+            for path in ["/herald.js", "/herald.d.ts"] {
+                let response = try await api(node.port, "GET", path, key: nil, headers: page)
+                #expect(response.status == 200)
+                #expect(response.headers["access-control-allow-origin"] == "*", "\(path): \(response.headers)")
+                #expect(response.headers["cache-control"]?.contains("max-age=") == true)
+            }
+            // Not the demo's helpers, nor refusals: only the public client files are shared.
+            let notFound = try await api(node.port, "GET", "/nothing", key: nil, headers: page)
+            #expect(notFound.status == 404 && notFound.headers["access-control-allow-origin"] == nil)
+        }
+        try await GatewayHarness.run(configure: { $0.allowedOrigins = ["https://app.example.com"] }) { node in
+            let allowed = try await api(node.port, "GET", "/herald.js", key: nil, headers: page)
+            #expect(allowed.headers["access-control-allow-origin"] == "https://app.example.com")
+            #expect(allowed.headers["vary"] == "Origin")
+            let other = try await api(node.port, "GET", "/herald.js", key: nil, headers: [("Origin", "https://evil.example")])
+            #expect(other.status == 200 && other.headers["access-control-allow-origin"] == nil)
+            #expect(other.headers["vary"] == "Origin")
+        }
+    }
+
     @Test("the public port serves /herald.js always, and the demo with its helpers only in development mode")
     func publicPages() async throws {
         try await GatewayHarness.run { node in
