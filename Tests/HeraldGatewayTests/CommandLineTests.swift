@@ -51,4 +51,89 @@ struct CommandLineTests {
         #expect(line.hasSuffix("} 1"))
         #expect(metrics.contains("# TYPE herald_build_info gauge"))
     }
+
+    /// A scratch folder for configuration files.
+    static func folder() throws -> URL {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("herald-config-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        return folder
+    }
+
+    @Test("a configuration file sets what flags and the environment do not; the environment wins over it, a flag over both; secrets come from files")
+    func configurationFilePrecedence() async throws {
+        let folder = try Self.folder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let kafka = try HeraldProcess(["kafka", "--embedded-partitions", "2", "--log-level", "warning"])
+        defer { kafka.stop() }
+        let bootstrap = try await kafka.waitFor(#"(127\.0\.0\.1:\d+)"#)
+        let filePort = try freePort()
+        let flagPort = try freePort()
+        let apiPort = try freePort()
+        try (testSecret + "\n").write(to: folder.appendingPathComponent("jwt-secret"), atomically: true, encoding: .utf8)
+        try "# mounted from a Secret\n\(testAPIKey)\n".write(to: folder.appendingPathComponent("api-keys"), atomically: true, encoding: .utf8)
+        let config = """
+            {"kafka-brokers": "\(bootstrap)", "port": \(filePort), "host": "127.0.0.1", "api-port": \(apiPort), "api-host": "127.0.0.1",
+             "node-id": "from-file", "jwt-secret-file": "\(folder.appendingPathComponent("jwt-secret").path)",
+             "api-keys-file": "\(folder.appendingPathComponent("api-keys").path)", "metrics": true,
+             "kafka-properties": {"client.rack": "rack,with,commas"}, "drain-seconds": 1, "drain-delay-seconds": 0}
+            """
+        try config.write(to: folder.appendingPathComponent("herald.json"), atomically: true, encoding: .utf8)
+        let node = try HeraldProcess(
+            ["serve", "--config", folder.appendingPathComponent("herald.json").path, "--port", String(flagPort)],
+            environment: ["HERALD_NODE_ID": "from-env", "HERALD_JWT_SECRET": "", "HERALD_API_KEYS": ""]
+        )
+        defer { node.stop() }
+        let port = Int(try await node.waitFor(#"port=(\d+) \[\w+\] WebSocket listener open"#))!
+        #expect(port == flagPort, "the flag wins over the file's port")
+        // The API port and the keys came from the file only; the node id from the environment.
+        let status = try await api(apiPort, "GET", "/v1/node", key: testAPIKey)
+        #expect(status.status == 200, "\(status.body)")
+        #expect(status.json["node"] as? String == "from-env")
+        // The token secret came from its file: a token signed with it opens a connection.
+        let issuer = try await TokenIssuer(hmacSecret: testSecret)
+        let token = try await issuer.token(user: "configured", expiresAt: Date().addingTimeInterval(600))
+        let client = HeraldClient(host: "127.0.0.1", port: port, group: MultiThreadedEventLoopGroup.singleton)
+        let connection = try await TestConnection.open(try await client.connect(token: token))
+        #expect(connection.welcome.node == "from-env")
+        connection.session.close()
+    }
+
+    @Test("--kafka-properties-file passes a value with commas to librdkafka whole; --kafka-properties could not")
+    func kafkaPropertiesFile() throws {
+        let folder = try Self.folder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let file = folder.appendingPathComponent("kafka.properties")
+        // An invalid value on purpose: librdkafka's refusal quotes the value it was given.
+        try "# librdkafka properties\n\nclient.rack = rack-1\ncompression.codec=gzip,lz4\n".write(to: file, atomically: true, encoding: .utf8)
+        let (status, output) = try run(try heraldExecutable().path, ["topics", "--kafka-brokers", "127.0.0.1:1", "--kafka-properties-file", file.path])
+        #expect(status != 0)
+        #expect(output.contains(#"compression.codec"#) && output.contains(#""gzip,lz4""#), "\(output)")
+        // The same on the list form splits at the comma.
+        let (listStatus, listOutput) = try run(try heraldExecutable().path, ["topics", "--kafka-brokers", "127.0.0.1:1", "--kafka-properties", "compression.codec=gzip,lz4"])
+        #expect(listStatus != 0 && listOutput.contains(#"Kafka property "lz4" is not key=value"#), "\(listOutput)")
+        // A line that is not key=value is named.
+        try "client.rack=a\nnot a property\n".write(to: file, atomically: true, encoding: .utf8)
+        let (badStatus, badOutput) = try run(try heraldExecutable().path, ["topics", "--kafka-brokers", "127.0.0.1:1", "--kafka-properties-file", file.path])
+        #expect(badStatus != 0 && badOutput.contains("line 2 is not key=value"), "\(badOutput)")
+    }
+
+    @Test("a configuration file with an unknown key, a wrong type or bad JSON is refused with a message naming the problem")
+    func configurationFileErrors() throws {
+        let folder = try Self.folder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let file = folder.appendingPathComponent("herald.json")
+        for (text, expected) in [
+            (#"{"kafka-broker": "127.0.0.1:9092"}"#, #"unknown key "kafka-broker""#),
+            (#"{"port": {"value": 1}}"#, "port must be a string, a number or a boolean"),
+            (#"{"metrics": "yes"}"#, "metrics must be true or false"),
+            (#"["port", 1]"#, "must be a JSON object"),
+            (#"{"port": 80"#, "is not JSON"),
+        ] {
+            try text.write(to: file, atomically: true, encoding: .utf8)
+            let (status, output) = try run(try heraldExecutable().path, ["topics", "--config", file.path])
+            #expect(status != 0 && output.contains(expected), "\(text): \(output)")
+        }
+        let (status, output) = try run(try heraldExecutable().path, ["topics", "--config", folder.appendingPathComponent("missing.json").path])
+        #expect(status != 0 && output.contains("cannot read the configuration file"), "\(output)")
+    }
 }
