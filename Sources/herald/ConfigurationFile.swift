@@ -20,8 +20,14 @@ struct ConfigurationFile {
         "max-connections", "accept-rate", "user-connection-limit", "outbound-cap", "hot-window-seconds", "hot-window-bytes",
         "replay-limit", "drain-seconds", "drain-delay-seconds",
         "api-port", "api-host", "api-keys", "api-keys-file", "max-payload",
-        "node-id", "kafka-linger-ms", "metrics",
+        "node-id", "kafka-linger-ms", "metrics", "embedded-kafka", "production",
+        "api-idle-timeout", "jwt-max-lifetime", "revocation-horizon", "max-push-records", "max-push-record-bytes", "push-rate",
+        "outbound-hard-limit", "slow-consumer-seconds", "replay-deadline-seconds", "replay-max-bytes",
+        "source-handshakes-in-flight", "source-handshake-rate",
     ]
+
+    /// The switches: JSON true or false.
+    static let switches: Set<String> = ["metrics", "embedded-kafka", "production"]
 
     /// The variable a key stands for: `kafka-brokers` → `HERALD_KAFKA_BROKERS`.
     static func variable(for key: String) -> String {
@@ -64,8 +70,8 @@ struct ConfigurationFile {
                 file.settings[variable(for: key)] = items.joined(separator: ",")
                 continue
             }
-            if key == "metrics" {
-                guard let on = value as? Bool else { throw ValidationError("\(path): metrics must be true or false") }
+            if switches.contains(key) {
+                guard let on = value as? Bool else { throw ValidationError("\(path): \(key) must be true or false") }
                 file.settings[variable(for: key)] = on ? "true" : "false"
                 continue
             }

@@ -136,4 +136,26 @@ struct CommandLineTests {
         let (status, output) = try run(try heraldExecutable().path, ["topics", "--config", folder.appendingPathComponent("missing.json").path])
         #expect(status != 0 && output.contains("cannot read the configuration file"), "\(output)")
     }
+
+    @Test("every HERALD_* setting of herald serve can be a key of the configuration file")
+    func configurationFileKnowsEverySetting() throws {
+        let sources = repositoryRoot().appendingPathComponent("Sources/herald")
+        var variables: Set<String> = []
+        for name in try FileManager.default.contentsOfDirectory(atPath: sources.path) where name.hasSuffix(".swift") {
+            let text = try String(contentsOf: sources.appendingPathComponent(name), encoding: .utf8)
+            variables.formUnion(text.matches(of: /"(HERALD_[A-Z0-9_]+)"/).map { String($0.1) })
+        }
+        // Not settings of a node: the file itself, the image's commit, and herald push's client side.
+        variables.subtract(["HERALD_CONFIG", "HERALD_BUILD_COMMIT", "HERALD_API_KEY", "HERALD_API_URL"])
+        #expect(variables.count > 40)
+        let folder = try Self.folder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let file = folder.appendingPathComponent("herald.json")
+        for variable in variables.sorted() {
+            let key = variable.dropFirst("HERALD_".count).lowercased().replacingOccurrences(of: "_", with: "-")
+            try #"{"\#(key)": "x"}"#.write(to: file, atomically: true, encoding: .utf8)
+            let (_, output) = try run(try heraldExecutable().path, ["topics", "--config", file.path])
+            #expect(!output.contains("unknown key"), "\(variable): \(output)")
+        }
+    }
 }
