@@ -23,7 +23,7 @@ struct ConfigurationFile {
         "node-id", "kafka-linger-ms", "metrics", "embedded-kafka", "production",
         "api-idle-timeout", "jwt-max-lifetime", "revocation-horizon", "max-push-records", "max-push-record-bytes", "push-rate",
         "outbound-hard-limit", "slow-consumer-seconds", "replay-deadline-seconds", "replay-max-bytes",
-        "source-handshakes-in-flight", "source-handshake-rate",
+        "source-handshakes-in-flight", "source-handshake-rate", "client-message-rate", "publish-rate", "publish-bytes-rate",
     ]
 
     /// The switches: JSON true or false.
