@@ -2,7 +2,7 @@ public import Hummingbird
 import NIOCore
 
 /// Every refusal of the HTTP API, as the spec's status and a body that names the problem:
-/// `{"error":{"code":"…","message":"…"}}` (PROTOCOL.md §3). Statuses are chosen here and nowhere else.
+/// `{"error":{"code":"…","message":"…"}}` (docs/protocol.md §3). Statuses are chosen here and nowhere else.
 public struct APIError: HTTPResponseError, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         let name: String

@@ -55,7 +55,7 @@ public struct ControlPlaneConfiguration: Sendable {
     }
 }
 
-/// The internal HTTP API (PROTOCOL.md §3) on Hummingbird: push, batch push, presence and kick, health.
+/// The internal HTTP API (docs/protocol.md §3) on Hummingbird: push, batch push, presence and kick, health.
 public enum ControlPlane {
     public static func router(configuration: ControlPlaneConfiguration, push: PushService, node: NodeHooks) -> Router<BasicRequestContext> {
         let router = Router()

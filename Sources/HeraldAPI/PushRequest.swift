@@ -1,7 +1,7 @@
 import Foundation
 public import HeraldCore
 
-/// One push, validated (PROTOCOL.md §3): where it goes, its payload exactly as sent, and its options.
+/// One push, validated (docs/protocol.md §3): where it goes, its payload exactly as sent, and its options.
 public struct PushRequest: Sendable, Hashable {
     public enum Target: Sendable, Hashable {
         case users([String])

@@ -1,6 +1,6 @@
 import Foundation
 
-/// A frame from a Herald node, parsed (PROTOCOL.md §2).
+/// A frame from a Herald node, parsed (docs/protocol.md §2).
 public enum ServerEvent: Sendable, Equatable {
     case welcome(Welcome)
     case message(Message)

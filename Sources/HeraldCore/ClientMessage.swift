@@ -1,7 +1,7 @@
 import Foundation
 import NIOCore
 
-/// A frame a client sends (PROTOCOL.md §2). Client frames are few (acks, subscriptions, publishes),
+/// A frame a client sends (docs/protocol.md §2). Client frames are few (acks, subscriptions, publishes),
 /// so they are parsed with Foundation rather than by hand.
 public enum ClientMessage: Equatable, Sendable {
     case ack(stream: String, offset: Int64)

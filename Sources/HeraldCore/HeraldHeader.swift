@@ -1,4 +1,4 @@
-/// The optional `herald-*` record headers (PROTOCOL.md §1), and one header as it travels on a record.
+/// The optional `herald-*` record headers (docs/protocol.md §1), and one header as it travels on a record.
 public struct HeraldHeader: Hashable, Sendable {
     public var name: String
     public var value: [UInt8]

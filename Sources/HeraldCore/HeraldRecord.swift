@@ -1,5 +1,5 @@
 /// The routing envelope of one message on the events topic: its stream and the optional `herald-*`
-/// headers (PROTOCOL.md §1). The payload itself stays as the record's value.
+/// headers (docs/protocol.md §1). The payload itself stays as the record's value.
 ///
 /// Producers that know nothing of Herald write only a key and a value; that is a message to the user
 /// named by the key. Everything else is optional, so decoding is lenient about absence and strict

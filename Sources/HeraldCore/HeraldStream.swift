@@ -1,4 +1,4 @@
-/// A stream: the unit of ordering and of resume (PROTOCOL.md §1).
+/// A stream: the unit of ordering and of resume (docs/protocol.md §1).
 ///
 /// Each stream is one Kafka record key on the events topic, so it lives in one partition and its
 /// position is one offset. The `herald-kind` header says how to read the key.

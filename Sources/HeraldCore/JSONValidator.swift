@@ -1,6 +1,6 @@
 /// Decides whether bytes are exactly one JSON value (RFC 8259), without building it.
 ///
-/// A record without `herald-content-type` is JSON when its value parses as JSON (PROTOCOL.md §1), and
+/// A record without `herald-content-type` is JSON when its value parses as JSON (docs/protocol.md §1), and
 /// JSON is embedded in the `message` frame as it is, so this runs once per record on the delivery
 /// path: it allocates nothing and reads each byte once. Nesting deeper than `maxDepth` counts as not
 /// JSON, so that no producer can make a node recurse without bound.

@@ -1,4 +1,4 @@
-/// Why a resume was not recovered (`welcome.recovered:false`, PROTOCOL.md §4). Nothing is replayed
+/// Why a resume was not recovered (`welcome.recovered:false`, docs/protocol.md §4). Nothing is replayed
 /// then: the client resynchronises from its business system and continues live from `positions`.
 public enum RecoveryFailure: String, Sendable, Hashable, CaseIterable {
     /// The cursor's offset is older than what Kafka (and this node's hot window) still keeps.

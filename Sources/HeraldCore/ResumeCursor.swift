@@ -1,4 +1,4 @@
-/// What a reconnecting client has seen, per stream (PROTOCOL.md §4): `u:1842,*:78,c:news:13`.
+/// What a reconnecting client has seen, per stream (docs/protocol.md §4): `u:1842,*:78,c:news:13`.
 ///
 /// A cursor names streams the way a connection sees them: `u` is always the connection's own user,
 /// so a cursor cannot name another user's stream; the listener still refuses a cursor that tries

@@ -1,10 +1,10 @@
 public import NIOCore
 
-/// The JSON frames a server sends (PROTOCOL.md §2), written by hand into the frame buffer: the message
+/// The JSON frames a server sends (docs/protocol.md §2), written by hand into the frame buffer: the message
 /// frame is built once per record on the delivery path and shared by every recipient.
 public enum ServerMessage {
     /// A `message` frame. The payload is embedded as JSON, as a JSON string, or as base64, following
-    /// its content type (PROTOCOL.md §1); JSON is embedded only if it really is JSON, so that a
+    /// its content type (docs/protocol.md §1); JSON is embedded only if it really is JSON, so that a
     /// producer's mislabelled record cannot break every client's parser.
     public static func message(
         stream: String, offset: Int64, id: String?, payload: ByteBuffer, contentType: HeraldContentType?,

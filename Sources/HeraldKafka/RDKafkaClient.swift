@@ -128,7 +128,7 @@ final class ClientContext: Sendable {
 }
 
 // C callbacks are global functions: a closure at top level of an executable is taken as main-actor
-// code and traps when librdkafka calls it from its own threads (FIELD-NOTES.md).
+// code and traps when librdkafka calls it from its own threads (a measured fact of this toolchain).
 private func rdKafkaLogCallback(rk: OpaquePointer?, level: Int32, facility: UnsafePointer<CChar>?, buffer: UnsafePointer<CChar>?) {
     guard let context = ClientContext.from(rk) else { return }
     let facility = facility.map { String(cString: $0) } ?? "?"

@@ -4,8 +4,12 @@ import HeraldKafka
 import Logging
 
 /// Options every command shares. Each may also come from a `HERALD_*` environment variable (as
-/// Kubernetes passes configuration); a flag on the command line wins over the environment.
+/// Kubernetes passes configuration) or a configuration file; a flag on the command line wins over the
+/// environment, which wins over the file.
 struct CommonOptions: ParsableArguments {
+    @Option(help: "A JSON configuration file: an object whose keys are these flags' names (\"kafka-brokers\", \"port\", …). Flags and the environment win over it. Env: HERALD_CONFIG.")
+    var config: String?
+
     @Option(help: "Kafka bootstrap servers (host:port,...). Without it, an embedded Kafka is started. Env: HERALD_KAFKA_BROKERS.")
     var kafkaBrokers: String?
 
@@ -18,13 +22,17 @@ struct CommonOptions: ParsableArguments {
     @Option(help: "Extra librdkafka properties, key=value,key=value (e.g. security.protocol=SSL). Env: HERALD_KAFKA_PROPERTIES.")
     var kafkaProperties: String?
 
+    @Option(help: "A file of librdkafka properties, one key=value a line (# comments); values may contain commas (a SASL password). --kafka-properties wins over it. Env: HERALD_KAFKA_PROPERTIES_FILE.")
+    var kafkaPropertiesFile: String?
+
     @Option(help: "trace, debug, info, notice, warning, error or critical. Env: HERALD_LOG_LEVEL. Default: info.")
     var logLevel: String?
 
     @Option(help: "text or json (one object per line, for log collectors). Env: HERALD_LOG_FORMAT. Default: text.")
     var logFormat: String?
 
-    func resolve(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ResolvedOptions {
+    func resolve(processEnvironment: [String: String] = ProcessInfo.processInfo.environment) throws -> ResolvedOptions {
+        let (environment, file) = try Settings.environment(configFlag: config, process: processEnvironment)
         let settings = Settings(environment: environment)
         let value = settings.string
         let levelName = value(logLevel, "HERALD_LOG_LEVEL") ?? "info"
@@ -40,9 +48,45 @@ struct CommonOptions: ParsableArguments {
             kafkaBrokers: value(kafkaBrokers, "HERALD_KAFKA_BROKERS"),
             eventsTopic: value(eventsTopic, "HERALD_EVENTS_TOPIC") ?? "herald.events",
             upstreamTopic: value(upstreamTopic, "HERALD_UPSTREAM_TOPIC") ?? "herald.upstream",
-            kafkaProperties: try Self.properties(value(kafkaProperties, "HERALD_KAFKA_PROPERTIES") ?? ""),
-            logLevel: level
+            kafkaProperties: try Self.kafkaProperties(
+                file: file?.kafkaProperties ?? [:],
+                propertiesFile: value(kafkaPropertiesFile, "HERALD_KAFKA_PROPERTIES_FILE"),
+                list: value(kafkaProperties, "HERALD_KAFKA_PROPERTIES")
+            ),
+            logLevel: level,
+            environment: environment
         )
+    }
+
+    /// The configuration file's `kafka-properties` object, then the properties file, then the
+    /// comma-separated list: a later source wins for the same key.
+    static func kafkaProperties(file: [String: String], propertiesFile: String?, list: String?) throws -> [String: String] {
+        var properties = file
+        if let path = propertiesFile {
+            guard let data = FileManager.default.contents(atPath: path), data.count <= 1024 * 1024 else {
+                throw ValidationError("cannot read the Kafka properties file \(path) (a file of at most 1 MiB)")
+            }
+            properties.merge(try parsePropertiesFile(String(decoding: data, as: UTF8.self), name: path)) { _, new in new }
+        }
+        properties.merge(try Self.properties(list ?? "")) { _, new in new }
+        return properties
+    }
+
+    /// librdkafka's `key=value` file format (as `kcat -F` reads it): one property a line, split at the
+    /// first `=`, blank lines and lines starting with `#` ignored, spaces around key and value dropped.
+    static func parsePropertiesFile(_ text: String, name: String) throws -> [String: String] {
+        var properties: [String: String] = [:]
+        for (index, rawLine) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
+            let line = rawLine.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            let parts = line.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let key = parts[0].trimmingCharacters(in: .whitespaces)
+            guard parts.count == 2, !key.isEmpty else {
+                throw ValidationError("\(name) line \(index + 1) is not key=value")
+            }
+            properties[key] = parts[1].trimmingCharacters(in: .whitespaces)
+        }
+        return properties
     }
 
     /// A malformed list is a usage error, reported as ArgumentParser reports the others.
@@ -61,6 +105,9 @@ struct ResolvedOptions {
     var upstreamTopic: String
     var kafkaProperties: [String: String]
     var logLevel: Logger.Level
+    /// The `HERALD_*` settings every other option reads: the process environment over the
+    /// configuration file.
+    var environment: [String: String]
 
     func kafka(bootstrapServers: String, clientID: String) -> KafkaConfiguration {
         KafkaConfiguration(bootstrapServers: bootstrapServers, clientID: clientID, extraProperties: kafkaProperties)

@@ -13,6 +13,9 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "HS256 secret for connection tokens (at least 32 bytes). Env: HERALD_JWT_SECRET.")
     var jwtSecret: String?
 
+    @Option(help: "A file holding the HS256 secret (a mounted Secret); --jwt-secret wins over it. Env: HERALD_JWT_SECRET_FILE.")
+    var jwtSecretFile: String?
+
     @Option(help: "RS256/ES256 public key PEM files, comma-separated; each file's name (without extension) is its kid. Env: HERALD_JWT_PUBLIC_KEYS.")
     var jwtPublicKeys: String?
 
@@ -137,11 +140,11 @@ struct GatewayOptions: ParsableArguments {
     func tokenConfiguration(devSecret: String?, environment: [String: String]) throws -> TokenConfiguration {
         let settings = Settings(environment: environment)
         let value = settings.string
-        if devSecret != nil, value(jwtSecret, "HERALD_JWT_SECRET") != nil {
+        if devSecret != nil, try settings.secret(jwtSecret, file: jwtSecretFile, "HERALD_JWT_SECRET") != nil {
             // --dev serves /dev/token (a valid token for any user) on the public port: with the real
             // secret, that would hand out real tokens.
             throw ValidationError(
-                "--dev refuses to run with a configured token secret (HERALD_JWT_SECRET or --jwt-secret is set): development mode serves /dev/token, which signs a token for any user, so it only ever uses a random secret. Unset HERALD_JWT_SECRET, or run without --dev."
+                "--dev refuses to run with a configured token secret (HERALD_JWT_SECRET, --jwt-secret or a secret file is set): development mode serves /dev/token, which signs a token for any user, so it only ever uses a random secret. Unset HERALD_JWT_SECRET, or run without --dev."
             )
         }
         var publicKeys: [(kid: String, pem: String)] = []
@@ -152,7 +155,7 @@ struct GatewayOptions: ParsableArguments {
             }
             publicKeys.append((url.deletingPathExtension().lastPathComponent, pem))
         }
-        let secret = value(jwtSecret, "HERALD_JWT_SECRET") ?? devSecret
+        let secret = try settings.secret(jwtSecret, file: jwtSecretFile, "HERALD_JWT_SECRET") ?? devSecret
         guard secret != nil || !publicKeys.isEmpty else {
             throw ValidationError("no token key: set --jwt-secret (HERALD_JWT_SECRET) or --jwt-public-keys, or run with --dev")
         }

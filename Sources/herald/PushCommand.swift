@@ -18,6 +18,7 @@ struct PushCommand: AsyncParsableCommand {
     @Option(help: "Idempotency id.") var id: String?
     @Option(help: "The API's base URL. Env: HERALD_API_URL. Default: http://127.0.0.1:8081.") var api: String?
     @Option(help: "API key. Env: HERALD_API_KEY, else the first of HERALD_API_KEYS.") var apiKey: String?
+    @Option(help: "A file holding the API key. Env: HERALD_API_KEY_FILE.") var apiKeyFile: String?
     @Argument(help: "The payload: JSON (default), or text/base64 with --encoding.") var payload: String
 
     func validate() throws {
@@ -28,9 +29,9 @@ struct PushCommand: AsyncParsableCommand {
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
-        guard let key = apiKey ?? environment["HERALD_API_KEY"]
+        guard let key = try Settings(environment: environment).secret(apiKey, file: apiKeyFile, "HERALD_API_KEY")
             ?? environment["HERALD_API_KEYS"]?.split(separator: ",").first.map(String.init) else {
-            throw ValidationError("--api-key (or HERALD_API_KEY) is required")
+            throw ValidationError("--api-key, --api-key-file, HERALD_API_KEY or HERALD_API_KEY_FILE is required")
         }
         let base = api ?? environment["HERALD_API_URL"] ?? "http://127.0.0.1:8081"
         guard let url = URL(string: base + "/v1/push") else { throw ValidationError("\(base) is not a URL") }

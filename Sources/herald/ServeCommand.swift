@@ -42,7 +42,7 @@ struct ServeCommand: AsyncParsableCommand {
 
     func run() async throws {
         let options = try common.resolve()
-        let environment = ProcessInfo.processInfo.environment
+        let environment = options.environment
         let metricsOn = metrics ?? (environment["HERALD_METRICS"].map { !["false", "0", "off", "no"].contains($0.lowercased()) } ?? true)
         // Before anything creates a metric: swift-metrics binds each metric to the factory at creation.
         let nodeMetrics = metricsOn ? NodeMetrics() : nil
@@ -73,7 +73,7 @@ struct ServeCommand: AsyncParsableCommand {
         if let brokers = options.kafkaBrokers {
             bootstrap = brokers
         } else {
-            let started = try embedded.start(topics: [options.eventsTopic, options.upstreamTopic], logger: logger)
+            let started = try embedded.start(topics: [options.eventsTopic, options.upstreamTopic], logger: logger, environment: environment)
             cluster = started
             bootstrap = started.bootstrapServers
         }

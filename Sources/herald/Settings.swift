@@ -1,7 +1,9 @@
 import ArgumentParser
+import Foundation
 
 /// One setting's value: the command-line flag if given, else the `HERALD_*` environment variable,
-/// else nothing (the caller's default applies).
+/// else the configuration file's key of the same name (merged into `environment` underneath the real
+/// variables, `ConfigurationFile`), else nothing (the caller's default applies).
 struct Settings {
     let environment: [String: String]
 
@@ -35,5 +37,29 @@ struct Settings {
         guard let text = environment[variable], !text.isEmpty else { return nil }
         guard let parsed = T(text) else { throw ValidationError("\(variable)=\(text) is not a number") }
         return parsed
+    }
+
+    /// A secret given as itself (`--jwt-secret`, `HERALD_JWT_SECRET`) or as a file that holds it
+    /// (`--jwt-secret-file`, `HERALD_JWT_SECRET_FILE`: a mounted Secret); the value wins over the file.
+    /// The file's last line break is not part of the secret (editors and `echo` add one).
+    func secret(_ flag: String?, file fileFlag: String?, _ variable: String) throws -> String? {
+        if let value = string(flag, variable) { return value }
+        guard let path = string(fileFlag, variable + "_FILE") else { return nil }
+        guard let data = FileManager.default.contents(atPath: path), data.count <= 64 * 1024 else {
+            throw ValidationError("cannot read \(variable)_FILE \(path) (a file of at most 64 KiB)")
+        }
+        var text = String(decoding: data, as: UTF8.self)
+        while text.hasSuffix("\n") || text.hasSuffix("\r") { text.removeLast() }
+        guard !text.isEmpty else { throw ValidationError("\(variable)_FILE \(path) is empty") }
+        return text
+    }
+
+    /// The process environment over the configuration file (`--config` or `HERALD_CONFIG`), if any.
+    /// An empty variable counts as unset, so it does not hide the file's value.
+    static func environment(configFlag: String?, process: [String: String]) throws -> (environment: [String: String], file: ConfigurationFile?) {
+        let given = process.filter { !$0.value.isEmpty }
+        guard let path = configFlag.flatMap({ $0.isEmpty ? nil : $0 }) ?? given["HERALD_CONFIG"] else { return (process, nil) }
+        let file = try ConfigurationFile.load(path)
+        return (file.settings.merging(given) { _, variable in variable }, file)
     }
 }

@@ -14,12 +14,14 @@ struct TokenCommand: AsyncParsableCommand {
     @Option(help: "Channels the token grants, comma-separated.") var channels: String?
     @Option(help: "Lifetime: 90s, 30m, 12h or 7d.") var ttl = "1h"
     @Option(help: "HS256 secret. Env: HERALD_JWT_SECRET.") var jwtSecret: String?
+    @Option(help: "A file holding the HS256 secret. Env: HERALD_JWT_SECRET_FILE.") var jwtSecretFile: String?
     @Option(help: "Audience claim.") var audience: String?
     @Option(help: "Issuer claim.") var issuer: String?
 
     func run() async throws {
-        guard let secret = jwtSecret ?? ProcessInfo.processInfo.environment["HERALD_JWT_SECRET"] else {
-            throw ValidationError("--jwt-secret or HERALD_JWT_SECRET is required")
+        let settings = Settings(environment: ProcessInfo.processInfo.environment)
+        guard let secret = try settings.secret(jwtSecret, file: jwtSecretFile, "HERALD_JWT_SECRET") else {
+            throw ValidationError("--jwt-secret, --jwt-secret-file, HERALD_JWT_SECRET or HERALD_JWT_SECRET_FILE is required")
         }
         let lifetime = try Self.seconds(ttl)
         let issuerKeys = try await TokenIssuer(hmacSecret: secret)

@@ -1,7 +1,7 @@
 import HeraldCore
 import Testing
 
-@Suite("The record format of PROTOCOL.md §1")
+@Suite("The record format of docs/protocol.md §1")
 struct HeraldRecordTests {
     @Test func plainKeyIsAUserMessage() throws {
         let record = try HeraldRecord.decode(key: Array("alice".utf8), headers: [])

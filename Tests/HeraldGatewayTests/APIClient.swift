@@ -12,9 +12,12 @@ struct APIResponse {
     var errorMessage: String? { (json["error"] as? [String: Any])?["message"] as? String }
 }
 
-func api(_ port: Int, _ method: String, _ path: String, body: String? = nil, key: String? = testAPIKey) async throws -> APIResponse {
+func api(
+    _ port: Int, _ method: String, _ path: String, body: String? = nil, key: String? = testAPIKey, headers extra: [(String, String)] = []
+) async throws -> APIResponse {
     var request = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
     if let key { request += "Authorization: Bearer \(key)\r\n" }
+    for (name, value) in extra { request += "\(name): \(value)\r\n" }
     if let body {
         request += "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n"
     }

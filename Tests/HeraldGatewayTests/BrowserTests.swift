@@ -52,7 +52,8 @@ struct Browser {
 
     func quit() async {
         _ = try? await api(driverPort, "DELETE", "/session/\(session)", key: nil)
-        driver.stop()
+        // The session is closed, and with it Chromium; chromedriver may have SIGTERM blocked (see kill()).
+        driver.kill()
     }
 }
 
@@ -137,5 +138,61 @@ struct BrowserTests {
         #expect(events.contains("closed 1012"), "the page saw the drain's 1012: \(events)")
 
         try await browser.screenshot(to: repositoryRoot().appendingPathComponent("docs/images/demo-page.png"))
+    }
+
+    @Test("a page on another origin imports /herald.js from the node, connects and receives a push")
+    func crossOriginImport() async throws {
+        try await GatewayHarness.run { node in
+            let token = try await node.token("carol", device: "browser")
+            let folder = FileManager.default.temporaryDirectory.appendingPathComponent("herald-cross-origin-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: folder) }
+            let page = """
+            <!doctype html><meta charset="utf-8"><title>another origin</title>
+            <script type="module">
+            window.result = "loading";
+            try {
+              const { connect } = await import("http://127.0.0.1:\(node.port)/herald.js");
+              window.result = "imported";
+              const herald = connect("ws://127.0.0.1:\(node.port)/v1/ws", { token: "\(token)" });
+              herald.addEventListener("welcome", () => { window.result = "welcome"; });
+              herald.addEventListener("message", (e) => { window.result = "message " + JSON.stringify(e.detail.data); });
+            } catch (error) {
+              window.result = "failed: " + error;
+            }
+            </script>
+            """
+            try page.write(to: folder.appendingPathComponent("index.html"), atomically: true, encoding: .utf8)
+            // The page's origin: another port on loopback, served by Python's http.server.
+            let pagePort = try freePort()
+            let server = try HeraldProcess(
+                executable: try pythonWith(module: "http.server"),
+                ["-m", "http.server", String(pagePort), "--bind", "127.0.0.1", "--directory", folder.path]
+            )
+            defer { server.kill() }
+            let ready = ContinuousClock.now + .seconds(10)
+            while (try? await api(pagePort, "GET", "/index.html", key: nil))?.status != 200 {
+                guard ContinuousClock.now < ready else { throw TestFailure("http.server did not start: \(server.text)") }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+
+            let browser = try await Browser.start()
+            defer { Task { await browser.quit() } }
+            try await browser.open("http://127.0.0.1:\(pagePort)/index.html")
+            func result() async throws -> String { (try await browser.evaluate("return String(window.result)") as? String) ?? "" }
+            func waitFor(_ expected: String) async throws {
+                let deadline = ContinuousClock.now + .seconds(20)
+                while try await result() != expected {
+                    guard ContinuousClock.now < deadline else {
+                        throw TestFailure("the cross-origin page shows \(try await result()), not \(expected)")
+                    }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+            }
+            try await waitFor("welcome")
+            let pushed = try await api(node.apiPort, "POST", "/v1/push", body: #"{"to":{"users":["carol"]},"data":{"hello":"from another origin"}}"#)
+            #expect(pushed.status == 202)
+            try await waitFor(#"message {"hello":"from another origin"}"#)
+        }
     }
 }

@@ -36,6 +36,41 @@ struct ClientTests {
         #expect(pairs.count == codes.count)
     }
 
+    @Test("clients/js packs with npm, installs from the tarball into an empty folder, imports by its name, and its tests pass there")
+    func javascriptPackageInstalls() throws {
+        guard let npm = which("npm"), let node = which("node") ?? which("nodejs") else {
+            throw TestFailure("node and npm are needed: apt-get install -y nodejs npm (scripts/install-deps --test does)")
+        }
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("herald-npm-\(UUID().uuidString)")
+        let app = folder.appendingPathComponent("app")
+        try FileManager.default.createDirectory(at: app, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let manifest = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: repositoryRoot().appendingPathComponent("clients/js/package.json"))
+        ) as? [String: Any] ?? [:]
+        #expect(manifest["type"] as? String == "module", "without it Node 18 reads herald.js as CommonJS")
+        #expect(manifest["license"] as? String == "Apache-2.0")
+        let name = try #require(manifest["name"] as? String)
+        let version = try #require(manifest["version"] as? String)
+
+        let (packed, packOutput) = try run(npm, ["pack", "--pack-destination", folder.path, "--silent"], in: repositoryRoot().appendingPathComponent("clients/js"))
+        #expect(packed == 0, "\(packOutput)")
+        let tarball = try #require(
+            try FileManager.default.contentsOfDirectory(atPath: folder.path).first { $0.hasSuffix("-\(version).tgz") }, "no tarball: \(packOutput)"
+        )
+        try #"{"name":"empty-app","private":true,"type":"module"}"#.write(to: app.appendingPathComponent("package.json"), atomically: true, encoding: .utf8)
+        let (installed, installOutput) = try run(
+            npm, ["install", "--offline", "--no-audit", "--no-fund", "--ignore-scripts", folder.appendingPathComponent(tarball).path], in: app
+        )
+        #expect(installed == 0, "\(installOutput)")
+
+        let probe = #"import { connect, closeAction } from "\#(name)"; console.log(typeof connect, closeAction(1012));"#
+        let (imported, importOutput) = try run(node, ["--input-type=module", "-e", probe], in: app)
+        #expect(imported == 0 && importOutput.contains("function resume"), "\(importOutput)")
+        let (tested, testOutput) = try run(node, ["--test", "node_modules/\(name)/test/"], in: app)
+        #expect(tested == 0 && testOutput.contains("# fail 0"), "\(testOutput.suffix(2_000))")
+    }
+
     @Test("the embedded client assets are the files in clients/ (scripts/embed-client-assets)")
     func assetsAreCurrent() throws {
         let python = try requiredPython(for: "scripts/embed-client-assets")
@@ -43,6 +78,30 @@ struct ClientTests {
         #expect(status == 0)
         let committed = try String(contentsOf: repositoryRoot().appendingPathComponent("Sources/HeraldGateway/Listener/ClientAssets.swift"), encoding: .utf8)
         #expect(generated == committed, "run scripts/embed-client-assets: ClientAssets.swift is out of date")
+    }
+
+    @Test("/herald.js and /herald.d.ts can be imported from a page on another origin (CORS), limited to the allowed origins when some are configured")
+    func clientAssetsAreCrossOrigin() async throws {
+        let page = [("Origin", "https://app.example.com")]
+        try await GatewayHarness.run { node in
+            for path in ["/herald.js", "/herald.d.ts"] {
+                let response = try await api(node.port, "GET", path, key: nil, headers: page)
+                #expect(response.status == 200)
+                #expect(response.headers["access-control-allow-origin"] == "*", "\(path): \(response.headers)")
+                #expect(response.headers["cache-control"]?.contains("max-age=") == true)
+            }
+            // Not the demo's helpers, nor refusals: only the public client files are shared.
+            let notFound = try await api(node.port, "GET", "/nothing", key: nil, headers: page)
+            #expect(notFound.status == 404 && notFound.headers["access-control-allow-origin"] == nil)
+        }
+        try await GatewayHarness.run(configure: { $0.allowedOrigins = ["https://app.example.com"] }) { node in
+            let allowed = try await api(node.port, "GET", "/herald.js", key: nil, headers: page)
+            #expect(allowed.headers["access-control-allow-origin"] == "https://app.example.com")
+            #expect(allowed.headers["vary"] == "Origin")
+            let other = try await api(node.port, "GET", "/herald.js", key: nil, headers: [("Origin", "https://evil.example")])
+            #expect(other.status == 200 && other.headers["access-control-allow-origin"] == nil)
+            #expect(other.headers["vary"] == "Origin")
+        }
     }
 
     @Test("the public port serves /herald.js always, and the demo with its helpers only in development mode")

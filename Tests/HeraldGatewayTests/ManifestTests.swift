@@ -15,8 +15,11 @@ struct ManifestTests {
         let kubectl = try requiredTool("kubectl", package: "Debian's kubernetes-client")
         let (status, output) = try run(kubectl, ["kustomize", repositoryRoot().appendingPathComponent("k8s/overlays/\(overlay)").path])
         guard status == 0 else { throw TestFailure("kubectl kustomize k8s/overlays/\(overlay) failed:\n\(output)") }
-        // kubectl writes kustomize's deprecation warnings to stderr, which `run` merges: keep the YAML.
-        let yaml = output.split(separator: "\n", omittingEmptySubsequences: false).filter { !$0.hasPrefix("# Warning:") }.joined(separator: "\n")
+        // kubectl writes kustomize's deprecation warnings to stderr, which `run` merges: the files use
+        // current syntax (`resources`, `patches`, `labels`), so there must be none.
+        let warnings = output.split(separator: "\n").filter { $0.hasPrefix("# Warning:") }
+        guard warnings.isEmpty else { throw TestFailure("k8s/overlays/\(overlay) uses deprecated kustomize fields:\n\(warnings.joined(separator: "\n"))") }
+        let yaml = output
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("herald-\(overlay)-\(UUID().uuidString.prefix(6)).yaml")
         try yaml.write(to: file, atomically: true, encoding: .utf8)
         return file
@@ -78,6 +81,13 @@ struct ManifestTests {
             assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
             assert "preStop" in container["lifecycle"]
             assert pod["securityContext"]["runAsNonRoot"] is True
+            # An annotation that names another resource names one that exists (a GCP BackendConfig, say).
+            for doc in docs:
+                for key, value in (doc["metadata"].get("annotations") or {}).items():
+                    if key == "cloud.google.com/backend-config":
+                        import json
+                        for name in json.loads(value).values():
+                            assert any(d["kind"] == "BackendConfig" and d["metadata"]["name"] == name for d in docs), f"{overlay}: {key} names a missing BackendConfig {name}"
             policy = one(docs, "NetworkPolicy")
             assert any(p["port"] == "internal" and rule.get("from") for rule in policy["spec"]["ingress"] for p in rule["ports"]), "the internal port is restricted"
             for rule in policy["spec"]["ingress"]:

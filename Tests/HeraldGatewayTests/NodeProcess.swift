@@ -111,6 +111,15 @@ final class HeraldProcess: @unchecked Sendable {
         }
     }
 
+    /// SIGKILL, for helper programs started from a thread that blocks SIGTERM: they inherit the
+    /// blocked mask (Foundation's Process keeps it), so `stop()` would wait for them forever.
+    func kill() {
+        if process.isRunning {
+            _ = Foundation.kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
     deinit { stop() }
 }
 

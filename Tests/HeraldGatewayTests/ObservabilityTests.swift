@@ -2,7 +2,10 @@ import Foundation
 import HeraldClient
 import HeraldCore
 import HeraldGateway
+import Hummingbird
 import NIOPosix
+import ServiceLifecycle
+import Synchronization
 import Testing
 
 /// The repository's root (where `ops/` and `docs/` are).
@@ -64,6 +67,43 @@ struct ObservabilityTests {
         for alert in alerts {
             #expect(testText.contains("alertname: \(alert)"), "\(alert) has no promtool test")
             #expect(runbooks.contains("### \(alert)"), "\(alert) has no runbook section in docs/operations.md")
+        }
+        // Conventions: absolute runbook URLs from one base, whose anchors are this repository's
+        // docs/operations.md sections; severity critical or warning.
+        let urls = ruleText.matches(of: /runbook_url: "([^"]+)"/).map { String($0.1) }
+        #expect(urls.count == alerts.count)
+        let anchors = DocsTests.anchors(of: runbooks)
+        for url in urls {
+            #expect(url.hasPrefix(Self.runbookBase + "#"), "\(url) is not \(Self.runbookBase)#…")
+            let anchor = String(url.split(separator: "#").last ?? "")
+            #expect(anchors.contains(anchor), "\(url): docs/operations.md has no section #\(anchor)")
+        }
+        let severities = Set(ruleText.matches(of: /severity: (\w+)/).map { String($0.1) })
+        #expect(severities == ["critical", "warning"], "\(severities)")
+    }
+
+    /// Where the runbooks live for a reader of an alert: docs/operations.md on the repository's home.
+    static let runbookBase = "https://github.com/herald-gateway/herald/blob/main/docs/operations.md"
+
+    static func amtool() throws -> String {
+        guard let amtool = which("amtool") else {
+            throw TestFailure("amtool is not installed: apt-get install -y prometheus-alertmanager (scripts/install-deps --test does)")
+        }
+        return amtool
+    }
+
+    @Test("amtool checks the Alertmanager configuration, and critical and warning alerts both reach the alarm platform")
+    func alertmanagerConfiguration() throws {
+        let amtool = try Self.amtool()
+        let config = repositoryRoot().appendingPathComponent("ops/alertmanager/alertmanager.yml").path
+        let checked = try run(amtool, ["check-config", config])
+        #expect(checked.status == 0 && checked.output.contains("SUCCESS"), "\(checked.output)")
+        for severity in ["critical", "warning"] {
+            // --verify.receivers makes amtool exit 1 when the route ends elsewhere.
+            let routed = try run(amtool, [
+                "config", "routes", "test", "--config.file", config, "--verify.receivers=alarm-platform", "alertname=HeraldNodeDown", "severity=\(severity)",
+            ])
+            #expect(routed.status == 0 && routed.output.contains("alarm-platform"), "\(severity): \(routed.output)")
         }
     }
 
@@ -147,6 +187,8 @@ struct ObservabilityTests {
         #expect(pushes == Double(messages))
         let up = try await query(#"up{job="herald"}"#)
         #expect(up == 1)
+        let build = try await query(#"herald_build_info{job="herald"}"#)
+        #expect(build == 1)
         let maxFDs = try await query("process_max_fds") ?? 0
         #expect(maxFDs > 0)
         // The recording rules evaluate on live data too.
@@ -167,6 +209,14 @@ struct ObservabilityTests {
             #expect((panel["datasource"] as? [String: Any])?["uid"] as? String == "${datasource}", "\(panel["title"] ?? "?")")
             for target in panel["targets"] as? [[String: Any]] ?? [] {
                 let expr = try #require(target["expr"] as? String)
+                // Grafana's convention: rates over $__rate_interval, and every series of Herald's job
+                // only (a Prometheus scrapes other processes too).
+                for window in expr.matches(of: /\[([^\]]+)\]/) {
+                    #expect(window.1 == "$__rate_interval", "\(panel["title"] ?? "?"): [\(window.1)] instead of [$__rate_interval]")
+                }
+                for selector in expr.matches(of: /\b(?:herald|process)_[a-z_]+(\{[^}]*\})?/) {
+                    #expect(selector.1?.contains(#"job=~"$job""#) == true, "\(panel["title"] ?? "?"): \(selector.0) is not filtered to $job")
+                }
                 let names = expr.matches(of: /\b((?:herald|process)_[a-z_]+)/).map { String($0.1) }
                 #expect(!names.isEmpty, "\(expr) names no Herald metric")
                 for name in names {
@@ -177,6 +227,96 @@ struct ObservabilityTests {
         }
         #expect(checked.count >= 28, "the dashboard covers \(checked.count) metrics")
         for connection in open { connection.session.close() }
+    }
+
+    @Test("a node stops: a real Prometheus with the rules fires HeraldNodeDown, Alertmanager routes it, and the alarm platform's webhook receives it")
+    func alertReachesTheAlarmPlatform() async throws {
+        guard let prometheus = which("prometheus") else {
+            throw TestFailure("prometheus is not installed: apt-get install -y prometheus (scripts/install-deps --test does)")
+        }
+        guard let alertmanager = which("prometheus-alertmanager") ?? which("alertmanager") else {
+            throw TestFailure("alertmanager is not installed: apt-get install -y prometheus-alertmanager (scripts/install-deps --test does)")
+        }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("herald-alerting-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+
+        // The alarm platform: a webhook on loopback that keeps what it is sent.
+        let webhook = try await WebhookReceiver.start()
+        defer { Task { await webhook.stop() } }
+
+        // ops/alertmanager/alertmanager.yml as it is, but for the receiver's URL and a shorter wait.
+        let shipped = try String(contentsOf: repositoryRoot().appendingPathComponent("ops/alertmanager/alertmanager.yml"), encoding: .utf8)
+        let placeholder = "http://alarm-platform.monitoring.svc:8080/alerts/herald"
+        #expect(shipped.contains(placeholder))
+        let amConfig = shipped.replacingOccurrences(of: placeholder, with: "http://127.0.0.1:\(webhook.port)/alerts/herald")
+            .replacingOccurrences(of: "group_wait: 10s", with: "group_wait: 1s")
+        try amConfig.write(to: directory.appendingPathComponent("alertmanager.yml"), atomically: true, encoding: .utf8)
+        let amPort = try freePort()
+        let am = try HeraldProcess(executable: alertmanager, [
+            "--config.file=\(directory.appendingPathComponent("alertmanager.yml").path)",
+            "--storage.path=\(directory.appendingPathComponent("am-data").path)",
+            "--web.listen-address=127.0.0.1:\(amPort)",
+            "--cluster.listen-address=",
+        ])
+        defer { am.stop() }
+
+        let processes = try await NodeProcesses.start()
+        defer { processes.stop() }
+        let apiPort = Int(try await processes.node.waitFor(#"(?:Server started and listening on|listening on) [^:]*:(\d+)"#))!
+        let config = """
+            global: {scrape_interval: 1s, evaluation_interval: 1s}
+            rule_files: ["\(Self.ops.appendingPathComponent("rules/herald.rules.yml").path)"]
+            alerting:
+              alertmanagers: [{static_configs: [{targets: ["127.0.0.1:\(amPort)"]}]}]
+            scrape_configs:
+              - job_name: herald
+                static_configs: [{targets: ["127.0.0.1:\(apiPort)"]}]
+            """
+        try config.write(to: directory.appendingPathComponent("prometheus.yml"), atomically: true, encoding: .utf8)
+        let prometheusPort = try freePort()
+        let server = try HeraldProcess(executable: prometheus, [
+            "--config.file=\(directory.appendingPathComponent("prometheus.yml").path)",
+            "--storage.tsdb.path=\(directory.appendingPathComponent("data").path)",
+            "--web.listen-address=127.0.0.1:\(prometheusPort)",
+        ])
+        defer { server.stop() }
+
+        func up() async -> String? {
+            guard let response = try? await api(prometheusPort, "GET", "/api/v1/query?query=up", key: nil),
+                  let data = response.json["data"] as? [String: Any], let result = data["result"] as? [[String: Any]],
+                  let value = result.first?["value"] as? [Any] else { return nil }
+            return value.last as? String
+        }
+        var deadline = ContinuousClock.now + .seconds(30)
+        while await up() != "1" {
+            guard ContinuousClock.now < deadline else { throw TestFailure("Prometheus never scraped the node: \(server.text.suffix(2_000))") }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        // The node goes away; HeraldNodeDown waits a minute (`for: 1m`) before it fires.
+        processes.node.stop()
+        deadline = ContinuousClock.now + .seconds(120)
+        var delivered: [String: Any]? = nil
+        while delivered == nil {
+            guard ContinuousClock.now < deadline else {
+                throw TestFailure("no alert reached the webhook; Alertmanager: \(am.text.suffix(2_000))")
+            }
+            delivered = webhook.received().compactMap { body in
+                (try? JSONSerialization.jsonObject(with: Data(body.utf8))) as? [String: Any]
+            }.first { payload in
+                (payload["alerts"] as? [[String: Any]] ?? []).contains { ($0["labels"] as? [String: Any])?["alertname"] as? String == "HeraldNodeDown" }
+            }
+            if delivered == nil { try await Task.sleep(for: .milliseconds(500)) }
+        }
+        let payload = try #require(delivered)
+        #expect(payload["receiver"] as? String == "alarm-platform")
+        #expect(payload["status"] as? String == "firing")
+        let alert = try #require((payload["alerts"] as? [[String: Any]])?.first)
+        let labels = alert["labels"] as? [String: Any] ?? [:]
+        #expect(labels["severity"] as? String == "critical")
+        #expect(labels["instance"] as? String == "127.0.0.1:\(apiPort)")
+        let runbook = (alert["annotations"] as? [String: Any])?["runbook_url"] as? String ?? ""
+        #expect(runbook == Self.runbookBase + "#heraldnodedown", "\(runbook)")
     }
 
     @Test("JSON logs, one object a line, never carry a token, an API key or the token secret")
@@ -212,5 +352,43 @@ struct ObservabilityTests {
         #expect(!output.contains(testSecret), "the token secret is in the logs")
         #expect(!output.contains(token), "a token is in the logs")
         #expect(!output.contains(String(token.split(separator: ".")[1])), "a token's claims are in the logs")
+    }
+}
+
+/// A webhook receiver on loopback (the alarm platform in the alerting test): Hummingbird, keeping every
+/// request body it is posted.
+struct WebhookReceiver: Sendable {
+    final class Bodies: Sendable {
+        let list = Mutex<[String]>([])
+    }
+
+    let port: Int
+    private let bodies: Bodies
+    private let group: ServiceGroup
+    private let task: Task<Void, Never>
+
+    static func start() async throws -> WebhookReceiver {
+        let bodies = Bodies()
+        let router = Router()
+        router.post("alerts/herald") { request, _ -> HTTPResponse.Status in
+            let body = try await request.body.collect(upTo: 1 << 20)
+            bodies.list.withLock { $0.append(String(buffer: body)) }
+            return .ok
+        }
+        let port = PortBox()
+        let app = Application(
+            router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+            onServerRunning: { channel in port.set(channel.localAddress?.port ?? 0) }, logger: testLogger
+        )
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: [.init(service: app)], logger: testLogger))
+        let task = Task { do { try await group.run() } catch {} }
+        return WebhookReceiver(port: await port.wait(), bodies: bodies, group: group, task: task)
+    }
+
+    func received() -> [String] { bodies.list.withLock { $0 } }
+
+    func stop() async {
+        await group.triggerGracefulShutdown()
+        _ = await task.value
     }
 }

@@ -1,6 +1,6 @@
 import JWTKit
 
-/// The claims Herald reads from a connection token (PROTOCOL.md §2). Times are read as the raw numbers
+/// The claims Herald reads from a connection token (docs/protocol.md §2). Times are read as the raw numbers
 /// the issuer wrote and range-checked by `TokenVerifier`, so that a token from a careless issuer (exp in
 /// milliseconds or nanoseconds, a string, a huge number) is a 401 naming the claim, never a trap in a
 /// conversion.

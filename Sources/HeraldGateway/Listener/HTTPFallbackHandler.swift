@@ -48,7 +48,7 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     private func answer(_ context: ChannelHandlerContext, _ head: HTTPRequestHead) {
-        if let page = PublicPages.answer(method: head.method, uri: head.uri, body: body, gateway: gateway, loop: context.eventLoop) {
+        if let page = PublicPages.answer(method: head.method, uri: head.uri, origin: head.headers.first(name: "Origin"), body: body, gateway: gateway, loop: context.eventLoop) {
             page.assumeIsolated().whenComplete { [self] result in
                 switch result {
                 case .success(let response): respond(context, response)
@@ -86,6 +86,12 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
         headers.add(name: "Content-Length", value: String(body.readableBytes))
         headers.add(name: "Connection", value: "close")
         headers.add(name: "Cache-Control", value: response.cacheable ? "public, max-age=300" : "no-store")
+        if let allowOrigin = response.allowOrigin {
+            headers.add(name: "Access-Control-Allow-Origin", value: allowOrigin)
+        }
+        if response.variesByOrigin {
+            headers.add(name: "Vary", value: "Origin")
+        }
         if let retryAfter {
             headers.add(name: "Retry-After", value: String(retryAfter))
         }

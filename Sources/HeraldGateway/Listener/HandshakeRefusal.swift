@@ -1,7 +1,7 @@
 public import NIOHTTP1
 
 /// Why a WebSocket handshake was refused, as the plain HTTP answer the spec gives for it
-/// (PROTOCOL.md §2: refusals happen before the upgrade). This is the one place statuses are chosen.
+/// (docs/protocol.md §2: refusals happen before the upgrade). This is the one place statuses are chosen.
 public struct HandshakeRefusal: Error, Sendable, Equatable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         let name: String

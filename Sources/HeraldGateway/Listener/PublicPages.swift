@@ -25,6 +25,11 @@ struct PublicResponse: Sendable {
     var contentType: String
     var body: String
     var cacheable = false
+    /// `Access-Control-Allow-Origin` for the public client files, so that a page on another origin can
+    /// `import` them; nil sends none.
+    var allowOrigin: String?
+    /// Whether the answer depends on the request's `Origin` (caches must keep one copy per origin).
+    var variesByOrigin = false
 
     static func json(_ status: HTTPResponseStatus, _ body: String) -> PublicResponse {
         PublicResponse(status: status, contentType: "application/json", body: body)
@@ -46,14 +51,14 @@ struct PublicResponse: Sendable {
 enum PublicPages {
     /// The answer to a request that is not a WebSocket upgrade, or nil when the path is none of these.
     static func answer(
-        method: HTTPMethod, uri: String, body: ByteBuffer?, gateway: GatewayContext, loop: any EventLoop
+        method: HTTPMethod, uri: String, origin: String? = nil, body: ByteBuffer?, gateway: GatewayContext, loop: any EventLoop
     ) -> EventLoopFuture<PublicResponse>? {
         let (path, query) = WebSocketListener.split(uri)
         switch (method, path) {
         case (.GET, "/herald.js"):
-            return loop.makeSucceededFuture(PublicResponse(status: .ok, contentType: "text/javascript; charset=utf-8", body: ClientAssets.heraldJS, cacheable: true))
+            return loop.makeSucceededFuture(Self.clientFile("text/javascript; charset=utf-8", ClientAssets.heraldJS, origin: origin, gateway: gateway))
         case (.GET, "/herald.d.ts"):
-            return loop.makeSucceededFuture(PublicResponse(status: .ok, contentType: "text/plain; charset=utf-8", body: ClientAssets.heraldTypes, cacheable: true))
+            return loop.makeSucceededFuture(Self.clientFile("text/plain; charset=utf-8", ClientAssets.heraldTypes, origin: origin, gateway: gateway))
         default:
             break
         }
@@ -100,6 +105,22 @@ enum PublicPages {
         default:
             return nil
         }
+    }
+
+    /// The browser client is documented as `import { connect } from "https://push.example.com/herald.js"`
+    /// from the app's own origin: a module script from another origin loads only with CORS. Any origin
+    /// may import it unless the node has an origin allow-list, which then applies here as on `/v1/ws`
+    /// (a page that may not connect has no use for the client).
+    static func clientFile(_ contentType: String, _ body: String, origin: String?, gateway: GatewayContext) -> PublicResponse {
+        var response = PublicResponse(status: .ok, contentType: contentType, body: body, cacheable: true)
+        let allowed = gateway.configuration.allowedOrigins
+        if allowed.isEmpty {
+            response.allowOrigin = "*"
+        } else {
+            response.variesByOrigin = true
+            if let origin, allowed.contains(origin) { response.allowOrigin = origin }
+        }
+        return response
     }
 
     private static func isName(_ text: String) -> Bool {

@@ -4,7 +4,7 @@ public import HeraldKafka
 import NIOCore
 
 /// Sends what clients `publish` to the upstream topic, for the business services behind Herald
-/// (PROTOCOL.md §2): key = the user id, headers naming the session, device and node. With `sync` the
+/// (docs/protocol.md §2): key = the user id, headers naming the session, device and node. With `sync` the
 /// same payload also goes to the user's own stream on the events topic, excluding the sender's
 /// session, so the user's other devices receive it.
 public struct UpstreamPublisher: Sendable {

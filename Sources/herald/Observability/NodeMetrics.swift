@@ -43,6 +43,7 @@ final class NodeMetrics: Sendable {
         buffer.reserveCapacity(16 * 1024)
         registry.emit(into: &buffer)
         buffer.append(contentsOf: Array(ProcessMetrics.text().utf8))
+        buffer.append(contentsOf: Array(BuildInfo.metricText.utf8))
         return buffer
     }
 }
