@@ -46,8 +46,8 @@ public struct GatewayConfiguration: Sendable {
     /// are refused with `slow-down`, and a connection that keeps going is closed with 1008.
     public var publishesPerSecondPerUser: Double = 20
     public var publishBytesPerSecondPerUser: Double = 256 * 1024
-    /// Messages (not pings) a connection may send per second, with a burst of twice that (0: no
-    /// limit); more close it with 1008.
+    /// Messages (not pings) a connection may send in any one second (0: no limit); more close it
+    /// with 1008.
     public var clientMessagesPerSecond: Double = 200
     /// The graceful drain on SIGTERM, all of it: readiness fails at once, the listener closes after
     /// `drainDelay`, and the connections are closed with 1012 in batches spread over the rest.

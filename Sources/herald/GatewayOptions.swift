@@ -52,7 +52,7 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "Bytes one user may publish through this node per second (0: no limit). Env: HERALD_PUBLISH_BYTES_RATE. Default: 262144.")
     var publishBytesRate: Double?
 
-    @Option(help: "Messages (not pings) a connection may send per second, twice that in a burst (0: no limit; more close it with 1008). Env: HERALD_CLIENT_MESSAGE_RATE. Default: 200.")
+    @Option(help: "Messages (not pings) a connection may send in any one second (0: no limit; more close it with 1008). Env: HERALD_CLIENT_MESSAGE_RATE. Default: 200.")
     var clientMessageRate: Double?
 
     @Option(help: "Connections per user before the oldest is replaced. Env: HERALD_USER_CONNECTION_LIMIT. Default: 10.")

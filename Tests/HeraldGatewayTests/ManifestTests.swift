@@ -42,7 +42,7 @@ struct ManifestTests {
         }
     }
 
-    @Test("custom resources, the overlays' differences, and a grace period longer than the drain")
+    @Test("custom resources, the overlays' differences, and a grace period that covers preStop, the drain and the producer's flush")
     func customResourcesAndConsistency() throws {
         let python = try pythonWith(module: "yaml", package: "PyYAML")
         let dev = try Self.render("dev")
@@ -75,7 +75,12 @@ struct ManifestTests {
             container = pod["containers"][0]
             config = one(docs, "ConfigMap")["data"]
             drain = float(config["HERALD_DRAIN_SECONDS"])
-            assert pod["terminationGracePeriodSeconds"] >= drain + 5, f"{overlay}: grace period shorter than the drain plus the flush"
+            # SIGTERM comes after preStop; then the drain; then the producer flushes for up to
+            # KafkaProducerConfiguration.flushTimeoutMilliseconds (10 s) before the node exits.
+            pre_stop = float(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+            flush = 10
+            needed = pre_stop + drain + flush
+            assert pod["terminationGracePeriodSeconds"] > needed, f"{overlay}: grace period {pod['terminationGracePeriodSeconds']} s does not cover preStop {pre_stop} + drain {drain} + flush {flush} s"
             assert float(config["HERALD_DRAIN_DELAY_SECONDS"]) < drain
             assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
             assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"

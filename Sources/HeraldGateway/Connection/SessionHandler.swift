@@ -14,7 +14,7 @@ final class SessionHandler: ChannelInboundHandler {
     /// Invalid client messages answered with an `error` frame before the connection is closed (1008).
     static let invalidMessageLimit: UInt8 = 10
     /// Publishes refused with `slow-down` in a row before the connection is closed (1008).
-    static let slowDownLimit = 50
+    static let slowDownLimit: UInt8 = 50
 
     private let connection: Connection
     private let gateway: GatewayContext
@@ -23,9 +23,11 @@ final class SessionHandler: ChannelInboundHandler {
     private var rules: WebSocketFrameRules
     private var invalidMessages: UInt8 = 0
     private var publishes: PublishQueue
-    private var slowDowns = 0
-    /// Client messages per second (pings are not messages: their answers are coalesced).
-    private var messages: TokenBucket?
+    private var slowDowns: UInt8 = 0
+    /// Client messages in the current second (pings are not messages: their answers are coalesced).
+    /// A counter per second rather than a `TokenBucket`: every idle connection carries it.
+    private var messageSecond: Int64 = 0
+    private var messagesThisSecond: UInt32 = 0
     private var replays = 0
     /// The replay whose outcome is awaited, if any.
     private var pendingReplay: Int?
@@ -37,8 +39,6 @@ final class SessionHandler: ChannelInboundHandler {
         self.resume = resume
         self.rules = WebSocketFrameRules(maxMessageBytes: gateway.configuration.maxMessageBytes)
         self.publishes = PublishQueue(maxWaiting: gateway.configuration.maxQueuedPublishes)
-        let rate = gateway.configuration.clientMessagesPerSecond
-        self.messages = rate > 0 ? TokenBucket(rate: rate, capacity: rate * 2, now: .now) : nil
     }
 
     private var now: Int64 { WebSocketListener.nowMillis() }
@@ -187,7 +187,7 @@ final class SessionHandler: ChannelInboundHandler {
         switch event {
         case .message(let payload, let isText):
             guard !connection.isClosing else { return }
-            if messages?.take(now: .now) == false { return connection.close(.tooManyMessages) }
+            guard withinMessageRate() else { return connection.close(.tooManyMessages) }
             guard isText else {
                 return refuse(code: "bad-request", "binary frames are not part of the protocol; send JSON text")
             }
@@ -218,6 +218,19 @@ final class SessionHandler: ChannelInboundHandler {
         }
     }
 
+    /// At most `clientMessagesPerSecond` in any one second; off at 0.
+    private func withinMessageRate() -> Bool {
+        let rate = gateway.configuration.clientMessagesPerSecond
+        guard rate > 0 else { return true }
+        let second = now / 1_000
+        if second != messageSecond {
+            messageSecond = second
+            messagesThisSecond = 0
+        }
+        messagesThisSecond &+= 1
+        return Double(messagesThisSecond) <= rate
+    }
+
     private func handle(_ message: ClientMessage) {
         let connection = self.connection
         switch message {
@@ -239,7 +252,7 @@ final class SessionHandler: ChannelInboundHandler {
                 return tell(code: "unsupported", "this node has no upstream topic to publish to")
             }
             guard gateway.publishLimits.admit(connection.userID, bytes: data.count) else {
-                slowDowns += 1
+                slowDowns &+= 1
                 if slowDowns > Self.slowDownLimit { return connection.close(.publishAbuse) }
                 return tell(code: "slow-down", "this user publishes more than its limit; this publish was dropped")
             }
