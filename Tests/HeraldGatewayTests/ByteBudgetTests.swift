@@ -110,10 +110,13 @@ struct BudgetNode {
     }
 }
 
-/// Sends pings with the largest control payload until `stop` says so.
-private func floodPings(_ connection: WebSocketClientConnection, until stop: () async throws -> Bool) async throws {
+/// Sends pings with the largest control payload, reading nothing, until the node has closed a
+/// connection with 4008 (40 s at most).
+private func floodPingsUntilSlowConsumerClose(_ connection: WebSocketClientConnection, _ readings: NodeReadings) async throws {
     let payload = ByteBuffer(bytes: Array(repeating: 0x70, count: 125))
-    while try await !stop() {
+    let deadline = ContinuousClock.now + .seconds(40)
+    while try await readings.serverCloses(.slowConsumer) < 1 {
+        guard ContinuousClock.now < deadline else { throw TestFailure("the ping flood was not closed with 4008 within 40 s") }
         for _ in 0..<500 { connection.send(WebSocketFrame(fin: true, opcode: .ping, maskKey: .random(), data: payload)) }
         try await Task.sleep(for: .milliseconds(10))
     }
@@ -129,11 +132,7 @@ struct ByteBudgetTests {
             let session = try await node.connect("flooder")
             try await session.connection.setReading(false)
             let readings = node.readings
-            let deadline = ContinuousClock.now + .seconds(40)
-            try await floodPings(session.connection) {
-                guard ContinuousClock.now < deadline else { throw TestFailure("the ping flood was not closed with 4008 within 40 s") }
-                return try await readings.serverCloses(.slowConsumer) >= 1
-            }
+            try await floodPingsUntilSlowConsumerClose(session.connection, readings)
             let peak = try await readings.peakQueuedBytes()
             // The socket's buffer stops at the budget; past it one pong waits, and the write that crossed
             // the high water mark may overshoot it by a frame.
@@ -155,11 +154,7 @@ struct ByteBudgetTests {
             let session = try await node.connect("resumer", cursor: "u:-1", epoch: first.welcome.epoch)
             try await session.connection.setReading(false)
             let readings = node.readings
-            let deadline = ContinuousClock.now + .seconds(40)
-            try await floodPings(session.connection) {
-                guard ContinuousClock.now < deadline else { throw TestFailure("the resuming ping flood was not closed with 4008 within 40 s") }
-                return try await readings.serverCloses(.slowConsumer) >= 1
-            }
+            try await floodPingsUntilSlowConsumerClose(session.connection, readings)
             let peak = try await readings.peakQueuedBytes()
             // What a replay may queue is bounded by the replay byte limit; the socket by the budget.
             #expect(peak <= replayMaxBytes + Self.budget + 1_024, "the node held \(peak) bytes: the replay, the budget and one pong at most")
