@@ -18,8 +18,6 @@ final class SessionHandler: ChannelInboundHandler {
 
     private let connection: Connection
     private let gateway: GatewayContext
-    private let initialChannels: [String]
-    private let resume: HandshakeState.ResumeRequest
     private var rules: WebSocketFrameRules
     private var invalidMessages: UInt8 = 0
     private var publishes: PublishQueue
@@ -32,19 +30,19 @@ final class SessionHandler: ChannelInboundHandler {
     /// The replay whose outcome is awaited, if any.
     private var pendingReplay: Int?
 
-    init(connection: Connection, gateway: GatewayContext, initialChannels: [String], resume: HandshakeState.ResumeRequest) {
+    init(connection: Connection, gateway: GatewayContext) {
         self.connection = connection
         self.gateway = gateway
-        self.initialChannels = initialChannels
-        self.resume = resume
         self.rules = WebSocketFrameRules(maxMessageBytes: gateway.configuration.maxMessageBytes)
-        self.publishes = PublishQueue(maxWaiting: gateway.configuration.maxQueuedPublishes)
+        self.publishes = PublishQueue()
     }
 
     private var now: Int64 { WebSocketListener.nowMillis() }
     private var shard: Shard { gateway.shard(for: connection.channel.eventLoop) }
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    /// The connection begins, right after the handler joined the pipeline (the channels and the resume
+    /// are arguments, not stored: every idle connection would carry them).
+    func start(initialChannels: [String], resume: HandshakeState.ResumeRequest) {
         gateway.metrics.connectionsOpened.increment()
         for replaced in gateway.registry.add(connection) {
             replaced.channel.eventLoop.execute { replaced.close(.replaced) }
@@ -257,8 +255,9 @@ final class SessionHandler: ChannelInboundHandler {
                 return tell(code: "slow-down", "this user publishes more than its limit; this publish was dropped")
             }
             slowDowns = 0
-            guard publishes.enqueue(.init(data: data, sync: sync)) else {
-                return tell(code: "slow-down", "more than \(publishes.maxWaiting) publishes wait for Kafka; this one was dropped")
+            let maxWaiting = gateway.configuration.maxQueuedPublishes
+            guard publishes.enqueue(.init(data: data, sync: sync), maxWaiting: maxWaiting) else {
+                return tell(code: "slow-down", "more than \(maxWaiting) publishes wait for Kafka; this one was dropped")
             }
             publishNext()
         }

@@ -160,7 +160,9 @@ final class WebSocketListener: Sendable {
                 id: UInt64.random(in: 1...UInt64.max), identity: identity, channel: channel, openedAt: Self.nowMillis(),
                 limits: context.connectionLimits, outbound: context.outbound, slot: slot, resuming: resuming
             )
-            try pipeline.addHandler(SessionHandler(connection: connection, gateway: context, initialChannels: channels, resume: resume))
+            let session = SessionHandler(connection: connection, gateway: context)
+            try pipeline.addHandler(session)
+            session.start(initialChannels: channels, resume: resume)
         case .pending, .refused:
             slot?.release()
             channel.close(promise: nil)

@@ -6,16 +6,12 @@ struct PublishQueue {
         var sync: Bool
     }
 
-    let maxWaiting: Int
     private var waiting: [Publish] = []
     private var inFlight = false
 
-    init(maxWaiting: Int) {
-        self.maxWaiting = maxWaiting
-    }
-
-    /// Queues a publish; false when `maxWaiting` already wait (the client is told to slow down).
-    mutating func enqueue(_ publish: Publish) -> Bool {
+    /// Queues a publish; false when `maxWaiting` already wait (the client is told to slow down). The
+    /// bound is an argument: every connection carries this value.
+    mutating func enqueue(_ publish: Publish, maxWaiting: Int) -> Bool {
         guard waiting.count < maxWaiting else { return false }
         waiting.append(publish)
         return true
