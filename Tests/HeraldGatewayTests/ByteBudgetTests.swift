@@ -179,12 +179,16 @@ struct ByteBudgetTests {
 
             let stopped = try await TestConnection.open(try await node.connect("stopped"))
             try await stopped.session.connection.setReading(false)
-            // More than the kernel's buffers for the stopped reader take (its receive buffer is 16 KiB,
-            // the node's send buffer autotunes to 4 MiB), so that the node's queue for it fills.
-            let flood = 120
-            try await node.produce(.broadcast, count: flood, bytes: 60_000)
-            for reader in readers {
-                for _ in 0..<flood { _ = try await reader.nextMessage(within: .seconds(30)) }
+            // Far more than the stopped reader's kernel buffers take (its receive buffer is 16 KiB), so
+            // that the node's queue for it fills; in steps the readers take before the next, so that the
+            // node never falls behind what the embedded Kafka keeps (about 5 MiB per partition), which
+            // would rightly close everyone with 1012.
+            // 7.2 MB: beyond the 4 MiB the node's own send buffer may autotune to.
+            for _ in 0..<12 {
+                try await node.produce(.broadcast, count: 10, bytes: 60_000)
+                for reader in readers {
+                    for _ in 0..<10 { _ = try await reader.nextMessage(within: .seconds(30)) }
+                }
             }
             try await node.readings.wait(within: .seconds(20), "the stopped reader closed with 4008") {
                 try await node.readings.serverCloses(.slowConsumer) == 1

@@ -37,7 +37,7 @@ struct SlowConsumerTests {
                 sent += records.count * payload.utf8.count
                 // Paced: the embedded Kafka keeps about 5 MiB per partition, and a node that fell that
                 // far behind would (rightly) close the partition's connections to resume.
-                try await Task.sleep(for: .milliseconds(50))
+                try await Task.sleep(for: .milliseconds(200))
             }
             return sent
         }
@@ -49,7 +49,8 @@ struct SlowConsumerTests {
         // A small fixed receive buffer: the kernel would otherwise take up to 32 MiB for a client that reads nothing.
         let slow = try await TestConnection.open(try await client.connect(token: try await token("slow"), receiveBufferBytes: 16 * 1_024))
         try await slow.session.connection.setReading(false)
-        let sent = try await send(to: "slow", megabytes: 10)
+        // More than the kernel's buffers (the node's send buffer may autotune to 4 MiB) and the hard limit.
+        let sent = try await send(to: "slow", megabytes: 8)
         let marker = try await producer.send(KafkaOutgoingRecord(topic: "herald.events", key: Array(readerName.utf8), value: ByteBuffer(string: "1")))
         #expect(try await reader.nextMessage(within: .seconds(30)).offset == marker.offset, "one slow client does not stall the others")
 
