@@ -1,5 +1,4 @@
 import HeraldCore
-public import HeraldKafka
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -68,14 +67,5 @@ public final class RevocationList: Sendable {
         var time = timespec()
         clock_gettime(CLOCK_REALTIME, &time)
         return Int64(time.tv_sec) * 1_000 + Int64(time.tv_nsec) / 1_000_000
-    }
-
-    /// Records the revocations carried by control records of a consumed batch. Called for every batch
-    /// before it is dispatched, so a kicked client that reconnects finds the revocation in force.
-    public func absorb(_ records: [KafkaRecord], now: Int64 = RevocationList.nowMillis()) {
-        for record in records where record.headers.contains(where: { $0.name == HeraldHeader.revokeBefore }) {
-            guard let envelope = try? record.heraldEnvelope(), envelope.control == .disconnect, let before = envelope.revokeBefore, case .user(let user) = envelope.stream else { continue }
-            revoke(user: user, before: before, now: now)
-        }
     }
 }

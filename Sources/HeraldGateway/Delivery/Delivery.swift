@@ -8,8 +8,9 @@ struct Delivery: Sendable {
     enum Action: Sendable {
         /// Write this frame to the stream's recipients.
         case frame(ByteBuffer)
-        /// Close the user's connections with 4003 (a control record from the push API).
-        case disconnect
+        /// Close the user's connections with 4003 (a control record from the push API); with a time,
+        /// also refuse the user's tokens issued before it (Unix milliseconds).
+        case disconnect(revokeBefore: Int64?)
     }
 
     var stream: HeraldStream
@@ -29,7 +30,7 @@ struct Delivery: Sendable {
         let envelope = try record.heraldEnvelope()
         if envelope.isExpired(atUnixMillis: now) { return nil }
         if envelope.control == .disconnect {
-            action = .disconnect
+            action = .disconnect(revokeBefore: envelope.revokeBefore)
         } else {
             action = .frame(ServerMessage.message(
                 stream: envelope.stream.wireName, offset: record.offset, id: envelope.id, payload: record.value,

@@ -42,7 +42,6 @@ struct Dispatcher: Sendable {
         for await item in batches.withEvents {
             switch item {
             case .records(let records):
-                revocations?.absorb(records)
                 let batch = makeBatch(records, now: WebSocketListener.nowMillis(), partitionCount: partitionCount)
                 // Before any shard moves its positions past these records, so a resume that reads the
                 // window up to a shard's position finds them.
@@ -137,6 +136,10 @@ struct Dispatcher: Sendable {
                     continue
                 }
                 if let partitionCount, isMisrouted(delivery.stream, record, partitionCount: partitionCount, now: now) { continue }
+                // In force before the batch is delivered, so a kicked client that reconnects at once is refused.
+                if case .disconnect(let before?) = delivery.action, case .user(let user) = delivery.stream {
+                    revocations?.revoke(user: user, before: before, now: now)
+                }
                 deliveries.append(delivery)
             } catch {
                 counters.malformed.add(1, ordering: .relaxed)
