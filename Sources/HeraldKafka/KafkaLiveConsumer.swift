@@ -125,6 +125,10 @@ public final class KafkaLiveConsumer: Service, Sendable {
                     thread.name = "herald-kafka-live"
                     thread.start()
                 }
+                // The reader stopped taking batches (the data plane's drain ended): the consumer has
+                // stopped reading, but it stays a running service until its own turn to stop, since a
+                // service group counts a service that ends out of order as failed.
+                if !self.shouldStop { try? await gracefulShutdown() }
             } onCancel: {
                 self.stopRequested.store(true, ordering: .releasing)
             }

@@ -104,6 +104,11 @@ final class HeraldProcess: @unchecked Sendable {
         return (Int(fields.count > 1 ? fields[1] : "0") ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE)))
     }
 
+    /// SIGTERM, without waiting: the node drains and exits on its own.
+    func terminate() {
+        if process.isRunning { process.terminate() }
+    }
+
     func stop() {
         if process.isRunning {
             process.terminate()

@@ -1,4 +1,8 @@
 import Foundation
+import HeraldClient
+import HeraldCore
+import HeraldGateway
+import NIOPosix
 import Testing
 
 /// `herald serve` refuses configurations that would silently do the wrong thing, and says why.
@@ -34,5 +38,28 @@ struct NodeStartupTests {
                                       environment: credentials.merging(["KUBERNETES_SERVICE_HOST": "10.96.0.1"]) { _, new in new })
         defer { asked.stop() }
         _ = try await asked.waitFor(#"port=(\d+) \[\w+\] WebSocket listener open"#)
+    }
+
+    @Test("herald serve that delivered pushes to connected devices exits 0 on SIGTERM: every part stops in its turn")
+    func cleanExitAfterDeliveries() async throws {
+        let processes = try await NodeProcesses.start(nodeArguments: ["--drain-seconds", "2", "--drain-delay-seconds", "0"])
+        defer { processes.stop() }
+        let apiPort = Int(try await processes.node.waitFor(#"(?:Server started and listening on|listening on) [^:]*:(\d+)"#))!
+        let issuer = try await TokenIssuer(hmacSecret: testSecret)
+        let client = HeraldClient(host: "127.0.0.1", port: processes.port, group: MultiThreadedEventLoopGroup.singleton)
+        var devices: [TestConnection] = []
+        for index in 0..<4 {
+            let token = try await issuer.token(user: "stopping-\(index)", expiresAt: Date().addingTimeInterval(600))
+            devices.append(try await TestConnection.open(try await client.connect(token: token)))
+        }
+        for index in 0..<4 {
+            let response = try await api(apiPort, "POST", "/v1/push", body: #"{"to":{"users":["stopping-\#(index)"]},"data":{"n":\#(index)}}"#)
+            #expect(response.status == 202)
+            _ = try await devices[index].nextMessage()
+        }
+        processes.node.terminate()
+        for device in devices { #expect(try await device.closeCode() == CloseCode.restarting.rawValue) }
+        let status = try await processes.node.exitStatus(within: .seconds(20))
+        #expect(status == 0, "herald serve exited \(status.map(String.init) ?? "not at all") after SIGTERM: \(processes.node.text.suffix(2_000))")
     }
 }
