@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "HeraldKafka", targets: ["HeraldKafka"]),
         .library(name: "HeraldGateway", targets: ["HeraldGateway"]),
         .library(name: "HeraldClient", targets: ["HeraldClient"]),
+        .library(name: "HeraldNode", targets: ["HeraldNode"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -85,6 +86,25 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The composition root: one node (Kafka clients, data plane, control plane, metrics, service
+        // group) built from one configuration, for `herald serve` and the tests alike.
+        .target(
+            name: "HeraldNode",
+            dependencies: [
+                "HeraldCore",
+                "HeraldKafka",
+                "HeraldGateway",
+                "HeraldAPI",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: strict
+        ),
         // A Swift WebSocket client that speaks Herald's protocol: tests, the load tool, Swift apps.
         .target(
             name: "HeraldClient",
@@ -105,6 +125,7 @@ let package = Package(
                 "HeraldKafka",
                 "HeraldGateway",
                 "HeraldAPI",
+                "HeraldNode",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -160,6 +181,7 @@ let package = Package(
                 "HeraldTestSupport",
                 "HeraldGateway",
                 "HeraldAPI",
+                "HeraldNode",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 "HeraldClient",
                 "HeraldKafka",

@@ -49,35 +49,11 @@ public struct APIError: HTTPResponseError, Sendable, CustomStringConvertible {
     }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        var body = ByteBuffer()
-        body.writeString(#"{"error":{"code":"#)
-        body.writeString(JSONText.string(code.name))
-        body.writeString(#","message":"#)
-        body.writeString(JSONText.string(message))
-        body.writeString("}}")
+        let body = Responses.body(Responses.Failure(error: .init(code: code.name, message: message)))
         var headers: HTTPFields = [.contentType: "application/json"]
         if let retryAfter { headers[.retryAfter] = String(retryAfter) }
         if code == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }
         if !allow.isEmpty { headers[.allow] = allow.joined(separator: ", ") }
         return Response(status: status, headers: headers, body: .init(byteBuffer: body))
-    }
-}
-
-/// Writing JSON by hand for the few fixed shapes the API answers with.
-enum JSONText {
-    static func string(_ value: String) -> String {
-        var out = "\""
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case let c where c.value < 0x20: out += String(format: "\\u%04x", c.value)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
     }
 }

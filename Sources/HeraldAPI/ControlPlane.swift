@@ -1,5 +1,5 @@
 import Foundation
-import HeraldCore
+public import HeraldCore
 public import Hummingbird
 public import Logging
 import NIOCore
@@ -18,13 +18,13 @@ public struct NodeHooks: Sendable {
     /// refused; the control record carries it to the other nodes.
     public var revoke: @Sendable (_ user: String, _ before: Int64) -> Void
     /// The node's state as a JSON object (connections, resumes, hot window) for `GET /v1/node`.
-    public var status: @Sendable () -> String
+    public var status: @Sendable () -> NodeStatus
     /// The Prometheus text exposition for `GET /metrics`; nil when metrics are off.
     public var metrics: (@Sendable () -> [UInt8])?
 
     public init(
         nodeID: String, sessions: @escaping @Sendable (String) -> [(session: String, device: String?, openedAt: Int64)],
-        notReadyReason: @escaping @Sendable () async -> String?, status: @escaping @Sendable () -> String = { "{}" },
+        notReadyReason: @escaping @Sendable () async -> String?, status: @escaping @Sendable () -> NodeStatus,
         metrics: (@Sendable () -> [UInt8])? = nil, localNotReadyReason: @escaping @Sendable () -> String? = { nil },
         revoke: @escaping @Sendable (String, Int64) -> Void = { _, _ in }
     ) {
@@ -61,7 +61,7 @@ public enum ControlPlane {
         let router = Router()
         router.add(middleware: RequestMetricsMiddleware())
         router.add(middleware: ErrorShapeMiddleware())
-        router.get("/healthz") { _, _ in json(.ok, #"{"status":"ok"}"#) }
+        router.get("/healthz") { _, _ in Responses.json(.ok, Responses.Status(status: "ok")) }
         // Unauthenticated like the health checks: Prometheus scrapes the internal port, which only
         // the cluster reaches (the NetworkPolicy in k8s/).
         router.get("/metrics") { _, _ -> Response in
@@ -78,7 +78,7 @@ public enum ControlPlane {
             if let reason {
                 throw APIError(.notReady, reason, retryAfter: 5)
             }
-            return json(.ok, #"{"status":"ready"}"#)
+            return Responses.json(.ok, Responses.Status(status: "ready"))
         }
 
         let v1 = router.group("v1").add(middleware: APIKeyAuthenticator(keys: configuration.apiKeys))
@@ -92,7 +92,7 @@ public enum ControlPlane {
             let client = APIKeyAuthenticator<BasicRequestContext>.keyIndex(of: request, in: keys)
             try budget.admit([parsed], client: client)
             let outcome = try await push.push(parsed, client: client)
-            return json(.accepted, outcome.json)
+            return Responses.json(.accepted, outcome)
         }
         v1.post("push/batch") { request, _ -> Response in
             let body = try await collect(request, upTo: configuration.maxBatchBodyBytes)
@@ -124,17 +124,17 @@ public enum ControlPlane {
             let client = APIKeyAuthenticator<BasicRequestContext>.keyIndex(of: request, in: keys)
             try budget.admit(requests, client: client)
             let outcomes = try await push.push(requests, client: client)
-            return json(.accepted, #"{"results":[\#(outcomes.map(\.json).joined(separator: ","))]}"#)
+            return Responses.json(.accepted, Responses.Batch(results: outcomes))
         }
         v1.get("node") { _, _ -> Response in
-            json(.ok, node.status())
+            Responses.json(.ok, node.status())
         }
         v1.get("users/:user/connections") { _, context -> Response in
             let user = try userID(context)
             let sessions = node.sessions(user).map {
-                #"{"node":\#(JSONText.string(node.nodeID)),"session":\#(JSONText.string($0.session)),"device":\#($0.device.map(JSONText.string) ?? "null"),"opened_at":\#($0.openedAt)}"#
+                Responses.UserConnections.Session(node: node.nodeID, session: $0.session, device: $0.device, openedAt: $0.openedAt)
             }
-            return json(.ok, #"{"node":\#(JSONText.string(node.nodeID)),"user":\#(JSONText.string(user)),"connections":[\#(sessions.joined(separator: ","))]}"#)
+            return Responses.json(.ok, Responses.UserConnections(node: node.nodeID, user: user, connections: sessions))
         }
         v1.delete("users/:user/connections") { request, context -> Response in
             let user = try userID(context)
@@ -155,10 +155,9 @@ public enum ControlPlane {
                 node.revoke(user, now)
             }
             let result = try await push.disconnect(user: user, revokeBefore: revokedBefore)
-            return json(
+            return Responses.json(
                 .accepted,
-                #"{"user":\#(JSONText.string(user)),"connections_here":\#(here),"revoked_before":\#(revokedBefore.map(String.init) ?? "null"),"#
-                    + #""partition":\#(result.partition),"offset":\#(result.offset)}"#
+                Responses.Kick(user: user, connectionsHere: here, revokedBefore: revokedBefore, partition: result.partition, offset: result.offset)
             )
         }
         return router
@@ -186,10 +185,6 @@ public enum ControlPlane {
             eventLoopGroupProvider: group.map { .shared($0) } ?? .singleton,
             logger: logger
         )
-    }
-
-    static func json(_ status: HTTPResponse.Status, _ text: String) -> Response {
-        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 
     static func collect(_ request: Request, upTo limit: Int) async throws -> [UInt8] {

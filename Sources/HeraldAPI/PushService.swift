@@ -4,7 +4,7 @@ public import HeraldKafka
 import NIOCore
 
 /// Where one produced record landed.
-public struct PushResult: Sendable, Equatable {
+public struct PushResult: Sendable, Equatable, Encodable {
     public var stream: String
     public var key: String
     public var partition: Int32
@@ -12,16 +12,9 @@ public struct PushResult: Sendable, Equatable {
 }
 
 /// The answer to one push: its id and a result per target stream.
-public struct PushOutcome: Sendable, Equatable {
+public struct PushOutcome: Sendable, Equatable, Encodable {
     public var id: String
     public var results: [PushResult]
-
-    var json: String {
-        let results = results.map {
-            #"{"stream":\#(JSONText.string($0.stream)),"key":\#(JSONText.string($0.key)),"partition":\#($0.partition),"offset":\#($0.offset)}"#
-        }
-        return #"{"id":\#(JSONText.string(id)),"results":[\#(results.joined(separator: ","))]}"#
-    }
 }
 
 /// Turns pushes into records on the events topic and answers only once Kafka acknowledged every one.

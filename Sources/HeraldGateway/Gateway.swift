@@ -1,17 +1,18 @@
 public import HeraldKafka
-import HeraldCore
+public import HeraldCore
 public import Logging
 public import NIOCore
 import NIOPosix
 public import ServiceLifecycle
 import Synchronization
 
-/// The data plane as one service: once the live consumer has its partitions, it makes one shard per
-/// event loop, opens the public port and dispatches every batch the consumer reads. On graceful
-/// shutdown it stops accepting, closes every connection with 1012 (reconnect elsewhere and resume)
-/// and stops dispatching.
+/// The data plane as one service, built complete from the topic's topology: one shard per event
+/// loop, the hot window and the replay service exist before it runs. Running, it opens the public port
+/// and dispatches every batch the consumer reads. On graceful shutdown it stops accepting, closes
+/// every connection with 1012 (reconnect elsewhere and resume) and stops dispatching.
 public final class Gateway: Service, Sendable {
     public let configuration: GatewayConfiguration
+    public let topology: TopicTopology
     public let registry: SessionRegistry
     public let admission: Admission
     public let counters = DispatchCounters()
@@ -21,40 +22,78 @@ public final class Gateway: Service, Sendable {
 
     private let consumer: KafkaLiveConsumer
     private let admin: KafkaAdmin
-    private let topic: String
     private let tokens: TokenVerifier
-    private let replayReader: KafkaReplayReader?
-    private let upstream: UpstreamPublisher?
-    private let developmentTools: DevelopmentTools?
     private let group: any EventLoopGroup
     private let logger: Logger
+    private let shards: [Shard]
+    private let window: HotWindow
+    private let sessions: SessionServices
+    private let site: PublicSite
+    private let clock: WallClock
     private let listening = Mutex<(port: Int?, waiters: [CheckedContinuation<Int, Never>])>((nil, []))
-    private let contextStorage = Mutex<GatewayContext?>(nil)
+    private let readinessQueries = Atomic<Int>(0)
 
     public init(
-        configuration: GatewayConfiguration, consumer: KafkaLiveConsumer, admin: KafkaAdmin, topic: String,
+        configuration: GatewayConfiguration, topology: TopicTopology, consumer: KafkaLiveConsumer, admin: KafkaAdmin,
         tokens: TokenVerifier, group: any EventLoopGroup, logger: Logger,
-        replayReader: KafkaReplayReader? = nil, upstream: UpstreamPublisher? = nil, developmentTools: DevelopmentTools? = nil
+        replayReader: KafkaReplayReader? = nil, upstream: UpstreamPublisher? = nil, developmentTools: DevelopmentTools? = nil,
+        clock: WallClock = .system
     ) {
-        self.developmentTools = developmentTools
-        self.replayReader = replayReader
-        self.upstream = upstream
         self.configuration = configuration
+        self.clock = clock
+        self.topology = topology
         self.consumer = consumer
         self.admin = admin
-        self.topic = topic
         self.tokens = tokens
         self.group = group
         self.logger = logger
         self.registry = SessionRegistry(perUserLimit: configuration.perUserConnectionLimit)
         self.admission = Admission(maxConnections: configuration.maxConnections, acceptsPerSecond: configuration.acceptsPerSecond)
+        let metrics = self.metrics
+        let shards = group.makeIterator().map { loop in
+            Shard(eventLoop: loop, startOffsets: topology.startOffsets, partitionCount: topology.partitionCount, metrics: metrics, clock: clock)
+        }
+        self.shards = shards
+        window = HotWindow(
+            startOffsets: topology.startOffsets, maxAgeMillis: Int64(configuration.hotWindowAge.components.seconds * 1000),
+            maxBytes: configuration.hotWindowBytes
+        )
+        let replay = ReplayService(
+            window: window, reader: replayReader, limit: configuration.replayLimit, maxBytes: configuration.replayMaxBytes,
+            stats: replayStats
+        )
+        sessions = SessionServices(
+            nodeID: configuration.nodeID, epoch: topology.epoch,
+            settings: .init(
+                maxMessageBytes: configuration.maxMessageBytes, replayDeadline: configuration.replayDeadline,
+                clientMessagesPerSecond: configuration.clientMessagesPerSecond, maxQueuedPublishes: configuration.maxQueuedPublishes
+            ),
+            registry: registry, replay: replay,
+            publishing: upstream.map { publisher in
+                SessionServices.Publishing(publisher: publisher, limits: PublishLimiter(.init(
+                    messagesPerSecond: configuration.publishesPerSecondPerUser, bytesPerSecond: configuration.publishBytesPerSecondPerUser,
+                    maxMessageBytes: configuration.maxMessageBytes
+                )))
+            },
+            metrics: metrics, clock: clock, shards: shards
+        )
+        let registry = self.registry
+        site = PublicSite(
+            allowedOrigins: configuration.allowedOrigins, developmentTools: developmentTools,
+            closeConnections: { user, disconnect in registry.closeConnections(of: user, disconnect) }
+        )
     }
+
+    /// How many times readiness asked Kafka (`/readyz` answers from a cache refreshed in the background).
+    public var readinessQueryCount: Int { readinessQueries.load(ordering: .relaxed) }
 
     /// Why this node should not get traffic now, or nil when it should: it has joined its partitions
     /// and opened its port, is not draining, and Kafka answers a metadata request.
     public func notReadyReason() async -> String? {
         guard listening.withLock({ $0.port }) != nil else { return "the node has not joined its partitions and opened its port yet" }
         if admission.isDraining { return "the node is draining" }
+        readinessQueries.add(1, ordering: .relaxed)
+        let topic = topology.topic
         do {
             guard try await admin.partitionCount(topic: topic) != nil else { return "the topic \(topic) does not exist" }
         } catch {
@@ -64,10 +103,7 @@ public final class Gateway: Service, Sendable {
     }
 
     /// The hot window's size now: records and bytes (0 before the gateway runs).
-    public var hotWindowSize: (records: Int, bytes: Int) {
-        guard let window = contextStorage.withLock({ $0?.replay.window }) else { return (0, 0) }
-        return (window.entryCount, window.byteCount)
-    }
+    public var hotWindowSize: (records: Int, bytes: Int) { (window.entryCount, window.byteCount) }
 
     /// Sets the gauges that are read rather than counted (connections, users, hot window, Kafka lag);
     /// called before each scrape.
@@ -81,19 +117,23 @@ public final class Gateway: Service, Sendable {
         metrics.recordLag(consumer.lag())
     }
 
-    /// This node's state for `GET /v1/node`: connections, resumes by outcome and source, hot window.
-    public func statusJSON() -> String {
+    /// This node's state for `GET /v1/node`, read from the same counters `/metrics` exports.
+    public func status() -> NodeStatus {
         let stats = replayStats
         let window = hotWindowSize
-        let failures = RecoveryFailure.allCases.map { #""\#($0.rawValue)":\#(stats.failuresByReason[$0] ?? 0)"# }.joined(separator: ",")
-        var node = ByteBuffer()
-        node.writeJSONString(configuration.nodeID)
-        return #"{"node":\#(String(buffer: node)),"connections":\#(admission.openConnections),"draining":\#(admission.isDraining),"#
-            + #""resumes":{"recovered":\#(stats.recoveredCount),"from_window":\#(stats.servedFromWindow),"from_kafka":\#(stats.servedFromKafka),"#
-            + #""in_flight":\#(stats.resumesInFlight),"kafka_reads":\#(stats.kafkaReadCount),"unavailable":\#(stats.unavailable),"not_recovered":{\#(failures)}},"#
-            + #""hot_window":{"records":\#(window.records),"bytes":\#(window.bytes)},"acks":\#(contextStorage.withLock { $0?.acksReceived ?? 0 }),"#
-            + #""outbound":{"budget_bytes":\#(configuration.outboundCapBytes),"peak_queued_bytes":\#(outbound.peakQueuedBytes),"#
-            + #""slow_consumer_closes":\#(outbound.slowConsumerCloses)}}"#
+        return NodeStatus(
+            node: configuration.nodeID, connections: admission.openConnections, draining: admission.isDraining,
+            resumes: .init(
+                recovered: stats.recoveredCount, fromWindow: stats.servedFromWindow, fromKafka: stats.servedFromKafka,
+                inFlight: stats.resumesInFlight, kafkaReads: stats.kafkaReadCount, unavailable: stats.unavailable,
+                notRecovered: Dictionary(uniqueKeysWithValues: stats.failuresByReason.map { ($0.key.rawValue, $0.value) })
+            ),
+            hotWindow: .init(records: window.records, bytes: window.bytes), acks: sessions.acksReceived,
+            outbound: .init(
+                budgetBytes: configuration.outboundCapBytes, peakQueuedBytes: outbound.peakQueuedBytes,
+                slowConsumerCloses: outbound.slowConsumerCloses
+            )
+        )
     }
 
     /// The bound public port, once listening (useful with port 0).
@@ -109,35 +149,19 @@ public final class Gateway: Service, Sendable {
     }
 
     public func run() async throws {
-        await consumer.waitUntilAssigned()
-        let startOffsets = consumer.startOffsets
-        guard let partitionCount = try await admin.partitionCount(topic: topic) else {
-            throw KafkaError(.unknownTopicOrPartition, "topic \(topic) does not exist")
-        }
-        let epoch = try await admin.topicEpoch(topic: topic).description
-        let shards = group.makeIterator().map { loop in
-            Shard(
-                eventLoop: loop, startOffsets: startOffsets, partitionCount: partitionCount, metrics: metrics
-            )
-        }
-        let window = HotWindow(
-            startOffsets: startOffsets, maxAgeMillis: Int64(configuration.hotWindowAge.components.seconds * 1000),
-            maxBytes: configuration.hotWindowBytes
-        )
-        let replay = ReplayService(window: window, reader: replayReader, limit: configuration.replayLimit, maxBytes: configuration.replayMaxBytes, stats: replayStats, metrics: metrics)
-        let context = GatewayContext(
-            nodeID: configuration.nodeID, epoch: epoch, registry: registry, admission: admission, tokens: tokens,
-            configuration: configuration, shards: shards, replay: replay, upstream: upstream,
-            metrics: metrics, outbound: outbound, developmentTools: developmentTools
-        )
-        contextStorage.withLock { $0 = context }
+        let window = self.window
+        let epoch = topology.epoch
+        let clock = self.clock
         var timers = shards.map { startSweeping($0) }
         timers.append(group.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
-            window.evict(now: WebSocketListener.nowMillis())
+            window.evict(now: clock.nowMillis())
         })
         defer { timers.forEach { $0.cancel() } }
 
-        let server = try await WebSocketListener(context: context, group: group).bind(host: configuration.host, port: configuration.port)
+        let server = try await WebSocketListener(
+            configuration: configuration, admission: admission, tokens: tokens, outbound: outbound, metrics: metrics,
+            sessions: sessions, site: site, group: group
+        ).bind(host: configuration.host, port: configuration.port)
         let port = server.localAddress?.port ?? configuration.port
         logger.notice("WebSocket listener open", metadata: ["port": "\(port)", "path": "/v1/ws", "epoch": "\(epoch)"])
         let waiters = listening.withLock { state in
@@ -147,7 +171,7 @@ public final class Gateway: Service, Sendable {
         }
         waiters.forEach { $0.resume(returning: port) }
 
-        var dispatcher = Dispatcher(shards: shards, window: window, logger: logger, counters: counters, metrics: metrics, registry: registry)
+        var dispatcher = Dispatcher(shards: shards, window: window, logger: logger, counters: counters, metrics: metrics, clock: clock, registry: registry)
         dispatcher.revocations = tokens.revocations
         // The topic changed under the node (partitions added, recreated): its epoch, positions and shards
         // no longer describe it. The node closes its connections so they resume elsewhere and ends with
@@ -166,7 +190,7 @@ public final class Gateway: Service, Sendable {
             tasks.addTask {
                 // Until SIGTERM (or the group's shutdown); then drain, while the dispatcher still delivers.
                 guard (try? await gracefulShutdown()) != nil else { return nil }
-                await self.drain(server: server, shards: shards)
+                await self.drain(server: server, shards: self.shards)
                 return nil
             }
             let first = await tasks.next() ?? nil
@@ -180,7 +204,7 @@ public final class Gateway: Service, Sendable {
         }
         if let change {
             logger.critical("the events topic changed under this node; stopping to restart on its new epoch", metadata: ["change": "\(change)"])
-            throw KafkaError(.unknownTopicOrPartition, "the events topic \(topic) changed (\(change)); restart the node to take its new epoch")
+            throw KafkaError(.unknownTopicOrPartition, "the events topic \(topology.topic) changed (\(change)); restart the node to take its new epoch")
         }
     }
 
@@ -219,9 +243,10 @@ public final class Gateway: Service, Sendable {
     private func startSweeping(_ shard: Shard) -> RepeatedTask {
         let pingEvery = max(1, Int(configuration.pingInterval.components.seconds))
         let missedPongLimit = configuration.missedPongLimit
+        let clock = self.clock
         return shard.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
             shard.assumeIsolated {
-                $0.sweep(now: WebSocketListener.nowMillis(), pingEverySeconds: pingEvery, missedPongLimit: missedPongLimit)
+                $0.sweep(now: clock.nowMillis(), pingEverySeconds: pingEvery, missedPongLimit: missedPongLimit)
             }
         }
     }

@@ -71,6 +71,23 @@ public final class KafkaAdmin: Sendable {
         }
     }
 
+    /// Where a consumer starting now at `start` begins each of the topic's `partitionCount` partitions:
+    /// fixed before it runs, so every part of a node agrees on them.
+    public func startOffsets(topic: String, partitionCount: Int32, start: KafkaStartPosition) async throws(KafkaError) -> [Int32: Int64] {
+        try await worker.run { [self] () throws(KafkaError) -> [Int32: Int64] in
+            var offsets: [Int32: Int64] = [:]
+            for partition in 0..<partitionCount {
+                if case .offsets(let given) = start, let offset = given[partition] {
+                    offsets[partition] = offset
+                    continue
+                }
+                let marks = try self.client.watermarks(topic: topic, partition: partition, timeoutMs: self.timeoutMs)
+                offsets[partition] = start == .beginning ? marks.low : marks.high
+            }
+            return offsets
+        }
+    }
+
     public func clusterID() async throws(KafkaError) -> String {
         try await worker.run { [self] () throws(KafkaError) -> String in try self.client.clusterID(timeoutMs: self.timeoutMs) }
     }

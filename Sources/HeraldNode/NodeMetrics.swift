@@ -7,13 +7,16 @@ import Synchronization
 /// The node's Prometheus registry: swift-metrics is bootstrapped onto it once, and each scrape
 /// refreshes what is read rather than counted (gauges from the gateway, the producer's failures)
 /// before rendering it with the process metrics.
-final class NodeMetrics: Sendable {
+public final class NodeMetrics: Sendable {
     private let registry: PrometheusCollectorRegistry
     private let producerErrors: Metrics.Counter
     private let producerErrorsSeen = Mutex(0)
+    private let constantText: [UInt8]
 
-    /// Bootstraps swift-metrics; call once, before the gateway and the API create their metrics.
-    init() {
+    /// Bootstraps swift-metrics; call once per process, before the gateway and the API create their
+    /// metrics. `constantText` is appended to every scrape as it is (the build's info gauge).
+    public init(constantText: String = "") {
+        self.constantText = Array(constantText.utf8)
         let registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
         // Delivery latency is milliseconds on loopback and seconds under a storm.
@@ -43,7 +46,7 @@ final class NodeMetrics: Sendable {
         buffer.reserveCapacity(16 * 1024)
         registry.emit(into: &buffer)
         buffer.append(contentsOf: Array(ProcessMetrics.text().utf8))
-        buffer.append(contentsOf: Array(BuildInfo.metricText.utf8))
+        buffer.append(contentsOf: constantText)
         return buffer
     }
 }

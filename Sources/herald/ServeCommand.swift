@@ -4,6 +4,7 @@ import HeraldAPI
 import HeraldCore
 import HeraldGateway
 import HeraldKafka
+import HeraldNode
 import Logging
 import NIOCore
 import NIOPosix
@@ -45,7 +46,7 @@ struct ServeCommand: AsyncParsableCommand {
         let environment = options.environment
         let metricsOn = metrics ?? (environment["HERALD_METRICS"].map { !["false", "0", "off", "no"].contains($0.lowercased()) } ?? true)
         // Before anything creates a metric: swift-metrics binds each metric to the factory at creation.
-        let nodeMetrics = metricsOn ? NodeMetrics() : nil
+        let nodeMetrics = metricsOn ? NodeMetrics(constantText: BuildInfo.metricText) : nil
         let node = nodeID ?? environment["HERALD_NODE_ID"] ?? ProcessInfo.processInfo.hostName
         var logger = options.logger("herald")
         logger[metadataKey: "node"] = "\(node)"
@@ -53,7 +54,6 @@ struct ServeCommand: AsyncParsableCommand {
         let devSecret = dev ? (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined() : nil
         let tokenConfiguration = try gateway.tokenConfiguration(devSecret: devSecret, environment: environment)
         let gatewayConfiguration = try gateway.gatewayConfiguration(nodeID: node, dev: dev, environment: environment)
-        let tokens = try await TokenVerifier(configuration: tokenConfiguration)
         let devAPIKey = dev ? "dev-" + (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined() : nil
         let apiConfiguration = try api.configuration(devKey: devAPIKey, environment: environment)
         LogRedaction.protect(apiConfiguration.apiKeys + [tokenConfiguration.hmacSecret, devSecret].compactMap { $0 })
@@ -79,63 +79,18 @@ struct ServeCommand: AsyncParsableCommand {
         }
         defer { cluster?.shutdown() }
 
-        let kafka = options.kafka(bootstrapServers: bootstrap, clientID: "herald-\(node)")
-        var producerConfiguration = KafkaProducerConfiguration(kafka: kafka)
-        producerConfiguration.lingerMilliseconds = try Settings(environment: environment).number(kafkaLingerMs, "HERALD_KAFKA_LINGER_MS") ?? 1
-        let producer = try KafkaProducer(configuration: producerConfiguration, logger: logger)
-        let consumer = try KafkaLiveConsumer(
-            configuration: KafkaLiveConsumerConfiguration(kafka: kafka, topic: options.eventsTopic),
-            logger: logger
+        var configuration = NodeConfiguration(
+            nodeID: node, kafka: options.kafka(bootstrapServers: bootstrap, clientID: "herald-\(node)"),
+            tokens: tokenConfiguration, apiKeys: apiConfiguration.apiKeys
         )
-        let admin = try KafkaAdmin(kafka: kafka, logger: logger, timeout: .seconds(3))
-        let revocations = tokens.revocations
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
-        var developmentTools: DevelopmentTools? = nil
-        if dev, let secret = tokenConfiguration.hmacSecret {
-            // The demo page's helpers: tokens for any user, and a push to oneself.
-            let issuer = try await TokenIssuer(hmacSecret: secret)
-            let events = options.eventsTopic
-            developmentTools = DevelopmentTools(
-                issueToken: { user, device in
-                    try await issuer.token(user: user, device: device, channels: ["news"], expiresAt: Date().addingTimeInterval(3_600))
-                },
-                push: { user, text in
-                    let envelope = HeraldRecord(stream: .user(user), id: UUID().uuidString.lowercased(), contentType: .text)
-                    return try await producer.send(KafkaOutgoingRecord(
-                        topic: events, key: Array(user.utf8), value: ByteBuffer(string: text),
-                        headers: envelope.headers.map { KafkaHeader(name: $0.name, value: $0.value) }
-                    )).offset
-                }
-            )
-        }
-        let replayReader = try KafkaReplayReader(
-            configuration: KafkaReplayReaderConfiguration(kafka: kafka, topic: options.eventsTopic), logger: logger
-        )
-        let dataPlane = Gateway(
-            configuration: gatewayConfiguration, consumer: consumer, admin: admin, topic: options.eventsTopic,
-            tokens: tokens, group: group, logger: logger, replayReader: replayReader,
-            upstream: UpstreamPublisher(producer: producer, upstreamTopic: options.upstreamTopic, eventsTopic: options.eventsTopic, nodeID: node),
-            developmentTools: developmentTools
-        )
-
-        var scrape: (@Sendable () -> [UInt8])? = nil
-        if let nodeMetrics {
-            scrape = { nodeMetrics.scrape(gateway: dataPlane, producer: producer) }
-        }
-        let controlPlane = ControlPlane.application(
-            configuration: apiConfiguration,
-            push: PushService(producer: producer, topic: options.eventsTopic),
-            node: NodeHooks(
-                nodeID: node,
-                sessions: { user in dataPlane.registry.sessions(of: user).map { ($0.session, $0.device, $0.openedAt) } },
-                notReadyReason: { await dataPlane.notReadyReason() },
-                status: { dataPlane.statusJSON() },
-                metrics: scrape,
-                localNotReadyReason: { dataPlane.admission.isDraining ? "the node is draining" : nil },
-                revoke: { user, before in revocations.revoke(user: user, before: before, now: RevocationList.nowMillis()) }
-            ),
-            logger: logger
-        )
+        configuration.useEventsTopic(options.eventsTopic)
+        configuration.upstreamTopic = options.upstreamTopic
+        configuration.producer.lingerMilliseconds = try settings.number(kafkaLingerMs, "HERALD_KAFKA_LINGER_MS") ?? 1
+        configuration.gateway = gatewayConfiguration
+        configuration.api = apiConfiguration
+        configuration.developmentTools = dev
+        configuration.gracefulShutdownSignals = [.sigterm, .sigint]
+        let heraldNode = try await HeraldNode.prepare(configuration, metrics: nodeMetrics, logger: logger)
 
         if dev {
             // Printed, not logged: logs never carry secrets (they are masked), but a developer needs these.
@@ -153,29 +108,6 @@ struct ServeCommand: AsyncParsableCommand {
             print(lines.joined(separator: "\n"))
         }
 
-        logger.info("herald node starting", metadata: ["kafka.bootstrap": "\(bootstrap)", "kafka.events": "\(options.eventsTopic)"])
-        // Started in this order, stopped in reverse: the data plane drains first (readiness 503 at
-        // once, served by the control plane, which stays up meanwhile; connections closed with 1012
-        // spread over the drain), then the control plane stops, then the consumer, and the producer
-        // flushes last.
-        let serviceGroup = ServiceGroup(
-            configuration: ServiceGroupConfiguration(
-                services: [
-                    .init(service: producer, serviceName: "kafka-producer"),
-                    // The consumer also ends when the data plane stops reading at the end of its drain;
-                    // that is part of the shutdown, not a failure.
-                    .init(service: consumer, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "kafka-live-consumer"),
-                    .init(service: controlPlane, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "control-plane"),
-                    .init(service: dataPlane, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "gateway"),
-                ],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger
-            )
-        )
-        try await serviceGroup.run()
-        await replayReader.close()
-        await admin.close()
-        try await group.shutdownGracefully()
-        logger.info("herald node stopped")
+        try await heraldNode.run()
     }
 }

@@ -148,7 +148,7 @@ struct LifecycleTests {
     func shutdownCloses1012() async throws {
         try await GatewayHarness.run { node in
             let connection = try await TestConnection.open(try await node.client.connect(token: try await node.token("hank")))
-            await node.serviceGroup.triggerGracefulShutdown()
+            await node.node.shutDown()
             #expect(try await connection.closeCode() == CloseCode.restarting.rawValue)
         }
     }

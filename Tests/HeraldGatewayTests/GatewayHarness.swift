@@ -5,6 +5,7 @@ import HeraldClient
 import HeraldCore
 import HeraldGateway
 import HeraldKafka
+import HeraldNode
 import Logging
 import NIOCore
 import NIOPosix
@@ -41,21 +42,23 @@ final class CallCounter: Sendable {
     var count: Int { value.load(ordering: .relaxed) }
 }
 
-/// A whole node on loopback: the embedded Kafka, a producer, the live consumer and the gateway on a
-/// free port, with an HS256 token key. Torn down when `body` returns.
+/// A whole node on loopback, built by `HeraldNode` as `herald serve` builds it: the embedded Kafka,
+/// the gateway on a free port, the control plane on another, an HS256 token key. Torn down (with the
+/// node's own graceful shutdown) when `body` returns.
 struct GatewayHarness {
     let cluster: EmbeddedKafkaCluster
-    let producer: KafkaProducer
-    let gateway: Gateway
+    let node: HeraldNode
     let port: Int
     let topic: String
-    let group: MultiThreadedEventLoopGroup
     let issuer: TokenIssuer
-    let serviceGroup: ServiceGroup
     /// The control plane's port (API key `testAPIKey`).
     let apiPort: Int
-    /// How many times the control plane asked the gateway whether it is ready (a Kafka query each).
-    let readinessChecks: CallCounter
+
+    var producer: KafkaProducer { node.producer }
+    var gateway: Gateway { node.gateway }
+    var group: MultiThreadedEventLoopGroup { node.group }
+    /// How many times readiness asked Kafka.
+    var readinessChecks: Int { node.gateway.readinessQueryCount }
 
     static func run<T>(
         configure: (inout GatewayConfiguration) -> Void = { _ in },
@@ -71,97 +74,46 @@ struct GatewayHarness {
             topics: [KafkaTopicSpec(name: topic, partitions: 4), KafkaTopicSpec(name: upstreamTopic, partitions: 2)], logger: testLogger
         )
         defer { cluster.shutdown() }
-        let kafka = KafkaConfiguration(bootstrapServers: cluster.bootstrapServers)
-        var producerConfiguration = KafkaProducerConfiguration(kafka: kafka)
-        producerConfiguration.deliveryTimeoutMilliseconds = producerTimeoutMilliseconds
-        producerConfiguration.flushTimeoutMilliseconds = 2_000
-        let producer = try KafkaProducer(configuration: producerConfiguration, logger: testLogger)
-        var consumerConfiguration = KafkaLiveConsumerConfiguration(kafka: kafka, topic: topic)
-        configureConsumer(&consumerConfiguration)
-        let consumer = try KafkaLiveConsumer(configuration: consumerConfiguration, logger: testLogger)
-        let admin = try KafkaAdmin(kafka: kafka, logger: testLogger, timeout: .seconds(2))
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        var configuration = GatewayConfiguration(nodeID: "test-node")
-        configuration.host = "127.0.0.1"
-        configuration.port = 0
-        configuration.maxConnections = 5_000
-        configuration.acceptsPerSecond = 5_000
-        configuration.drainDuration = .milliseconds(500)
-        configuration.drainDelay = .zero
-        configure(&configuration)
-        var tokenConfiguration = TokenConfiguration(hmacSecret: testSecret)
-        configureTokens(&tokenConfiguration)
-        let tokens = try await TokenVerifier(configuration: tokenConfiguration)
-        let replayReader = try KafkaReplayReader(configuration: KafkaReplayReaderConfiguration(kafka: kafka, topic: topic), logger: testLogger)
-        let devIssuer = try await TokenIssuer(hmacSecret: testSecret)
-        let tools = DevelopmentTools(
-            issueToken: { user, device in
-                try await devIssuer.token(user: user, device: device, channels: ["news"], expiresAt: Date().addingTimeInterval(600))
-            },
-            push: { user, text in
-                try await producer.send(KafkaOutgoingRecord(
-                    topic: topic, key: Array(user.utf8), value: ByteBuffer(string: text),
-                    headers: [KafkaHeader(name: HeraldHeader.contentType, value: Array(HeraldContentType.text.rawValue.utf8))]
-                )).offset
-            }
+        var tokens = TokenConfiguration(hmacSecret: testSecret)
+        configureTokens(&tokens)
+        var configuration = NodeConfiguration(
+            nodeID: "test-node", kafka: KafkaConfiguration(bootstrapServers: cluster.bootstrapServers), tokens: tokens, apiKeys: [testAPIKey]
         )
-        let gateway = Gateway(
-            configuration: configuration, consumer: consumer, admin: admin, topic: topic, tokens: tokens, group: group,
-            logger: testLogger, replayReader: replayReader,
-            upstream: UpstreamPublisher(producer: producer, upstreamTopic: upstreamTopic, eventsTopic: topic, nodeID: configuration.nodeID),
-            developmentTools: developmentTools ? tools : nil
-        )
-        var apiConfiguration = ControlPlaneConfiguration(apiKeys: [testAPIKey])
-        apiConfiguration.host = "127.0.0.1"
-        apiConfiguration.port = 0
-        configureAPI(&apiConfiguration)
-        let apiPort = PortBox()
-        let readinessChecks = CallCounter()
-        let controlPlane = ControlPlane.application(
-            configuration: apiConfiguration,
-            push: PushService(producer: producer, topic: topic),
-            node: NodeHooks(
-                nodeID: configuration.nodeID,
-                sessions: { user in gateway.registry.sessions(of: user).map { ($0.session, $0.device, $0.openedAt) } },
-                notReadyReason: {
-                    readinessChecks.add(1)
-                    return await gateway.notReadyReason()
-                },
-                status: { gateway.statusJSON() },
-                localNotReadyReason: { gateway.admission.isDraining ? "the node is draining" : nil },
-                revoke: { user, before in tokens.revocations.revoke(user: user, before: before, now: RevocationList.nowMillis()) }
-            ),
-            logger: testLogger,
-            onServerRunning: { channel in apiPort.set(channel.localAddress?.port ?? 0) }
-        )
-        let serviceGroup = ServiceGroup(
-            configuration: ServiceGroupConfiguration(
-                services: [.init(service: producer), .init(service: consumer), .init(service: gateway), .init(service: controlPlane)],
-                logger: testLogger
-            )
-        )
+        configuration.useEventsTopic(topic)
+        configuration.upstreamTopic = upstreamTopic
+        configuration.producer.deliveryTimeoutMilliseconds = producerTimeoutMilliseconds
+        configuration.producer.flushTimeoutMilliseconds = 2_000
+        configureConsumer(&configuration.consumer)
+        configuration.adminTimeout = .seconds(2)
+        configuration.eventLoopThreads = 2
+        configuration.developmentTools = developmentTools
+        configuration.gateway.host = "127.0.0.1"
+        configuration.gateway.port = 0
+        configuration.gateway.maxConnections = 5_000
+        configuration.gateway.acceptsPerSecond = 5_000
+        configuration.gateway.drainDuration = .milliseconds(500)
+        configuration.gateway.drainDelay = .zero
+        configure(&configuration.gateway)
+        configuration.api.host = "127.0.0.1"
+        configuration.api.port = 0
+        configureAPI(&configuration.api)
+        let node = try await HeraldNode.prepare(configuration, logger: testLogger)
         let issuer = try await TokenIssuer(hmacSecret: testSecret)
-        let result: Result<T, any Error> = await withTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try? await serviceGroup.run() }
-            let port = await gateway.waitUntilListening()
-            let api = await apiPort.wait()
-            let harness = GatewayHarness(
-                cluster: cluster, producer: producer, gateway: gateway, port: port, topic: topic, group: group, issuer: issuer,
-                serviceGroup: serviceGroup, apiPort: api, readinessChecks: readinessChecks
-            )
+        let result: Result<T, any Error> = try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await node.run() }
+            let ports = await node.waitUntilListening()
+            let harness = GatewayHarness(cluster: cluster, node: node, port: ports.public, topic: topic, issuer: issuer, apiPort: ports.api)
             let result: Result<T, any Error>
             do {
                 result = .success(try await body(harness))
             } catch {
                 result = .failure(error)
             }
-            await serviceGroup.triggerGracefulShutdown()
-            await tasks.waitForAll()
+            await node.shutDown()
+            // The node's own failure (a shutdown that did not finish cleanly) fails the test too.
+            try await tasks.waitForAll()
             return result
         }
-        await replayReader.close()
-        await admin.close()
-        try await group.shutdownGracefully()
         return try result.get()
     }
 

@@ -63,9 +63,5 @@ public final class RevocationList: Sendable {
 
     public var count: Int { state.withLock { $0.before.count } }
 
-    public static func nowMillis() -> Int64 {
-        var time = timespec()
-        clock_gettime(CLOCK_REALTIME, &time)
-        return Int64(time.tv_sec) * 1_000 + Int64(time.tv_nsec) / 1_000_000
-    }
+    public static func nowMillis() -> Int64 { WallClock.system.nowMillis() }
 }

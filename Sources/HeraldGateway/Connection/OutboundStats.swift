@@ -4,7 +4,7 @@ import Synchronization
 /// connection had counted against its budget, and how many were closed as slow consumers.
 public final class OutboundStats: Sendable {
     private let peak = Atomic<Int>(0)
-    private let slowCloses = Atomic<Int>(0)
+    private let slowCloses = NodeCounter("herald_slow_consumer_closes_total")
 
     public init() {}
 
@@ -17,9 +17,9 @@ public final class OutboundStats: Sendable {
         }
     }
 
-    func slowConsumerClosed() { slowCloses.add(1, ordering: .relaxed) }
+    func slowConsumerClosed() { slowCloses.increment() }
 
     /// The most bytes one connection had queued at once (its socket's buffer included).
     public var peakQueuedBytes: Int { peak.load(ordering: .relaxed) }
-    public var slowConsumerCloses: Int { slowCloses.load(ordering: .relaxed) }
+    public var slowConsumerCloses: Int { slowCloses.value }
 }

@@ -17,7 +17,7 @@ final class SessionHandler: ChannelInboundHandler {
     static let slowDownLimit: UInt8 = 50
 
     private let connection: Connection
-    private let gateway: GatewayContext
+    private let services: SessionServices
     private var rules: WebSocketFrameRules
     private var invalidMessages: UInt8 = 0
     private var publishes: PublishQueue
@@ -30,21 +30,21 @@ final class SessionHandler: ChannelInboundHandler {
     /// The replay whose outcome is awaited, if any.
     private var pendingReplay: Int?
 
-    init(connection: Connection, gateway: GatewayContext) {
+    init(connection: Connection, services: SessionServices) {
         self.connection = connection
-        self.gateway = gateway
-        self.rules = WebSocketFrameRules(maxMessageBytes: gateway.configuration.maxMessageBytes)
+        self.services = services
+        self.rules = WebSocketFrameRules(maxMessageBytes: services.settings.maxMessageBytes)
         self.publishes = PublishQueue()
     }
 
-    private var now: Int64 { WebSocketListener.nowMillis() }
-    private var shard: Shard { gateway.shard(for: connection.channel.eventLoop) }
+    private var now: Int64 { services.clock.nowMillis() }
+    private var shard: Shard { services.shard(for: connection.channel.eventLoop) }
 
     /// The connection begins, right after the handler joined the pipeline (the channels and the resume
     /// are arguments, not stored: every idle connection would carry them).
     func start(initialChannels: [String], resume: HandshakeState.ResumeRequest) {
-        gateway.metrics.connectionsOpened.increment()
-        for replaced in gateway.registry.add(connection) {
+        services.metrics.connectionsOpened.increment()
+        for replaced in services.registry.add(connection) {
             replaced.channel.eventLoop.execute { replaced.close(.replaced) }
         }
         var following = initialChannels
@@ -57,7 +57,7 @@ final class SessionHandler: ChannelInboundHandler {
         case .none:
             connection.send(welcome(positions), now: now)
         case .failed(let reason):
-            gateway.replay.notRecovered(reason)
+            services.replay.notRecovered(reason)
             connection.send(welcome(positions, recovered: false, reason: reason), now: now)
         case .cursor(let cursor):
             startResume(from: cursor, positions: positions)
@@ -140,14 +140,14 @@ final class SessionHandler: ChannelInboundHandler {
     private func replay(_ requests: [StreamReplay], then: @escaping (ReplayOutcome) -> Void) {
         let loop = connection.channel.eventLoop
         let promise = loop.makePromise(of: ReplayOutcome.self)
-        let replay = gateway.replay
+        let replay = services.replay
         let id = connection.id
         let started = now
         promise.completeWithTask { await replay.replay(requests, connection: id, now: started) }
         replays &+= 1
         let generation = replays
         pendingReplay = generation
-        let deadline = loop.assumeIsolated().scheduleTask(in: .init(gateway.configuration.replayDeadline)) { [self] in
+        let deadline = loop.assumeIsolated().scheduleTask(in: .init(services.settings.replayDeadline)) { [self] in
             settle(generation, .failed(.tooMany), then)
         }
         promise.futureResult.assumeIsolated().whenSuccess { [self] outcome in
@@ -168,7 +168,7 @@ final class SessionHandler: ChannelInboundHandler {
         _ positions: [(stream: HeraldStream, offset: Int64)], recovered: Bool? = nil, reason: RecoveryFailure? = nil
     ) -> ByteBuffer {
         ServerMessage.welcome(
-            node: gateway.nodeID, session: connection.sessionID, epoch: gateway.epoch,
+            node: services.nodeID, session: connection.sessionID, epoch: services.epoch,
             positions: positions.map { ($0.stream.wireName, $0.offset) }, recovered: recovered, reason: reason?.rawValue
         )
     }
@@ -218,7 +218,7 @@ final class SessionHandler: ChannelInboundHandler {
 
     /// At most `clientMessagesPerSecond` in any one second; off at 0.
     private func withinMessageRate() -> Bool {
-        let rate = gateway.configuration.clientMessagesPerSecond
+        let rate = services.settings.clientMessagesPerSecond
         guard rate > 0 else { return true }
         let second = now / 1_000
         if second != messageSecond {
@@ -233,7 +233,7 @@ final class SessionHandler: ChannelInboundHandler {
         let connection = self.connection
         switch message {
         case .ack:
-            gateway.countAck()
+            services.countAck()
         case .subscribe(let channel, let offset):
             guard connection.allowedChannels.contains(channel) else {
                 return refuse(code: "channel-not-allowed", "the token does not grant channel \(channel)")
@@ -246,16 +246,16 @@ final class SessionHandler: ChannelInboundHandler {
         case .unsubscribe(let channel):
             shard.assumeIsolated { $0.unsubscribe(connection, from: channel) }
         case .publish(let data, let sync):
-            guard gateway.upstream != nil else {
+            guard let publishing = services.publishing else {
                 return tell(code: "unsupported", "this node has no upstream topic to publish to")
             }
-            guard gateway.publishLimits.admit(connection.userID, bytes: data.count) else {
+            guard publishing.limits.admit(connection.userID, bytes: data.count) else {
                 slowDowns &+= 1
                 if slowDowns > Self.slowDownLimit { return connection.close(.publishAbuse) }
                 return tell(code: "slow-down", "this user publishes more than its limit; this publish was dropped")
             }
             slowDowns = 0
-            let maxWaiting = gateway.configuration.maxQueuedPublishes
+            let maxWaiting = services.settings.maxQueuedPublishes
             guard publishes.enqueue(.init(data: data, sync: sync), maxWaiting: maxWaiting) else {
                 return tell(code: "slow-down", "more than \(maxWaiting) publishes wait for Kafka; this one was dropped")
             }
@@ -264,7 +264,7 @@ final class SessionHandler: ChannelInboundHandler {
     }
 
     private func publishNext() {
-        guard let upstream = gateway.upstream, let next = publishes.next() else { return }
+        guard let upstream = services.publishing?.publisher, let next = publishes.next() else { return }
         let connection = self.connection
         let promise = connection.channel.eventLoop.makePromise(of: KafkaError?.self)
         promise.completeWithTask {
@@ -272,7 +272,7 @@ final class SessionHandler: ChannelInboundHandler {
         }
         promise.futureResult.assumeIsolated().whenSuccess { [self] error in
             publishes.finished()
-            gateway.metrics.published(ok: error == nil)
+            services.metrics.published(ok: error == nil)
             guard connection.channel.isActive, !connection.isClosing else { return }
             if let error {
                 tell(code: "publish-failed", "Kafka did not take the publish (\(error.message)); send it again")
@@ -307,12 +307,12 @@ final class SessionHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         let connection = self.connection
         let ended = connection.closed()
-        gateway.metrics.closed(
+        services.metrics.closed(
             serverCode: ended.byServer ? ended.code : nil,
             clientCode: !ended.byServer && ended.code != 0 ? ended.code : nil
         )
-        gateway.shard(for: context.eventLoop).assumeIsolated { $0.unregister(connection) }
-        gateway.registry.remove(connection)
+        services.shard(for: context.eventLoop).assumeIsolated { $0.unregister(connection) }
+        services.registry.remove(connection)
         context.fireChannelInactive()
     }
 

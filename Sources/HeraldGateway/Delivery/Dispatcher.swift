@@ -20,6 +20,7 @@ struct Dispatcher: Sendable {
     let logger: Logger
     let counters: DispatchCounters
     let metrics: GatewayMetrics
+    var clock: WallClock = .system
     /// The node's connections, to close those a partition gap affects. Without it a gap is only
     /// counted and logged.
     var registry: SessionRegistry? = nil
@@ -37,12 +38,15 @@ struct Dispatcher: Sendable {
 
     func run(_ batches: KafkaRecordBatches) async {
         var partitionCount = shards.first?.partitionCount
-        if let partitionCount { metrics.preparePartitions(partitionCount) }
+        if let partitionCount {
+            metrics.partitionCount.record(Int(partitionCount))
+            counters.preparePartitions(partitionCount)
+        }
         // Runs until cancelled: during a drain the connections still open keep receiving.
         for await item in batches.withEvents {
             switch item {
             case .records(let records):
-                let batch = makeBatch(records, now: WebSocketListener.nowMillis(), partitionCount: partitionCount)
+                let batch = makeBatch(records, now: clock.nowMillis(), partitionCount: partitionCount)
                 // Before any shard moves its positions past these records, so a resume that reads the
                 // window up to a shard's position finds them.
                 window.append(batch)
@@ -61,7 +65,8 @@ struct Dispatcher: Sendable {
             if to < from { await topicChanged?(event) }
         case .partitionCountChanged(let from, let to):
             metrics.partitionCountChanges.increment()
-            metrics.preparePartitions(to)
+            metrics.partitionCount.record(Int(to))
+            counters.preparePartitions(to)
             partitionCount = to
             logger.error("the events topic's partition count changed; resume positions of this node no longer hold", metadata: [
                 "kafka.partitions": "\(from) -> \(to)",
@@ -83,11 +88,11 @@ struct Dispatcher: Sendable {
     /// closed with 1012: it resumes with the position it holds, which Kafka no longer has, and gets
     /// `recovered:false, reason:"expired"` (or `ahead` when the log was cut short).
     private func handleGap(partition: Int32, from: Int64, to: Int64, partitionCount: Int32?) async {
-        metrics.recordGap(partition, skipped: to - from)
-        counters.gaps.add(1, ordering: .relaxed)
+        counters.gaps.increment(partition)
+        counters.skippedOffsets.increment(partition, by: Int(clamping: max(0, to - from)))
         window.restart(partition: partition, at: to)
         if to > from {
-            await deliver(DeliveryBatch(deliveries: [], nextOffsets: [partition: to], now: WebSocketListener.nowMillis()))
+            await deliver(DeliveryBatch(deliveries: [], nextOffsets: [partition: to], now: clock.nowMillis()))
         }
         guard let registry, let partitionCount else {
             logger.error("a partition gap was not told to this node's connections", metadata: ["partition": "\(partition)"])
@@ -142,16 +147,14 @@ struct Dispatcher: Sendable {
                 }
                 deliveries.append(delivery)
             } catch {
-                counters.malformed.add(1, ordering: .relaxed)
-                metrics.recordsMalformed.increment()
+                counters.malformed.increment()
                 logger.warning(
                     "record is not a Herald message; skipped",
                     metadata: ["partition": "\(record.partition)", "offset": "\(record.offset)", "error": "\(error)"]
                 )
             }
         }
-        counters.records.add(records.count, ordering: .relaxed)
-        metrics.recordsRead.increment(by: records.count)
+        counters.records.increment(by: records.count)
         return DeliveryBatch(deliveries: deliveries, nextOffsets: nextOffsets, now: now)
     }
 
@@ -162,8 +165,7 @@ struct Dispatcher: Sendable {
     private func isMisrouted(_ stream: HeraldStream, _ record: KafkaRecord, partitionCount: Int32, now: Int64) -> Bool {
         let expected = stream.partition(partitionCount: partitionCount)
         guard expected != record.partition else { return false }
-        counters.misrouted.add(1, ordering: .relaxed)
-        metrics.recordMisrouted(record.partition)
+        counters.misrouted.increment(record.partition)
         if let suppressed = misroutedLog.admit(String(record.partition), now: now) {
             logger.warning(
                 "record is in a partition its key does not belong in (produce with the murmur2 partitioner); skipped",
@@ -177,17 +179,32 @@ struct Dispatcher: Sendable {
     }
 }
 
-/// What the dispatcher has seen, for logs and (later) metrics.
+/// What the dispatcher has seen: the counts behind `GET /v1/node` and their metrics alike.
 public final class DispatchCounters: Sendable {
-    let records = Atomic<Int>(0)
-    let malformed = Atomic<Int>(0)
+    let records = NodeCounter("herald_records_read_total")
+    let malformed = NodeCounter("herald_records_malformed_total")
     let expired = Atomic<Int>(0)
-    let misrouted = Atomic<Int>(0)
-    let gaps = Atomic<Int>(0)
+    /// Per partition: records found in a partition their key does not hash to; gaps the live consumer
+    /// found (retention passed it, or the log was cut) and the offsets they skipped.
+    let misrouted = NodeCounterFamily<Int32>("herald_records_misrouted_total") { [("partition", String($0))] }
+    let gaps = NodeCounterFamily<Int32>("herald_kafka_partition_gaps_total") { [("partition", String($0))] }
+    let skippedOffsets = NodeCounterFamily<Int32>("herald_kafka_skipped_offsets_total") { [("partition", String($0))] }
 
-    public var recordsRead: Int { records.load(ordering: .relaxed) }
-    public var malformedSkipped: Int { malformed.load(ordering: .relaxed) }
+    public init() {}
+
+    /// Creates the per-partition series at zero, so that alerts see a rise from zero rather than a
+    /// series appearing at one (which `increase()` does not count).
+    func preparePartitions(_ count: Int32) {
+        for partition in 0..<max(0, count) {
+            misrouted.prepare(partition)
+            gaps.prepare(partition)
+            skippedOffsets.prepare(partition)
+        }
+    }
+
+    public var recordsRead: Int { records.value }
+    public var malformedSkipped: Int { malformed.value }
     public var expiredSkipped: Int { expired.load(ordering: .relaxed) }
-    public var misroutedSkipped: Int { misrouted.load(ordering: .relaxed) }
-    public var partitionGaps: Int { gaps.load(ordering: .relaxed) }
+    public var misroutedSkipped: Int { misrouted.total }
+    public var partitionGaps: Int { gaps.total }
 }

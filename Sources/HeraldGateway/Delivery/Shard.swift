@@ -18,6 +18,7 @@ public actor Shard {
     private var nextOffsets: [Int32: Int64]
     nonisolated let partitionCount: Int32
     private let metrics: GatewayMetrics
+    private let clock: WallClock
     /// Counted per batch, added to the metrics once per batch (indexed by `HeraldStreamKind`).
     private var deliveredCounts = [0, 0, 0]
     private var slowCounts = [0, 0, 0]
@@ -29,8 +30,9 @@ public actor Shard {
     static let flushSlice = 64 * 1024
     private var sweeps = 0
 
-    init(eventLoop: any EventLoop, startOffsets: [Int32: Int64], partitionCount: Int32, metrics: GatewayMetrics) {
+    init(eventLoop: any EventLoop, startOffsets: [Int32: Int64], partitionCount: Int32, metrics: GatewayMetrics, clock: WallClock = .system) {
         self.metrics = metrics
+        self.clock = clock
         self.eventLoop = eventLoop
         self.nextOffsets = startOffsets
         self.partitionCount = partitionCount
@@ -140,7 +142,7 @@ public actor Shard {
 
     private func recordMetrics(_ reached: [Int64]) {
         if !reached.isEmpty {
-            let now = WebSocketListener.nowMillis()
+            let now = clock.nowMillis()
             for timestamp in reached where timestamp > 0 {
                 metrics.deliveryLatency.recordNanoseconds(max(0, now - timestamp) * 1_000_000)
             }

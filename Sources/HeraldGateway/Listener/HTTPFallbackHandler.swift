@@ -14,14 +14,14 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
     static let maxBodyBytes = 16 * 1024
 
     private let state: HandshakeState
-    private let gateway: GatewayContext
+    private let site: PublicSite
     private var head: HTTPRequestHead?
     private var body: ByteBuffer?
     private var answered = false
 
-    init(state: HandshakeState, gateway: GatewayContext) {
+    init(state: HandshakeState, site: PublicSite) {
         self.state = state
-        self.gateway = gateway
+        self.site = site
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -48,7 +48,7 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     private func answer(_ context: ChannelHandlerContext, _ head: HTTPRequestHead) {
-        if let page = PublicPages.answer(method: head.method, uri: head.uri, origin: head.headers.first(name: "Origin"), body: body, gateway: gateway, loop: context.eventLoop) {
+        if let page = PublicPages.answer(method: head.method, uri: head.uri, origin: head.headers.first(name: "Origin"), body: body, site: site, loop: context.eventLoop) {
             page.assumeIsolated().whenComplete { [self] result in
                 switch result {
                 case .success(let response): respond(context, response)

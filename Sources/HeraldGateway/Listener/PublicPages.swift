@@ -51,18 +51,18 @@ struct PublicResponse: Sendable {
 enum PublicPages {
     /// The answer to a request that is not a WebSocket upgrade, or nil when the path is none of these.
     static func answer(
-        method: HTTPMethod, uri: String, origin: String? = nil, body: ByteBuffer?, gateway: GatewayContext, loop: any EventLoop
+        method: HTTPMethod, uri: String, origin: String? = nil, body: ByteBuffer?, site: PublicSite, loop: any EventLoop
     ) -> EventLoopFuture<PublicResponse>? {
         let (path, query) = WebSocketListener.split(uri)
         switch (method, path) {
         case (.GET, "/herald.js"):
-            return loop.makeSucceededFuture(Self.clientFile("text/javascript; charset=utf-8", ClientAssets.heraldJS, origin: origin, gateway: gateway))
+            return loop.makeSucceededFuture(Self.clientFile("text/javascript; charset=utf-8", ClientAssets.heraldJS, origin: origin, site: site))
         case (.GET, "/herald.d.ts"):
-            return loop.makeSucceededFuture(Self.clientFile("text/plain; charset=utf-8", ClientAssets.heraldTypes, origin: origin, gateway: gateway))
+            return loop.makeSucceededFuture(Self.clientFile("text/plain; charset=utf-8", ClientAssets.heraldTypes, origin: origin, site: site))
         default:
             break
         }
-        guard let tools = gateway.developmentTools else { return nil }
+        guard let tools = site.developmentTools else { return nil }
         switch (method, path) {
         case (.GET, "/"), (.GET, "/index.html"):
             return loop.makeSucceededFuture(PublicResponse(status: .ok, contentType: "text/html; charset=utf-8", body: ClientAssets.demoPage))
@@ -100,7 +100,7 @@ enum PublicPages {
             guard let fields = Self.object(body), let user = fields["user"] as? String, Self.isName(user) else {
                 return loop.makeSucceededFuture(.error(.badRequest, "bad-request", #"the body is {"user":"…"}"#))
             }
-            let closed = gateway.closeConnections(of: user, .restartRequested)
+            let closed = site.closeConnections(user, .restartRequested)
             return loop.makeSucceededFuture(.json(.accepted, #"{"closed":\#(closed)}"#))
         default:
             return nil
@@ -111,9 +111,9 @@ enum PublicPages {
     /// from the app's own origin: a module script from another origin loads only with CORS. Any origin
     /// may import it unless the node has an origin allow-list, which then applies here as on `/v1/ws`
     /// (a page that may not connect has no use for the client).
-    static func clientFile(_ contentType: String, _ body: String, origin: String?, gateway: GatewayContext) -> PublicResponse {
+    static func clientFile(_ contentType: String, _ body: String, origin: String?, site: PublicSite) -> PublicResponse {
         var response = PublicResponse(status: .ok, contentType: contentType, body: body, cacheable: true)
-        let allowed = gateway.configuration.allowedOrigins
+        let allowed = site.allowedOrigins
         if allowed.isEmpty {
             response.allowOrigin = "*"
         } else {

@@ -8,16 +8,36 @@ import NIOWebSocket
 /// The public port: accepts TCP, decides each handshake before the upgrade (admission, origin, token,
 /// channels) and hands upgraded channels to the frame rules and a `SessionHandler` on their loop.
 final class WebSocketListener: Sendable {
-    private let context: GatewayContext
+    private let configuration: GatewayConfiguration
+    private let admission: Admission
+    private let sources: SourceLimiter
+    private let tokens: TokenVerifier
+    private let connectionLimits: ConnectionStateMachine<ByteBuffer>.Limits
+    private let outbound: OutboundStats
+    private let metrics: GatewayMetrics
+    private let sessions: SessionServices
+    private let site: PublicSite
     private let group: any EventLoopGroup
 
-    init(context: GatewayContext, group: any EventLoopGroup) {
-        self.context = context
+    init(
+        configuration: GatewayConfiguration, admission: Admission, tokens: TokenVerifier, outbound: OutboundStats,
+        metrics: GatewayMetrics, sessions: SessionServices, site: PublicSite, group: any EventLoopGroup
+    ) {
+        self.configuration = configuration
+        self.admission = admission
+        self.sources = SourceLimiter(.init(
+            inFlight: configuration.handshakesInFlightPerSource, perSecond: configuration.handshakesPerSecondPerSource
+        ))
+        self.tokens = tokens
+        self.connectionLimits = configuration.makeConnectionLimits()
+        self.outbound = outbound
+        self.metrics = metrics
+        self.sessions = sessions
+        self.site = site
         self.group = group
     }
 
     func bind(host: String, port: Int) async throws -> any Channel {
-        let configuration = context.configuration
         let cap = configuration.outboundCapBytes
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4_096)
@@ -37,7 +57,6 @@ final class WebSocketListener: Sendable {
     }
 
     private func initialize(_ channel: any Channel) throws {
-        let configuration = context.configuration
         let state = HandshakeState()
         let decoderLimit = configuration.echoEndpoint ? max(configuration.maxMessageBytes, configuration.echoMaxMessageBytes) : configuration.maxMessageBytes
         let upgrader = HeraldWebSocketUpgrader(
@@ -52,7 +71,7 @@ final class WebSocketListener: Sendable {
         )
         let encoder = HTTPResponseEncoder()
         let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
-        let fallback = HTTPFallbackHandler(state: state, gateway: context)
+        let fallback = HTTPFallbackHandler(state: state, site: site)
         let upgradeHandler = HTTPServerUpgradeHandler(
             upgraders: [upgrader], httpEncoder: encoder, extraHTTPHandlers: [decoder, fallback], upgradeCompletionHandler: { _ in }
         )
@@ -66,7 +85,7 @@ final class WebSocketListener: Sendable {
     private func shouldUpgrade(_ channel: any Channel, _ head: HTTPRequestHead, _ state: HandshakeState) -> EventLoopFuture<HTTPHeaders?> {
         let loop = channel.eventLoop
         let (path, query) = Self.split(head.uri)
-        if path == GatewayPaths.echo && context.configuration.echoEndpoint {
+        if path == GatewayPaths.echo && configuration.echoEndpoint {
             state.outcome = .echo
             return loop.makeSucceededFuture(HTTPHeaders())
         }
@@ -74,11 +93,11 @@ final class WebSocketListener: Sendable {
             return loop.makeSucceededFuture(nil)
         }
         func refuse(_ refusal: HandshakeRefusal) -> EventLoopFuture<HTTPHeaders?> {
-            context.metrics.refused(refusal.code.name)
+            metrics.refused(refusal.code.name)
             state.outcome = .refused(refusal)
             return loop.makeSucceededFuture(nil)
         }
-        let allowed = context.configuration.allowedOrigins
+        let allowed = configuration.allowedOrigins
         if !allowed.isEmpty, let origin = head.headers.first(name: "Origin"), !allowed.contains(origin) {
             return refuse(HandshakeRefusal(.originNotAllowed, "origin \(origin) is not allowed"))
         }
@@ -86,20 +105,20 @@ final class WebSocketListener: Sendable {
             return refuse(HandshakeRefusal(.missingToken, "a token is required: Authorization: Bearer <token> or ?token="))
         }
         let channels = (query["channels"] ?? "").split(separator: ",").map(String.init).filter { !$0.isEmpty }
-        let resumeRequest = Self.resumeRequest(cursor: query["cursor"], epoch: query["epoch"], nodeEpoch: context.epoch)
+        let resumeRequest = Self.resumeRequest(cursor: query["cursor"], epoch: query["epoch"], nodeEpoch: sessions.epoch)
         // Cheap refusals first; the accept budget is spent only on a handshake whose token holds, so
         // tokenless or forged handshakes cannot crowd out real clients.
-        if let refusal = context.admission.precheck() {
+        if let refusal = admission.precheck() {
             return refuse(refusal)
         }
-        let source = context.sources.isActive ? channel.remoteAddress?.ipAddress : nil
-        if let source, let refusal = context.sources.begin(source) {
+        let source = sources.isActive ? channel.remoteAddress?.ipAddress : nil
+        if let source, let refusal = sources.begin(source) {
             return refuse(refusal)
         }
         let promise = loop.makePromise(of: HandshakeState.Outcome.self)
-        promise.completeWithTask { [context] in
+        promise.completeWithTask { [tokens] in
             do {
-                let identity = try await context.tokens.verify(token)
+                let identity = try await tokens.verify(token)
                 if let denied = channels.first(where: { !identity.channels.contains($0) }) {
                     return .refused(HandshakeRefusal(.channelNotAllowed, "the token does not grant channel \(denied)"))
                 }
@@ -116,20 +135,20 @@ final class WebSocketListener: Sendable {
                 return .refused(refusal)
             }
         }
-        return promise.futureResult.map { [context] outcome in
-            if let source { context.sources.end(source) }
+        return promise.futureResult.map { [sources, admission, metrics] outcome in
+            if let source { sources.end(source) }
             var outcome = outcome
             if case .accepted = outcome {
                 // The client may have hung up while its token was verified: then nothing is admitted.
                 guard channel.isActive else { return nil }
-                switch context.admission.admit() {
+                switch admission.admit() {
                 case .success(let slot): state.slot = slot
                 case .failure(let refusal): outcome = .refused(refusal)
                 }
             }
             state.outcome = outcome
             guard case .accepted = outcome else {
-                if case .refused(let refusal) = outcome { context.metrics.refused(refusal.code.name) }
+                if case .refused(let refusal) = outcome { metrics.refused(refusal.code.name) }
                 return nil
             }
             return HTTPHeaders()
@@ -149,7 +168,6 @@ final class WebSocketListener: Sendable {
             return
         }
         let pipeline = channel.pipeline.syncOperations
-        let configuration = context.configuration
         switch outcome {
         case .echo:
             try pipeline.addHandler(EchoHandler(maxMessageBytes: configuration.echoMaxMessageBytes))
@@ -157,10 +175,10 @@ final class WebSocketListener: Sendable {
             var resuming = false
             if case .cursor = resume { resuming = true }
             let connection = Connection(
-                id: UInt64.random(in: 1...UInt64.max), identity: identity, channel: channel, openedAt: Self.nowMillis(),
-                limits: context.connectionLimits, outbound: context.outbound, slot: slot, resuming: resuming
+                id: UInt64.random(in: 1...UInt64.max), identity: identity, channel: channel, openedAt: sessions.clock.nowMillis(),
+                limits: connectionLimits, outbound: outbound, slot: slot, resuming: resuming
             )
-            let session = SessionHandler(connection: connection, gateway: context)
+            let session = SessionHandler(connection: connection, services: sessions)
             try pipeline.addHandler(session)
             session.start(initialChannels: channels, resume: resume)
         case .pending, .refused:
@@ -184,10 +202,6 @@ final class WebSocketListener: Sendable {
         }
         guard epoch == nodeEpoch else { return .success(.failed(.epoch)) }
         return .success(.cursor(parsed))
-    }
-
-    static func nowMillis() -> Int64 {
-        Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
     }
 
     static func bearerToken(_ headers: HTTPHeaders) -> String? {

@@ -6,19 +6,12 @@ import Synchronization
 /// bootstrap they cost nothing). Every label value comes from a small fixed set: stream kinds, close
 /// codes, refusal reasons, partitions. Nothing is labelled per user or per connection.
 ///
-/// Hot paths count in plain integers per batch and add here once per batch.
+/// Hot paths count in plain integers per batch and add here once per batch. Counts that `GET /v1/node`
+/// shows as well are `NodeCounter`s in the stats they belong to, not here.
 final class GatewayMetrics: Sendable {
     let connectionsOpened = Counter(label: "herald_connections_opened_total")
     let framesWritten = Counter(label: "herald_frames_written_total")
     let bytesWritten = Counter(label: "herald_bytes_written_total")
-    let slowConsumerCloses = Counter(label: "herald_slow_consumer_closes_total")
-    let recordsRead = Counter(label: "herald_records_read_total")
-    let recordsMalformed = Counter(label: "herald_records_malformed_total")
-    let replayedMessages = Counter(label: "herald_replayed_messages_total")
-    /// Kafka reads made for resumes, and the stream requests they served (shared reads: requests ≥ reads).
-    let replayKafkaReads = Counter(label: "herald_replay_kafka_reads_total")
-    let replayKafkaRequests = Counter(label: "herald_replay_kafka_requests_total")
-    let acks = Counter(label: "herald_acks_total")
     /// From a record's Kafka timestamp to the flush of the socket writes that delivered it.
     let deliveryLatency = Timer(label: "herald_delivery_latency_seconds")
 
@@ -35,13 +28,8 @@ final class GatewayMetrics: Sendable {
     private let closedByClientOther = Counter(label: "herald_connections_closed_total", dimensions: [("by", "client"), ("code", "other")])
     private let closedWithoutFrame = Counter(label: "herald_connections_closed_total", dimensions: [("by", "client"), ("code", "none")])
     private let refusals: [String: Counter]
-    private let resumes = Mutex<[String: Counter]>([:])
     private let publishes: [Bool: Counter]
     private let lag = Mutex<[Int32: Gauge]>([:])
-    /// Per partition: records found in a partition their key does not hash to; gaps the live consumer
-    /// found (retention passed it, or the log was cut) and the offsets they skipped.
-    private let misrouted = Mutex<[Int32: Counter]>([:])
-    private let gaps = Mutex<[Int32: (gaps: Counter, skipped: Counter)]>([:])
     let partitionCountChanges = Counter(label: "herald_kafka_partition_count_changes_total")
     let partitionCount = Gauge(label: "herald_kafka_partitions")
 
@@ -81,10 +69,6 @@ final class GatewayMetrics: Sendable {
             true: Counter(label: "herald_publishes_total", dimensions: [("result", "ok")]),
             false: Counter(label: "herald_publishes_total", dimensions: [("result", "failed")]),
         ]
-        // The resume series exist from the start, so dashboards and alerts see zeros rather than nothing.
-        for source in ["window", "kafka"] { resumed(result: "recovered", reason: "none", source: source, by: 0) }
-        for reason in RecoveryFailure.allCases { resumed(result: "not_recovered", reason: reason.rawValue, source: "none", by: 0) }
-        resumed(result: "unavailable", reason: "kafka", source: "none", by: 0)
     }
 
     func delivered(_ kind: HeraldStreamKind, _ count: Int) {
@@ -100,7 +84,6 @@ final class GatewayMetrics: Sendable {
     func closed(serverCode: UInt16?, clientCode: UInt16?) {
         if let serverCode {
             closedByServer[serverCode]?.increment()
-            if serverCode == CloseCode.slowConsumer.rawValue { slowConsumerCloses.increment() }
         } else if let clientCode {
             (closedByClient[clientCode] ?? closedByClientOther).increment()
         } else {
@@ -112,56 +95,8 @@ final class GatewayMetrics: Sendable {
         refusals[reason]?.increment()
     }
 
-    /// A resume ended: `result` recovered / not_recovered / unavailable, with its reason and where it
-    /// was served from (window, kafka, none).
-    func resumed(result: String, reason: String, source: String, by count: Int = 1) {
-        let key = result + "|" + reason + "|" + source
-        let counter = resumes.withLock { counters in
-            if let counter = counters[key] { return counter }
-            let counter = Counter(label: "herald_resumes_total", dimensions: [("result", result), ("reason", reason), ("source", source)])
-            counters[key] = counter
-            return counter
-        }
-        counter.increment(by: count)
-    }
-
     func published(ok: Bool) {
         publishes[ok]?.increment()
-    }
-
-    /// Creates the per-partition series at zero, so that alerts see a rise from zero rather than a
-    /// series appearing at one (which `increase()` does not count).
-    func preparePartitions(_ count: Int32) {
-        partitionCount.record(Int(count))
-        for partition in 0..<max(0, count) {
-            recordMisrouted(partition, 0)
-            recordGap(partition, skipped: 0, count: 0)
-        }
-    }
-
-    func recordMisrouted(_ partition: Int32, _ count: Int = 1) {
-        let counter = misrouted.withLock { counters in
-            if let counter = counters[partition] { return counter }
-            let counter = Counter(label: "herald_records_misrouted_total", dimensions: [("partition", String(partition))])
-            counters[partition] = counter
-            return counter
-        }
-        counter.increment(by: count)
-    }
-
-    func recordGap(_ partition: Int32, skipped: Int64, count: Int = 1) {
-        let counters = gaps.withLock { counters in
-            if let pair = counters[partition] { return pair }
-            let dimensions = [("partition", String(partition))]
-            let pair = (
-                gaps: Counter(label: "herald_kafka_partition_gaps_total", dimensions: dimensions),
-                skipped: Counter(label: "herald_kafka_skipped_offsets_total", dimensions: dimensions)
-            )
-            counters[partition] = pair
-            return pair
-        }
-        counters.gaps.increment(by: count)
-        counters.skipped.increment(by: Int(clamping: max(0, skipped)))
     }
 
     func recordLag(_ lag: [Int32: Int64]) {

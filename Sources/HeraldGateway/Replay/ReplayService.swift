@@ -31,20 +31,17 @@ final class ReplayService: Sendable {
     /// connection queue.
     let maxBytes: Int
     let stats: ReplayStats
-    private let metrics: GatewayMetrics
     private let kafka: SharedKafkaReads?
 
-    init(window: HotWindow, reader: KafkaReplayReader?, limit: Int, maxBytes: Int, stats: ReplayStats, metrics: GatewayMetrics) {
-        self.metrics = metrics
+    init(window: HotWindow, reader: KafkaReplayReader?, limit: Int, maxBytes: Int, stats: ReplayStats) {
         self.window = window
         self.limit = limit
         self.maxBytes = maxBytes
         self.stats = stats
         self.kafka = reader.map {
             SharedKafkaReads(reader: $0, limit: limit) { requests in
-                stats.kafkaReads.add(1, ordering: .relaxed)
-                metrics.replayKafkaReads.increment()
-                metrics.replayKafkaRequests.increment(by: requests)
+                stats.kafkaReads.increment()
+                stats.kafkaRequests.increment(by: requests)
             }
         }
     }
@@ -53,25 +50,13 @@ final class ReplayService: Sendable {
         stats.inFlight.add(1, ordering: .relaxed)
         defer { stats.inFlight.subtract(1, ordering: .relaxed) }
         let (outcome, readKafka) = await resolve(requests, connection: connection, now: now)
-        stats.count(outcome)
-        switch outcome {
-        case .recovered(let frames):
-            if readKafka { stats.fromKafka.add(1, ordering: .relaxed) } else { stats.fromWindow.add(1, ordering: .relaxed) }
-            let source = readKafka ? "kafka" : "window"
-            metrics.resumed(result: "recovered", reason: "none", source: source)
-            metrics.replayedMessages.increment(by: frames.reduce(0) { $0 + $1.count })
-        case .failed(let reason):
-            metrics.resumed(result: "not_recovered", reason: reason.rawValue, source: "none")
-        case .unavailable:
-            metrics.resumed(result: "unavailable", reason: "kafka", source: "none")
-        }
+        stats.count(outcome, readKafka: readKafka)
         return outcome
     }
 
     /// A resume refused before any replay (malformed cursor, another epoch).
     func notRecovered(_ reason: RecoveryFailure) {
         stats.count(reason)
-        metrics.resumed(result: "not_recovered", reason: reason.rawValue, source: "none")
     }
 
     /// The outcome, and whether Kafka was read for it.
@@ -150,36 +135,58 @@ final class ReplayService: Sendable {
     }
 }
 
-/// How resumes went on this node, for the bench tool and (issue 6) metrics.
+/// How resumes went on this node: the counts behind `GET /v1/node`'s `resumes` and the
+/// `herald_resumes_total` family alike.
 public final class ReplayStats: Sendable {
-    public init() {}
-    let inFlight = Atomic<Int>(0)
-    let fromWindow = Atomic<Int>(0)
-    let fromKafka = Atomic<Int>(0)
-    let recovered = Atomic<Int>(0)
-    let unavailableCount = Atomic<Int>(0)
-    let kafkaReads = Atomic<Int>(0)
-    private let failures = Mutex<[RecoveryFailure: Int]>([:])
+    struct Outcome: Hashable, Sendable {
+        var result: String
+        var reason: String
+        var source: String
+    }
 
-    func count(_ outcome: ReplayOutcome) {
+    let inFlight = Atomic<Int>(0)
+    private let resumes = NodeCounterFamily<Outcome>("herald_resumes_total") {
+        [("result", $0.result), ("reason", $0.reason), ("source", $0.source)]
+    }
+    let kafkaReads = NodeCounter("herald_replay_kafka_reads_total")
+    let kafkaRequests = NodeCounter("herald_replay_kafka_requests_total")
+    let replayedMessages = NodeCounter("herald_replayed_messages_total")
+
+    private static let fromWindow = Outcome(result: "recovered", reason: "none", source: "window")
+    private static let fromKafka = Outcome(result: "recovered", reason: "none", source: "kafka")
+    private static let unavailable = Outcome(result: "unavailable", reason: "kafka", source: "none")
+    private static func failed(_ reason: RecoveryFailure) -> Outcome { Outcome(result: "not_recovered", reason: reason.rawValue, source: "none") }
+
+    public init() {
+        // The series exist from the start, so dashboards and alerts see zeros rather than nothing.
+        for outcome in [Self.fromWindow, Self.fromKafka, Self.unavailable] + RecoveryFailure.allCases.map(Self.failed) {
+            resumes.prepare(outcome)
+        }
+    }
+
+    func count(_ outcome: ReplayOutcome, readKafka: Bool) {
         switch outcome {
-        case .recovered: recovered.add(1, ordering: .relaxed)
-        case .failed(let reason): failures.withLock { $0[reason, default: 0] += 1 }
-        case .unavailable: unavailableCount.add(1, ordering: .relaxed)
+        case .recovered(let frames):
+            resumes.increment(readKafka ? Self.fromKafka : Self.fromWindow)
+            replayedMessages.increment(by: frames.reduce(0) { $0 + $1.count })
+        case .failed(let reason): resumes.increment(Self.failed(reason))
+        case .unavailable: resumes.increment(Self.unavailable)
         }
     }
 
     /// Failures decided before any replay (malformed cursor, another epoch).
-    func count(_ reason: RecoveryFailure) { failures.withLock { $0[reason, default: 0] += 1 } }
+    func count(_ reason: RecoveryFailure) { resumes.increment(Self.failed(reason)) }
 
     public var resumesInFlight: Int { inFlight.load(ordering: .relaxed) }
     /// Recovered resumes that needed no Kafka read (everything after the cursor was in the hot window).
-    public var servedFromWindow: Int { fromWindow.load(ordering: .relaxed) }
+    public var servedFromWindow: Int { resumes.counter(Self.fromWindow).value }
     /// Recovered resumes that read at least one stream from Kafka.
-    public var servedFromKafka: Int { fromKafka.load(ordering: .relaxed) }
-    public var recoveredCount: Int { recovered.load(ordering: .relaxed) }
-    public var unavailable: Int { unavailableCount.load(ordering: .relaxed) }
+    public var servedFromKafka: Int { resumes.counter(Self.fromKafka).value }
+    public var recoveredCount: Int { servedFromWindow + servedFromKafka }
+    public var unavailable: Int { resumes.counter(Self.unavailable).value }
     /// Kafka reads made for resumes: concurrent resumes on one partition share one.
-    public var kafkaReadCount: Int { kafkaReads.load(ordering: .relaxed) }
-    public var failuresByReason: [RecoveryFailure: Int] { failures.withLock { $0 } }
+    public var kafkaReadCount: Int { kafkaReads.value }
+    public var failuresByReason: [RecoveryFailure: Int] {
+        Dictionary(uniqueKeysWithValues: RecoveryFailure.allCases.map { ($0, resumes.counter(Self.failed($0)).value) })
+    }
 }

@@ -1,4 +1,5 @@
 import Synchronization
+import HeraldCore
 
 /// A user's connection as presence reports it.
 public struct SessionInfo: Sendable, Hashable {
@@ -84,6 +85,16 @@ public final class SessionRegistry: Sendable {
     /// The user's connections on this node.
     func connections(of user: String) -> [Connection] {
         state.withLock { $0.byUser[user]?.list ?? [] }
+    }
+
+    /// Closes every connection of `user` on this node, each on its own loop; returns how many.
+    @discardableResult
+    func closeConnections(of user: String, _ disconnect: Disconnect) -> Int {
+        let connections = connections(of: user)
+        for connection in connections {
+            connection.channel.eventLoop.execute { connection.close(disconnect) }
+        }
+        return connections.count
     }
 
     /// Every connection on this node.

@@ -1,0 +1,168 @@
+import Foundation
+import HeraldAPI
+import HeraldCore
+public import HeraldGateway
+public import HeraldKafka
+public import Logging
+import NIOCore
+public import NIOPosix
+import ServiceLifecycle
+
+/// One Herald node, built in one place for `herald serve` and for the tests alike.
+///
+/// `prepare` finds the events topic (its epoch, partitions and where the consumer begins each one)
+/// before anything runs, so every part is complete when built. `run` starts the parts in one order
+/// and stops them in the reverse: the data plane drains first (readiness 503 at once, served by the
+/// control plane, which stays up meanwhile; connections closed with 1012 spread over the drain),
+/// then the control plane stops, then the consumer, and the producer flushes last; the replay
+/// reader, the admin client and the event loops are closed after the group.
+public final class HeraldNode: Sendable {
+    public let configuration: NodeConfiguration
+    public let gateway: Gateway
+    public let producer: KafkaProducer
+    public let tokens: TokenVerifier
+    public let group: MultiThreadedEventLoopGroup
+    private let consumer: KafkaLiveConsumer
+    private let admin: KafkaAdmin
+    private let replayReader: KafkaReplayReader
+    private let serviceGroup: ServiceGroup
+    private let apiPort: AnnouncedPort
+    private let logger: Logger
+
+    /// Builds a node; it waits (logging) until the events topic exists. `metrics` is the process's one
+    /// Prometheus registry, or nil for no `/metrics`.
+    public static func prepare(_ configuration: NodeConfiguration, metrics: NodeMetrics? = nil, logger: Logger) async throws -> HeraldNode {
+        let tokens = try await TokenVerifier(configuration: configuration.tokens)
+        let admin = try KafkaAdmin(kafka: configuration.consumer.kafka, logger: logger, timeout: configuration.adminTimeout)
+        let topology: TopicTopology
+        do {
+            topology = try await TopicTopology.discover(
+                topic: configuration.eventsTopic, admin: admin, start: configuration.consumer.start, logger: logger
+            )
+        } catch {
+            await admin.close()
+            throw error
+        }
+        var consumerConfiguration = configuration.consumer
+        consumerConfiguration.start = .offsets(topology.startOffsets)
+        let producer = try KafkaProducer(configuration: configuration.producer, logger: logger)
+        let consumer = try KafkaLiveConsumer(configuration: consumerConfiguration, logger: logger)
+        let replayReader = try KafkaReplayReader(configuration: configuration.replayReader, logger: logger)
+        return try await HeraldNode(
+            configuration: configuration, topology: topology, tokens: tokens, admin: admin, producer: producer,
+            consumer: consumer, replayReader: replayReader, metrics: metrics, logger: logger
+        )
+    }
+
+    private init(
+        configuration: NodeConfiguration, topology: TopicTopology, tokens: TokenVerifier, admin: KafkaAdmin,
+        producer: KafkaProducer, consumer: KafkaLiveConsumer, replayReader: KafkaReplayReader,
+        metrics: NodeMetrics?, logger: Logger
+    ) async throws {
+        self.configuration = configuration
+        self.tokens = tokens
+        self.admin = admin
+        self.producer = producer
+        self.consumer = consumer
+        self.replayReader = replayReader
+        self.logger = logger
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoopThreads)
+        self.group = group
+        let developmentTools = try await Self.developmentTools(configuration, producer: producer)
+        let gateway = Gateway(
+            configuration: configuration.gateway, topology: topology, consumer: consumer, admin: admin, tokens: tokens,
+            group: group, logger: logger, replayReader: replayReader,
+            upstream: UpstreamPublisher(
+                producer: producer, upstreamTopic: configuration.upstreamTopic, eventsTopic: configuration.eventsTopic,
+                nodeID: configuration.nodeID
+            ),
+            developmentTools: developmentTools, clock: configuration.clock
+        )
+        self.gateway = gateway
+        let apiPort = AnnouncedPort()
+        self.apiPort = apiPort
+        let revocations = tokens.revocations
+        var scrape: (@Sendable () -> [UInt8])? = nil
+        if let metrics {
+            scrape = { metrics.scrape(gateway: gateway, producer: producer) }
+        }
+        let hooks = NodeHooks(
+            nodeID: configuration.nodeID,
+            sessions: { user in gateway.registry.sessions(of: user).map { ($0.session, $0.device, $0.openedAt) } },
+            notReadyReason: { await gateway.notReadyReason() },
+            status: { gateway.status() },
+            metrics: scrape,
+            localNotReadyReason: { gateway.admission.isDraining ? "the node is draining" : nil },
+            revoke: { user, before in revocations.revoke(user: user, before: before, now: RevocationList.nowMillis()) }
+        )
+        let configuredAPIPort = configuration.api.port
+        let controlPlane = ControlPlane.application(
+            configuration: configuration.api, push: PushService(producer: producer, topic: configuration.eventsTopic), node: hooks,
+            logger: logger, onServerRunning: { channel in apiPort.announce(channel.localAddress?.port ?? configuredAPIPort) }
+        )
+        serviceGroup = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [
+                    .init(service: producer, serviceName: "kafka-producer"),
+                    // The consumer also ends when the data plane stops reading at the end of its drain;
+                    // that is part of the shutdown, not a failure.
+                    .init(service: consumer, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "kafka-live-consumer"),
+                    .init(service: controlPlane, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "control-plane"),
+                    .init(service: gateway, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "gateway"),
+                ],
+                gracefulShutdownSignals: configuration.gracefulShutdownSignals,
+                logger: logger
+            )
+        )
+    }
+
+    /// Runs the node until its graceful shutdown (a signal, or `shutDown()`) has finished, or a part
+    /// fails; then closes what the service group does not own.
+    public func run() async throws {
+        logger.info("herald node starting", metadata: [
+            "kafka.bootstrap": "\(configuration.consumer.kafka.bootstrapServers)", "kafka.events": "\(configuration.eventsTopic)",
+            "epoch": "\(gateway.topology.epoch)",
+        ])
+        let outcome: Result<Void, any Error>
+        do {
+            try await serviceGroup.run()
+            outcome = .success(())
+        } catch {
+            outcome = .failure(error)
+        }
+        await replayReader.close()
+        await admin.close()
+        try? await group.shutdownGracefully()
+        logger.info("herald node stopped")
+        try outcome.get()
+    }
+
+    /// Starts the graceful shutdown, as SIGTERM does.
+    public func shutDown() async {
+        await serviceGroup.triggerGracefulShutdown()
+    }
+
+    /// The bound public (WebSocket) and internal (API) ports, once both listen (useful with port 0).
+    public func waitUntilListening() async -> (public: Int, api: Int) {
+        let publicPort = await gateway.waitUntilListening()
+        return (publicPort, await apiPort.value())
+    }
+
+    private static func developmentTools(_ configuration: NodeConfiguration, producer: KafkaProducer) async throws -> DevelopmentTools? {
+        guard configuration.developmentTools, let secret = configuration.tokens.hmacSecret else { return nil }
+        let issuer = try await TokenIssuer(hmacSecret: secret)
+        let events = configuration.eventsTopic
+        return DevelopmentTools(
+            issueToken: { user, device in
+                try await issuer.token(user: user, device: device, channels: ["news"], expiresAt: Date().addingTimeInterval(3_600))
+            },
+            push: { user, text in
+                let envelope = HeraldRecord(stream: .user(user), id: UUID().uuidString.lowercased(), contentType: .text)
+                return try await producer.send(KafkaOutgoingRecord(
+                    topic: events, key: Array(user.utf8), value: ByteBuffer(string: text),
+                    headers: envelope.headers.map { KafkaHeader(name: $0.name, value: $0.value) }
+                )).offset
+            }
+        )
+    }
+}
