@@ -201,7 +201,9 @@ struct APITests {
             let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             process.waitUntilExit()
             #expect(process.terminationStatus == 0)
-            #expect(output.contains(#""stream":"u","key":"kim""#), "\(output)")
+            let printed = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any]
+            let result = (printed?["results"] as? [[String: Any]])?.first
+            #expect(result?["stream"] as? String == "u" && result?["key"] as? String == "kim", "\(output)")
             #expect(try await kim.nextMessage().data == #"{"from":"cli"}"#)
 
             let refused = Process()
