@@ -175,10 +175,55 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // A whole node on loopback (the same HeraldNode as `herald serve`), node processes, an HTTP client.
+        .target(
+            name: "HeraldNodeTestSupport",
+            dependencies: [
+                "HeraldTestSupport",
+                "HeraldNode",
+                "HeraldGateway",
+                "HeraldAPI",
+                "HeraldClient",
+                "HeraldKafka",
+                "HeraldCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Tests/NodeSupport",
+            swiftSettings: strict
+        ),
+        // The fast tier of the data plane: the state machine, handlers on EmbeddedChannel, whole nodes in
+        // this process on the mock cluster, the API over loopback.
         .testTarget(
             name: "HeraldGatewayTests",
             dependencies: [
-                "HeraldTestSupport",
+                "HeraldNodeTestSupport",
+                "HeraldGateway",
+                "HeraldAPI",
+                "HeraldNode",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                "HeraldClient",
+                "HeraldKafka",
+                "HeraldCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+            ],
+            swiftSettings: strict
+        ),
+        // The integration tier: tests that drive outside tools (Chromium, promtool, Prometheus,
+        // Alertmanager, kubectl, schemathesis, the Autobahn suite, node, kcat, Python) or several node
+        // processes. A missing tool is named by the test that needs it.
+        .testTarget(
+            name: "HeraldIntegrationTests",
+            dependencies: [
+                "HeraldNodeTestSupport",
                 "HeraldGateway",
                 "HeraldAPI",
                 "HeraldNode",

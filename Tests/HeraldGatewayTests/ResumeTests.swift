@@ -6,17 +6,6 @@ import HeraldKafka
 import NIOCore
 import Testing
 
-/// What a device has seen, per stream, as it would keep it: the welcome's positions advanced by each message.
-struct DeviceCursor {
-    var positions: [String: Int64]
-
-    init(_ welcome: ServerEvent.Welcome) { positions = welcome.positions }
-
-    mutating func saw(_ message: ServerEvent.Message) { positions[message.stream] = message.offset }
-
-    var text: String { positions.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: ",") }
-}
-
 @Suite("Resume: replay from the hot window or Kafka, then live, with nothing lost or repeated")
 struct ResumeTests {
     /// Reads `count` messages and fails on anything else.

@@ -1,33 +1,34 @@
-import Foundation
+package import Foundation
 @_exported import HeraldTestSupport
-import HeraldAPI
-import HeraldClient
-import HeraldCore
-import HeraldGateway
-import HeraldKafka
-import HeraldNode
-import Logging
+package import HeraldAPI
+package import HeraldClient
+package import HeraldCore
+package import HeraldGateway
+package import HeraldKafka
+package import HeraldNode
+package import Logging
 import NIOCore
-import NIOPosix
+package import NIOPosix
 import ServiceLifecycle
 import Synchronization
 import Testing
 
-let testLogger: Logger = {
+package let testLogger: Logger = {
     var logger = Logger(label: "herald.gateway.test")
     logger.logLevel = ProcessInfo.processInfo.environment["HERALD_TEST_LOG"] != nil ? .debug : .critical
     return logger
 }()
 
-let testSecret = "test-secret-that-is-at-least-32-bytes-long"
-let testAPIKey = "test-api-key"
-let upstreamTopic = "herald.upstream"
+package let testSecret = "test-secret-that-is-at-least-32-bytes-long"
+package let testAPIKey = "test-api-key"
+package let upstreamTopic = "herald.upstream"
 
 /// The control plane's bound port, set once the server runs.
-final class PortBox: Sendable {
+package final class PortBox: Sendable {
+    package init() {}
     private let value = Mutex<Int?>(nil)
-    func set(_ port: Int) { value.withLock { $0 = port } }
-    func wait() async -> Int {
+    package func set(_ port: Int) { value.withLock { $0 = port } }
+    package func wait() async -> Int {
         while true {
             if let port = value.withLock({ $0 }) { return port }
             try? await Task.sleep(for: .milliseconds(10))
@@ -36,31 +37,32 @@ final class PortBox: Sendable {
 }
 
 /// A count shared between tasks.
-final class CallCounter: Sendable {
+package final class CallCounter: Sendable {
+    package init() {}
     private let value = Atomic<Int>(0)
-    func add(_ amount: Int) { value.add(amount, ordering: .relaxed) }
-    var count: Int { value.load(ordering: .relaxed) }
+    package func add(_ amount: Int) { value.add(amount, ordering: .relaxed) }
+    package var count: Int { value.load(ordering: .relaxed) }
 }
 
 /// A whole node on loopback, built by `HeraldNode` as `herald serve` builds it: the embedded Kafka,
 /// the gateway on a free port, the control plane on another, an HS256 token key. Torn down (with the
 /// node's own graceful shutdown) when `body` returns.
-struct GatewayHarness {
-    let cluster: EmbeddedKafkaCluster
-    let node: HeraldNode
-    let port: Int
-    let topic: String
-    let issuer: TokenIssuer
+package struct GatewayHarness {
+    package let cluster: EmbeddedKafkaCluster
+    package let node: HeraldNode
+    package let port: Int
+    package let topic: String
+    package let issuer: TokenIssuer
     /// The control plane's port (API key `testAPIKey`).
-    let apiPort: Int
+    package let apiPort: Int
 
-    var producer: KafkaProducer { node.producer }
-    var gateway: Gateway { node.gateway }
-    var group: MultiThreadedEventLoopGroup { node.group }
+    package var producer: KafkaProducer { node.producer }
+    package var gateway: Gateway { node.gateway }
+    package var group: MultiThreadedEventLoopGroup { node.group }
     /// How many times readiness asked Kafka.
-    var readinessChecks: Int { node.gateway.readinessQueryCount }
+    package var readinessChecks: Int { node.gateway.readinessQueryCount }
 
-    static func run<T>(
+    package static func run<T>(
         configure: (inout GatewayConfiguration) -> Void = { _ in },
         configureAPI: (inout ControlPlaneConfiguration) -> Void = { _ in },
         configureTokens: (inout TokenConfiguration) -> Void = { _ in },
@@ -117,14 +119,14 @@ struct GatewayHarness {
         return try result.get()
     }
 
-    var client: HeraldClient { HeraldClient(host: "127.0.0.1", port: port, group: group) }
+    package var client: HeraldClient { HeraldClient(host: "127.0.0.1", port: port, group: group) }
 
-    func token(_ user: String, device: String? = nil, channels: [String] = [], ttl: TimeInterval = 3_600) async throws -> String {
+    package func token(_ user: String, device: String? = nil, channels: [String] = [], ttl: TimeInterval = 3_600) async throws -> String {
         try await issuer.token(user: user, device: device, channels: channels, expiresAt: Date().addingTimeInterval(ttl))
     }
 
     /// Connects and returns the connection, its welcome frame already read.
-    func connect(
+    package func connect(
         _ user: String, device: String? = nil, channels: [String] = [], subscribe: [String] = [], cursor: String? = nil, epoch: String? = nil
     ) async throws -> TestConnection {
         let session = try await client.connect(
@@ -135,7 +137,7 @@ struct GatewayHarness {
 
     /// Produces a Herald record and waits for Kafka's acknowledgement.
     @discardableResult
-    func produce(_ record: HeraldRecord, _ payload: String) async throws -> KafkaDelivery {
+    package func produce(_ record: HeraldRecord, _ payload: String) async throws -> KafkaDelivery {
         try await producer.send(KafkaOutgoingRecord(
             topic: topic, key: Array(record.key.utf8), value: ByteBuffer(string: payload),
             headers: record.headers.map { KafkaHeader(name: $0.name, value: $0.value) }
@@ -144,9 +146,9 @@ struct GatewayHarness {
 }
 
 /// A connection whose events are collected in the background, read with a liveness bound.
-final class TestConnection: Sendable {
-    let session: HeraldSession
-    let welcome: ServerEvent.Welcome
+package final class TestConnection: Sendable {
+    package let session: HeraldSession
+    package let welcome: ServerEvent.Welcome
     private let inbox: Inbox<ServerEvent>
     private let reader: Task<Void, Never>
 
@@ -157,7 +159,7 @@ final class TestConnection: Sendable {
         self.reader = reader
     }
 
-    static func open(_ session: HeraldSession) async throws -> TestConnection {
+    package static func open(_ session: HeraldSession) async throws -> TestConnection {
         let inbox = Inbox<ServerEvent>()
         let reader = Task {
             for await event in session.events { await inbox.append(event) }
@@ -171,18 +173,18 @@ final class TestConnection: Sendable {
 
     deinit { reader.cancel() }
 
-    func next(within limit: Duration = .seconds(10)) async throws -> ServerEvent {
+    package func next(within limit: Duration = .seconds(10)) async throws -> ServerEvent {
         try await inbox.next(within: limit)
     }
 
-    func nextMessage(within limit: Duration = .seconds(10)) async throws -> ServerEvent.Message {
+    package func nextMessage(within limit: Duration = .seconds(10)) async throws -> ServerEvent.Message {
         let event = try await next(within: limit)
         guard case .message(let message) = event else { throw TestFailure("expected a message, got \(event)") }
         return message
     }
 
     /// Waits for the connection to close and returns the server's close code.
-    func closeCode(within limit: Duration = .seconds(15)) async throws -> UInt16? {
+    package func closeCode(within limit: Duration = .seconds(15)) async throws -> UInt16? {
         while true {
             let event = try await next(within: limit)
             if case .closed(let code, _) = event { return code }
@@ -190,20 +192,21 @@ final class TestConnection: Sendable {
     }
 
     /// Events received so far and not yet read.
-    func pending() async -> [ServerEvent] { await inbox.drain() }
+    package func pending() async -> [ServerEvent] { await inbox.drain() }
 }
 
-actor Inbox<Event: Sendable> {
+package actor Inbox<Event: Sendable> {
+    package init() {}
     private var events: [Event] = []
 
-    func append(_ event: Event) { events.append(event) }
+    package func append(_ event: Event) { events.append(event) }
 
-    func drain() -> [Event] {
+    package func drain() -> [Event] {
         defer { events = [] }
         return events
     }
 
-    func next(within limit: Duration) async throws -> Event {
+    package func next(within limit: Duration) async throws -> Event {
         let deadline = ContinuousClock.now + limit
         while events.isEmpty {
             guard ContinuousClock.now < deadline else { throw TestFailure("no event within \(limit)") }

@@ -6,18 +6,6 @@ import NIOCore
 import NIOPosix
 import Testing
 
-/// A small, seeded generator, so a failing run can be repeated exactly (`HERALD_TEST_SEED`).
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// One simulated device: what it was sent since its first connect, per stream, as it received it.
 final class SimulatedDevice {
     let user: String

@@ -8,39 +8,6 @@ import ServiceLifecycle
 import Synchronization
 import Testing
 
-/// The repository's root (where `ops/` and `docs/` are).
-func repositoryRoot() -> URL {
-    var directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-    while !FileManager.default.fileExists(atPath: directory.appendingPathComponent("Package.swift").path) {
-        directory = directory.deletingLastPathComponent()
-    }
-    return directory
-}
-
-/// Runs a program to completion and returns its status and output.
-func run(_ executable: String, _ arguments: [String], in directory: URL? = nil) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    if let directory { process.currentDirectoryURL = directory }
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    return (process.terminationStatus, output)
-}
-
-/// A TCP port nothing listens on right now.
-func freePort() throws -> Int {
-    let group = MultiThreadedEventLoopGroup.singleton
-    let channel = try ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).wait()
-    let port = channel.localAddress?.port ?? 0
-    try channel.close().wait()
-    return port
-}
-
 @Suite("Observability: metrics a real Prometheus scrapes, rules promtool checks, a dashboard on live metrics, logs without secrets")
 struct ObservabilityTests {
     static let ops = repositoryRoot().appendingPathComponent("ops/prometheus")

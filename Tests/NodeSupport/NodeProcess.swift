@@ -1,10 +1,10 @@
-import Foundation
+package import Foundation
 import Testing
 
 /// The `herald` executable next to the test bundle (`swift build --build-tests` builds it too), or
 /// `HERALD_TEST_EXECUTABLE`: the process tests run against another build that way, to show that a
 /// regression test fails without its fix.
-func heraldExecutable() throws -> URL {
+package func heraldExecutable() throws -> URL {
     if let override = ProcessInfo.processInfo.environment["HERALD_TEST_EXECUTABLE"], !override.isEmpty {
         return URL(fileURLWithPath: override)
     }
@@ -12,7 +12,7 @@ func heraldExecutable() throws -> URL {
 }
 
 /// One of the package's executables (`herald`, `herald-bench`) next to the test bundle.
-func builtExecutable(_ name: String) throws -> URL {
+package func builtExecutable(_ name: String) throws -> URL {
     var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
     for _ in 0..<3 {
         let candidate = directory.appendingPathComponent(name)
@@ -30,17 +30,17 @@ func builtExecutable(_ name: String) throws -> URL {
 /// SIGTERM at the end.
 /// @unchecked Sendable: `output`, appended by the pipe's reader and read by the test, is guarded by `lock`;
 /// `process` is configured before `run()` and only queried after.
-final class HeraldProcess: @unchecked Sendable {
-    let process = Process()
+package final class HeraldProcess: @unchecked Sendable {
+    package let process = Process()
     private let lock = NSLock()
     private var output = ""
 
-    convenience init(_ arguments: [String], environment: [String: String] = [:]) throws {
+    package convenience init(_ arguments: [String], environment: [String: String] = [:]) throws {
         try self.init(executable: try heraldExecutable().path, arguments, environment: environment)
     }
 
     /// Any program, its output collected the same way (chromedriver, for one).
-    init(executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+    package init(executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
@@ -66,7 +66,7 @@ final class HeraldProcess: @unchecked Sendable {
     }
 
     /// Waits for the process to exit; nil if it is still running after `limit`.
-    func exitStatus(within limit: Duration) async throws -> Int32? {
+    package func exitStatus(within limit: Duration) async throws -> Int32? {
         let deadline = ContinuousClock.now + limit
         while process.isRunning {
             guard ContinuousClock.now < deadline else { return nil }
@@ -75,14 +75,14 @@ final class HeraldProcess: @unchecked Sendable {
         return process.terminationStatus
     }
 
-    var text: String {
+    package var text: String {
         lock.lock()
         defer { lock.unlock() }
         return output
     }
 
     /// Waits until the output matches `pattern` and returns the first capture group.
-    func waitFor(_ pattern: String, within limit: Duration = .seconds(30)) async throws -> String {
+    package func waitFor(_ pattern: String, within limit: Duration = .seconds(30)) async throws -> String {
         let regex = try NSRegularExpression(pattern: pattern)
         let deadline = ContinuousClock.now + limit
         while ContinuousClock.now < deadline {
@@ -98,18 +98,18 @@ final class HeraldProcess: @unchecked Sendable {
     }
 
     /// Resident memory of the process, in bytes.
-    var residentBytes: Int {
+    package var residentBytes: Int {
         guard let statm = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/statm", encoding: .utf8) else { return 0 }
         let fields = statm.split(separator: " ")
         return (Int(fields.count > 1 ? fields[1] : "0") ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE)))
     }
 
     /// SIGTERM, without waiting: the node drains and exits on its own.
-    func terminate() {
+    package func terminate() {
         if process.isRunning { process.terminate() }
     }
 
-    func stop() {
+    package func stop() {
         if process.isRunning {
             process.terminate()
             process.waitUntilExit()
@@ -118,7 +118,7 @@ final class HeraldProcess: @unchecked Sendable {
 
     /// SIGKILL, for helper programs started from a thread that blocks SIGTERM: they inherit the
     /// blocked mask (Foundation's Process keeps it), so `stop()` would wait for them forever.
-    func kill() {
+    package func kill() {
         if process.isRunning {
             _ = Foundation.kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
@@ -129,13 +129,13 @@ final class HeraldProcess: @unchecked Sendable {
 }
 
 /// The embedded Kafka in its own process and a node in another, as they run in production.
-struct NodeProcesses {
-    let kafka: HeraldProcess
-    let node: HeraldProcess
-    let bootstrap: String
-    let port: Int
+package struct NodeProcesses {
+    package let kafka: HeraldProcess
+    package let node: HeraldProcess
+    package let bootstrap: String
+    package let port: Int
 
-    static func start(nodeArguments: [String] = [], environment: [String: String] = [:]) async throws -> NodeProcesses {
+    package static func start(nodeArguments: [String] = [], environment: [String: String] = [:]) async throws -> NodeProcesses {
         let kafka = try HeraldProcess(["kafka", "--embedded-partitions", "4", "--log-level", "warning"])
         let bootstrap = try await kafka.waitFor(#"(127\.0\.0\.1:\d+)"#)
         let node = try HeraldProcess(
@@ -147,8 +147,27 @@ struct NodeProcesses {
         return NodeProcesses(kafka: kafka, node: node, bootstrap: bootstrap, port: Int(port)!)
     }
 
-    func stop() {
+    package func stop() {
         node.stop()
         kafka.stop()
+    }
+}
+
+/// A `herald serve` process of a cluster, with its ports.
+package struct ClusterNode {
+    package let name: String
+    package let process: HeraldProcess
+    package let port: Int
+    package let apiPort: Int
+
+    package static func start(_ name: String, bootstrap: String, environment: [String: String]) async throws -> ClusterNode {
+        let process = try HeraldProcess(
+            ["serve", "--kafka-brokers", bootstrap, "--port", "0", "--host", "127.0.0.1", "--api-port", "0", "--api-host", "127.0.0.1",
+             "--node-id", name],
+            environment: ["HERALD_JWT_SECRET": testSecret, "HERALD_API_KEYS": testAPIKey].merging(environment) { _, new in new }
+        )
+        let port = Int(try await process.waitFor(#"port=(\d+) \[\w+\] WebSocket listener open"#))!
+        let apiPort = Int(try await process.waitFor(#"(?:Server started and listening on|listening on) [^:]*:(\d+)"#))!
+        return ClusterNode(name: name, process: process, port: port, apiPort: apiPort)
     }
 }

@@ -3,16 +3,16 @@ import NIOCore
 import NIOPosix
 
 /// One HTTP/1.1 exchange with the control plane over loopback (`Connection: close`).
-struct APIResponse {
-    var status: Int
-    var headers: [String: String]
-    var body: String
-    var json: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]) ?? [:] }
-    var errorCode: String? { (json["error"] as? [String: Any])?["code"] as? String }
-    var errorMessage: String? { (json["error"] as? [String: Any])?["message"] as? String }
+package struct APIResponse {
+    package var status: Int
+    package var headers: [String: String]
+    package var body: String
+    package var json: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]) ?? [:] }
+    package var errorCode: String? { (json["error"] as? [String: Any])?["code"] as? String }
+    package var errorMessage: String? { (json["error"] as? [String: Any])?["message"] as? String }
 }
 
-func api(
+package func api(
     _ port: Int, _ method: String, _ path: String, body: String? = nil, key: String? = testAPIKey, headers extra: [(String, String)] = []
 ) async throws -> APIResponse {
     var request = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
@@ -50,7 +50,7 @@ private func dechunk(_ text: String) -> String {
 
 extension APIResponse {
     /// `results` of a single push: (stream, key, partition, offset).
-    var results: [(stream: String, key: String, partition: Int32, offset: Int64)] {
+    package var results: [(stream: String, key: String, partition: Int32, offset: Int64)] {
         (json["results"] as? [[String: Any]] ?? []).map {
             ($0["stream"] as? String ?? "", $0["key"] as? String ?? "",
              Int32(($0["partition"] as? NSNumber)?.intValue ?? -1), ($0["offset"] as? NSNumber)?.int64Value ?? -1)
@@ -59,7 +59,7 @@ extension APIResponse {
 }
 
 /// `api(…)`, or nil if no answer came within `limit` (the exchange is abandoned: its socket closes).
-func api(within limit: Duration, _ port: Int, _ method: String, _ path: String, body: String? = nil, key: String? = testAPIKey) async throws -> APIResponse? {
+package func api(within limit: Duration, _ port: Int, _ method: String, _ path: String, body: String? = nil, key: String? = testAPIKey) async throws -> APIResponse? {
     try await withThrowingTaskGroup(of: APIResponse?.self) { group in
         group.addTask { try await api(port, method, path, body: body, key: key) }
         group.addTask {

@@ -8,25 +8,6 @@ import NIOPosix
 import Synchronization
 import Testing
 
-/// A `herald serve` process of a cluster, with its ports.
-struct ClusterNode {
-    let name: String
-    let process: HeraldProcess
-    let port: Int
-    let apiPort: Int
-
-    static func start(_ name: String, bootstrap: String, environment: [String: String]) async throws -> ClusterNode {
-        let process = try HeraldProcess(
-            ["serve", "--kafka-brokers", bootstrap, "--port", "0", "--host", "127.0.0.1", "--api-port", "0", "--api-host", "127.0.0.1",
-             "--node-id", name],
-            environment: ["HERALD_JWT_SECRET": testSecret, "HERALD_API_KEYS": testAPIKey].merging(environment) { _, new in new }
-        )
-        let port = Int(try await process.waitFor(#"port=(\d+) \[\w+\] WebSocket listener open"#))!
-        let apiPort = Int(try await process.waitFor(#"(?:Server started and listening on|listening on) [^:]*:(\d+)"#))!
-        return ClusterNode(name: name, process: process, port: port, apiPort: apiPort)
-    }
-}
-
 @Suite("Three nodes on one Kafka: a drain and a crash lose nothing")
 struct ClusterTests {
     @Test("devices spread over three nodes; one node drains on SIGTERM, another is killed; every device gets every message once, in order")
