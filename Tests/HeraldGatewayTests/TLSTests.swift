@@ -202,4 +202,76 @@ struct TLSTests {
         #expect(try await mismatched.exitStatus(within: .seconds(20)) != 0)
         #expect(mismatched.text.contains("does not match the certificate in \(first.certificate)"), "\(mismatched.text)")
     }
+
+    @Test("docs/tls.md's commands, run as written: openssl makes the CA and the certificates, the node serves https:// and wss://, and curl reaches the internal port with the client certificate and not without it")
+    func documentedCommands() async throws {
+        let curl = try requiredTool("curl", package: "Debian's curl")
+        _ = try requiredTool("openssl", package: "Debian's openssl")
+        let text = try String(contentsOf: repositoryRoot().appendingPathComponent("docs/tls.md"), encoding: .utf8)
+        let section = try #require(text.components(separatedBy: "## Trying it locally").last?.components(separatedBy: "\n## ").first)
+        let blocks = section.components(separatedBy: "```sh\n").dropFirst().map { $0.components(separatedBy: "```").first ?? "" }
+        #expect(blocks.count == 2, "the two blocks of 'Trying it locally'")
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("herald-tls-docs-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        func shell(_ line: String) throws -> (status: Int32, output: String) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/bash")
+            process.arguments = ["-c", line]
+            process.currentDirectoryURL = folder
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            process.standardError = pipe
+            try process.run()
+            let data = pipe.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        }
+        var ran = 0
+        for block in blocks {
+            var node: HeraldProcess? = nil
+            defer { node?.stop() }
+            var apiPort = 0
+            for line in block.replacingOccurrences(of: "\\\n", with: " ").split(separator: "\n").map(String.init) {
+                let parts = line.components(separatedBy: "   # ")
+                let command = parts[0].trimmingCharacters(in: .whitespaces)
+                ran += 1
+                if command.hasPrefix("herald serve") {
+                    // The documented node, on free ports; its file arguments are the files made above.
+                    let arguments = command.split(separator: " ").dropFirst().map { word in
+                        FileManager.default.fileExists(atPath: folder.appendingPathComponent(String(word)).path)
+                            ? folder.appendingPathComponent(String(word)).path : String(word)
+                    }
+                    let started = try HeraldProcess(arguments + ["--port", "0", "--api-port", "0", "--host", "127.0.0.1", "--api-host", "127.0.0.1"])
+                    node = started
+                    let port = Int(try await started.waitFor(#"port=(\d+) \[\w+\] WebSocket listener open"#))!
+                    apiPort = Int(try await started.waitFor(Self.apiPortPattern))!
+                    if command.contains("--tls-cert-file") {
+                        let page = try shell("\(curl) --silent --show-error --cacert ca.pem https://127.0.0.1:\(port)/")
+                        #expect(page.status == 0 && page.output.contains("<html"), "the demo page over https: \(page.output.prefix(300))")
+                        #expect(try await started.waitFor(#"example: (wss)://"#) == "wss")
+                        let token = try await started.waitFor(#"example: wss://\S+&token=(\S+)"#)
+                        let client = try HeraldClient(
+                            url: URL(string: "wss://127.0.0.1:\(port)")!, group: MultiThreadedEventLoopGroup.singleton,
+                            tls: HeraldClient.tls(trustingCAFile: folder.appendingPathComponent("ca.pem").path)
+                        )
+                        let connection = try await TestConnection.open(try await client.connect(token: token, channels: ["news"]))
+                        connection.session.close()
+                    }
+                } else if command.hasPrefix("curl") {
+                    let result = try shell(command.replacingOccurrences(of: "127.0.0.1:8081", with: "127.0.0.1:\(apiPort)"))
+                    if parts.count > 1, parts[1].hasPrefix("{") {
+                        // stdout and curl's progress meter on stderr, in one pipe: the body is the output's end.
+                        #expect(result.status == 0 && result.output.hasSuffix(parts[1].trimmingCharacters(in: .whitespaces)), "\(command): \(result.output)")
+                    } else {
+                        #expect(result.status != 0, "\(command) should fail: \(result.output)")
+                    }
+                } else {
+                    let result = try shell(command)
+                    #expect(result.status == 0, "\(command): \(result.output)")
+                }
+            }
+        }
+        #expect(ran == 11)
+    }
 }
