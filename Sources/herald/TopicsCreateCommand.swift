@@ -68,7 +68,7 @@ struct TopicsCreateCommand: AsyncParsableCommand {
             for spec in specs {
                 if let count = try await admin.partitionCount(topic: spec.name) {
                     guard count == spec.partitions else {
-                        throw ValidationError(
+                        throw TopicsError(
                             "\(spec.name) exists with \(count) partitions, not \(spec.partitions): topics create does not change an existing topic (more partitions would move users to other partitions and end every resume)"
                         )
                     }
@@ -81,7 +81,7 @@ struct TopicsCreateCommand: AsyncParsableCommand {
                 do {
                     try await admin.createTopics(missing)
                 } catch {
-                    throw ValidationError("the cluster did not create \(missing.map(\.name).joined(separator: ", ")): \(error)")
+                    throw TopicsError("the cluster did not create \(missing.map(\.name).joined(separator: ", ")): \(error)")
                 }
                 for spec in missing {
                     let retention = spec.config["retention.ms"] ?? "?"
@@ -94,4 +94,10 @@ struct TopicsCreateCommand: AsyncParsableCommand {
         }
         await admin.close()
     }
+}
+
+/// What the cluster answered against the command (not a usage error: no usage text follows it).
+struct TopicsError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

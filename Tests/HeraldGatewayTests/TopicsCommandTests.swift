@@ -30,6 +30,7 @@ struct TopicsCommandTests {
         ])
         #expect(new.status != 0, "the mock cluster has no CreateTopics, yet: \(new.output)")
         #expect(new.output.contains("the cluster did not create fresh.events, fresh.upstream"), "\(new.output)")
+        #expect(!new.output.contains("Usage:"), "a cluster's refusal is not a usage error: \(new.output)")
         #expect(ContinuousClock.now - started < .seconds(30), "an unanswered CreateTopics ends within its timeout")
 
         for (arguments, message) in [
