@@ -1,8 +1,11 @@
 import Foundation
 public import HeraldCore
 public import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 public import Logging
 import NIOCore
+public import NIOSSL
 
 /// What the node tells the control plane about itself.
 public struct NodeHooks: Sendable {
@@ -49,6 +52,9 @@ public struct ControlPlaneConfiguration: Sendable {
     public var idleTimeout: Duration = .seconds(30)
     /// How often `/readyz` refreshes its view of Kafka (one metadata query), whatever the probe rate.
     public var readinessRefresh: Duration = .seconds(1)
+    /// TLS on the internal port (with client certificates when its trust roots are set); nil serves
+    /// plain HTTP. Its context callback may hand each handshake a reloaded certificate.
+    public var tls: TLSConfiguration? = nil
 
     public init(apiKeys: [String]) {
         self.apiKeys = apiKeys
@@ -173,13 +179,15 @@ public enum ControlPlane {
     }
 
     /// The application; with `group`, it shares the node's event loops instead of starting its own.
+    /// Throws when the TLS configuration cannot make a context.
     public static func application(
         configuration: ControlPlaneConfiguration, push: PushService, node: NodeHooks, logger: Logger,
         group: (any EventLoopGroup)? = nil, onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
-    ) -> some ApplicationProtocol {
-        Application(
+    ) throws -> some ApplicationProtocol {
+        let http = HTTPServerBuilder.http1(configuration: .init(idleTimeout: .init(configuration.idleTimeout)))
+        return Application(
             router: router(configuration: configuration, push: push, node: node),
-            server: .http1(configuration: .init(idleTimeout: .init(configuration.idleTimeout))),
+            server: try configuration.tls.map { try HTTPServerBuilder.tls(http, tlsConfiguration: $0) } ?? http,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "herald"),
             onServerRunning: onServerRunning,
             eventLoopGroupProvider: group.map { .shared($0) } ?? .singleton,

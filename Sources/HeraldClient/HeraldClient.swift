@@ -1,6 +1,7 @@
-import Foundation
+public import Foundation
 import HeraldCore
 public import NIOCore
+public import NIOSSL
 
 /// Connects to a Herald node as an app would: a token, optional channels (and a cursor to resume
 /// from), and a stream of parsed events. One connection, no reconnect: `ResumingConnection` builds
@@ -9,11 +10,38 @@ public struct HeraldClient: Sendable {
     public var host: String
     public var port: Int
     public var group: any EventLoopGroup
+    /// TLS (`wss://`): the trust roots that vouch for the node (the system's by default, or a CA file)
+    /// and the rest of NIOSSL's client settings; nil is plain `ws://`. The node's certificate is checked
+    /// against `host` (a name, or an address in its subject alternative names).
+    public var tls: TLSConfiguration?
 
-    public init(host: String, port: Int, group: any EventLoopGroup) {
+    public init(host: String, port: Int, group: any EventLoopGroup, tls: TLSConfiguration? = nil) {
         self.host = host
         self.port = port
         self.group = group
+        self.tls = tls
+    }
+
+    /// From a node's address, `ws://host:port` or `wss://host:port` (a path is ignored: the client
+    /// opens `/v1/ws`). `wss` uses `tls`, or the system's trust roots without it.
+    public init(url: URL, group: any EventLoopGroup, tls: TLSConfiguration? = nil) throws {
+        guard let scheme = url.scheme?.lowercased(), scheme == "ws" || scheme == "wss", let host = url.host, !host.isEmpty else {
+            throw HeraldClientURLError(url: url.absoluteString, problem: "a node's address is ws://host[:port] or wss://host[:port]")
+        }
+        if scheme == "ws", tls != nil {
+            throw HeraldClientURLError(url: url.absoluteString, problem: "TLS settings were given for a ws:// address; use wss://")
+        }
+        let secure = scheme == "wss"
+        let port = url.port ?? (secure ? 443 : 80)
+        guard (1...65_535).contains(port) else { throw HeraldClientURLError(url: url.absoluteString, problem: "the port must be 1 to 65535") }
+        self.init(host: host, port: port, group: group, tls: secure ? (tls ?? .makeClientConfiguration()) : nil)
+    }
+
+    /// Client TLS that trusts only the CA certificates in a PEM file (a private or test CA).
+    public static func tls(trustingCAFile path: String) -> TLSConfiguration {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.trustRoots = .file(path)
+        return configuration
     }
 
     /// Opens `/v1/ws` with the token in the Authorization header (or the query, as browsers must).
@@ -35,7 +63,7 @@ public struct HeraldClient: Sendable {
         let path = "/v1/ws" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
         let connection = try await WebSocketClientConnection.connect(
             host: host, port: port, path: path, headers: headers, group: group, sourceAddress: sourceAddress,
-            receiveBufferBytes: receiveBufferBytes
+            receiveBufferBytes: receiveBufferBytes, tls: tls
         )
         return HeraldSession(connection: connection)
     }
@@ -45,6 +73,13 @@ public struct HeraldClient: Sendable {
         allowed.remove(charactersIn: "&=+,;")
         return value.addingPercentEncoding(withAllowedCharacters: allowed) ?? value
     }
+}
+
+/// An address `HeraldClient(url:)` cannot connect to.
+public struct HeraldClientURLError: Error, Sendable, CustomStringConvertible {
+    public let url: String
+    public let problem: String
+    public var description: String { "\(url): \(problem)" }
 }
 
 /// One open connection to Herald.

@@ -1,5 +1,6 @@
 public import NIOCore
 import NIOPosix
+public import NIOSSL
 public import NIOWebSocket
 import Foundation
 
@@ -34,15 +35,23 @@ public final class WebSocketClientConnection: Sendable {
     public static func connect(
         host: String, port: Int, path: String, headers: [(String, String)] = [],
         group: any EventLoopGroup, sourceAddress: String? = nil, maxFrameSize: Int = 1 << 24,
-        receiveBufferBytes: Int? = nil, observer: (@Sendable (Event) -> Void)? = nil
+        receiveBufferBytes: Int? = nil, observer: (@Sendable (Event) -> Void)? = nil, tls: TLSConfiguration? = nil
     ) async throws -> WebSocketClientConnection {
         let (stream, continuation) = AsyncStream<Event>.makeStream(bufferingPolicy: .unbounded)
         let sink = EventSink(continuation: continuation, observer: observer)
         let handshake = HandshakeReader(sink: sink, maxFrameSize: maxFrameSize)
+        let context = try tls.map { try NIOSSLContext(configuration: $0) }
+        // SNI carries names only; for an address, NIOSSL checks the certificate against the peer's address.
+        let serverName: String? = (try? SocketAddress(ipAddress: host, port: 0)) == nil ? host : nil
         var bootstrap = ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handshake) }
+                channel.eventLoop.makeCompletedFuture {
+                    if let context {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: serverName))
+                    }
+                    try channel.pipeline.syncOperations.addHandler(handshake)
+                }
             }
         if let sourceAddress {
             bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: sourceAddress, port: 0))

@@ -57,6 +57,9 @@ public struct GatewayConfiguration: Sendable {
     public var echoEndpoint = false
     /// Message limit of the echo endpoint (Autobahn sends up to 16 MiB).
     public var echoMaxMessageBytes = 20 * 1024 * 1024
+    /// TLS on the public port (wss:// and https://); nil serves plain TCP, for a load balancer that
+    /// terminates TLS in front of the node.
+    public var tls: TLSContextReloader? = nil
 
     public init(nodeID: String) {
         self.nodeID = nodeID

@@ -96,7 +96,7 @@ public final class HeraldNode: Sendable {
             revoke: { user, before in revocations.revoke(user: user, before: before, now: RevocationList.nowMillis()) }
         )
         let configuredAPIPort = configuration.api.port
-        let controlPlane = ControlPlane.application(
+        let controlPlane = try ControlPlane.application(
             configuration: configuration.api, push: PushService(producer: producer, topic: configuration.eventsTopic), node: hooks,
             logger: logger, onServerRunning: { channel in apiPort.announce(channel.localAddress?.port ?? configuredAPIPort) }
         )

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import HeraldAPI
+import HeraldGateway
 
 /// The control plane's options; each also reads a `HERALD_*` variable.
 struct APIOptions: ParsableArguments {
@@ -30,6 +31,15 @@ struct APIOptions: ParsableArguments {
 
     @Option(help: "Seconds an internal-port connection may stay silent before it is closed. Env: HERALD_API_IDLE_TIMEOUT. Default: 30.")
     var apiIdleTimeout: Double?
+
+    @Option(help: "PEM certificate chain for TLS on the internal port; reloaded when the file changes. Needs --api-tls-key-file. Env: HERALD_API_TLS_CERT_FILE. Default: plain HTTP.")
+    var apiTlsCertFile: String?
+
+    @Option(help: "PEM private key of --api-tls-cert-file. Env: HERALD_API_TLS_KEY_FILE.")
+    var apiTlsKeyFile: String?
+
+    @Option(help: "PEM CA certificates: the internal port then requires a client certificate signed by one of them. Env: HERALD_API_TLS_CLIENT_CA_FILE.")
+    var apiTlsClientCaFile: String?
 
     func configuration(devKey: String?, environment: [String: String]) throws -> ControlPlaneConfiguration {
         let settings = Settings(environment: environment)
@@ -63,6 +73,11 @@ struct APIOptions: ParsableArguments {
         }
         guard idle.isFinite, idle > 0, idle <= 86_400 else { throw ValidationError("the API idle timeout must be 0 to 86400 seconds, exclusive of 0") }
         configuration.idleTimeout = .milliseconds(Int64(idle * 1_000))
+        configuration.tls = try GatewayOptions.tls(
+            certificate: settings.string(apiTlsCertFile, "HERALD_API_TLS_CERT_FILE"), key: settings.string(apiTlsKeyFile, "HERALD_API_TLS_KEY_FILE"),
+            clientCA: settings.string(apiTlsClientCaFile, "HERALD_API_TLS_CLIENT_CA_FILE"),
+            flags: ("--api-tls-cert-file", "--api-tls-key-file"), port: "api"
+        )?.serverConfiguration()
         return configuration
     }
 }

@@ -88,6 +88,12 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "Seconds between SIGTERM (readiness fails at once) and closing the listener. Env: HERALD_DRAIN_DELAY_SECONDS. Default: 3.")
     var drainDelaySeconds: Double?
 
+    @Option(help: "PEM certificate chain for TLS on the public port (wss:// and https://); reloaded when the file changes. Needs --tls-key-file. Env: HERALD_TLS_CERT_FILE. Default: plain TCP.")
+    var tlsCertFile: String?
+
+    @Option(help: "PEM private key of --tls-cert-file. Env: HERALD_TLS_KEY_FILE.")
+    var tlsKeyFile: String?
+
     func gatewayConfiguration(nodeID: String, dev: Bool, environment: [String: String]) throws -> GatewayConfiguration {
         let settings = Settings(environment: environment)
         let value = settings.string
@@ -132,6 +138,10 @@ struct GatewayOptions: ParsableArguments {
             throw ValidationError("the drain delay must not be longer than the drain")
         }
         configuration.echoEndpoint = dev
+        configuration.tls = try Self.tls(
+            certificate: value(tlsCertFile, "HERALD_TLS_CERT_FILE"), key: value(tlsKeyFile, "HERALD_TLS_KEY_FILE"),
+            clientCA: nil, flags: ("--tls-cert-file", "--tls-key-file"), port: "public"
+        )
         guard configuration.replayLimit >= 1 else { throw ValidationError("the replay limit must be at least 1") }
         guard configuration.perUserConnectionLimit >= 1 else { throw ValidationError("the per-user connection limit must be at least 1") }
         return configuration
@@ -165,6 +175,24 @@ struct GatewayOptions: ParsableArguments {
             maxLifetime: try settings.duration(jwtMaxLifetime, "HERALD_JWT_MAX_LIFETIME"),
             revocationHorizon: try settings.duration(revocationHorizon, "HERALD_REVOCATION_HORIZON") ?? .seconds(86_400)
         )
+    }
+
+    /// A reloader for a certificate and key given together, or nil for neither; the files are read
+    /// now, so a node with an unusable certificate does not start.
+    static func tls(certificate: String?, key: String?, clientCA: String?, flags: (String, String), port: String) throws -> TLSContextReloader? {
+        switch (certificate, key) {
+        case (nil, nil):
+            guard clientCA == nil else { throw ValidationError("a client CA file needs TLS on the port: set \(flags.0) and \(flags.1) too") }
+            return nil
+        case (.some, nil): throw ValidationError("\(flags.0) needs \(flags.1) (the certificate's private key)")
+        case (nil, .some): throw ValidationError("\(flags.1) needs \(flags.0) (the certificate chain)")
+        case (let certificate?, let key?):
+            do {
+                return try TLSContextReloader(files: TLSFiles(certificateFile: certificate, keyFile: key, clientCAFile: clientCA), port: port)
+            } catch {
+                throw ValidationError(error.message)
+            }
+        }
     }
 
     /// Seconds from a flag or the environment, range-checked before the conversion.

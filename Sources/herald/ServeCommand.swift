@@ -94,13 +94,14 @@ struct ServeCommand: AsyncParsableCommand {
 
         if dev {
             // Printed, not logged: logs never carry secrets (they are masked), but a developer needs these.
-            var lines = ["development mode: the demo page is at http://127.0.0.1:\(gatewayConfiguration.port)/"]
+            let secure = gatewayConfiguration.tls != nil
+            var lines = ["development mode: the demo page is at \(secure ? "https" : "http")://127.0.0.1:\(gatewayConfiguration.port)/"]
             if let secret = tokenConfiguration.hmacSecret, secret == devSecret {
                 let example = try await TokenIssuer(hmacSecret: secret).token(
                     user: "alice", device: "laptop", channels: ["news"], expiresAt: Date().addingTimeInterval(3_600)
                 )
                 lines.append("  tokens are signed with a random secret: HERALD_JWT_SECRET=\(secret)")
-                lines.append("  example: ws://127.0.0.1:\(gatewayConfiguration.port)/v1/ws?channels=news&token=\(example)")
+                lines.append("  example: \(secure ? "wss" : "ws")://127.0.0.1:\(gatewayConfiguration.port)/v1/ws?channels=news&token=\(example)")
             }
             if let devAPIKey, apiConfiguration.apiKeys.contains(devAPIKey) {
                 lines.append("  the API key is random: HERALD_API_KEYS=\(devAPIKey)")

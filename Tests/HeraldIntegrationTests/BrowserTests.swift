@@ -11,7 +11,8 @@ struct Browser {
     let session: String
     let driver: HeraldProcess
 
-    static func start() async throws -> Browser {
+    /// `arguments`: more Chromium flags (a test CA's `--ignore-certificate-errors-spki-list`).
+    static func start(arguments: [String] = []) async throws -> Browser {
         let chromium = try requiredTool("chromium", "chromium-browser", package: "Debian's chromium")
         let chromedriver = try requiredTool("chromedriver", package: "Debian's chromium-driver")
         let port = try freePort()
@@ -21,7 +22,11 @@ struct Browser {
             guard ContinuousClock.now < deadline else { throw TestFailure("chromedriver did not start: \(driver.text)") }
             try await Task.sleep(for: .milliseconds(100))
         }
-        let capabilities = #"{"capabilities":{"alwaysMatch":{"browserName":"chrome","goog:chromeOptions":{"binary":"\#(chromium)","args":["--headless=new","--no-sandbox","--disable-gpu","--disable-dev-shm-usage","--window-size=1100,1000"]}}}}"#
+        let flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1100,1000"] + arguments
+        let options: [String: Any] = ["binary": chromium, "args": flags]
+        let capabilities = String(decoding: try JSONSerialization.data(withJSONObject: [
+            "capabilities": ["alwaysMatch": ["browserName": "chrome", "goog:chromeOptions": options]],
+        ]), as: UTF8.self)
         let created = try await api(port, "POST", "/session", body: capabilities, key: nil)
         guard let value = created.json["value"] as? [String: Any], let session = value["sessionId"] as? String else {
             throw TestFailure("no WebDriver session: \(created.body)")

@@ -9,7 +9,7 @@ import Testing
 @Suite("Kubernetes manifests render and validate offline")
 struct ManifestTests {
     static let kubernetesVersion = "1.31.0"
-    static let customKinds: Set<String> = ["PrometheusRule", "ServiceMonitor", "KafkaTopic"]
+    static let customKinds: Set<String> = ["PrometheusRule", "ServiceMonitor", "KafkaTopic", "Certificate"]
 
     static func render(_ overlay: String) throws -> URL {
         let kubectl = try requiredTool("kubectl", package: "Debian's kubernetes-client")
@@ -25,7 +25,7 @@ struct ManifestTests {
         return file
     }
 
-    @Test("both overlays render and every built-in resource validates strictly", arguments: ["dev", "prod"])
+    @Test("every overlay renders and every built-in resource validates strictly", arguments: ["dev", "prod", "tls-ingress", "tls-passthrough"])
     func validates(overlay: String) throws {
         let python = try pythonWith(module: "kubernetes_validate", package: "kubernetes-validate")
         let file = try Self.render(overlay)
@@ -35,6 +35,9 @@ struct ManifestTests {
         for kind in ["deployment/herald", "service/herald-websocket", "service/herald-internal", "configmap/herald-config",
                      "poddisruptionbudget/herald", "horizontalpodautoscaler/herald", "networkpolicy/herald"] {
             #expect(output.contains("passed for resource \(kind)"), "\(overlay): \(kind) not validated:\n\(output)")
+        }
+        if overlay == "tls-ingress" {
+            #expect(output.contains("passed for resource ingress/herald"), "\(output)")
         }
         // The only resources without a schema are the custom ones, and they are checked below.
         for line in output.split(separator: "\n") where line.contains("Couldn't find schema") {
@@ -125,6 +128,67 @@ struct ManifestTests {
         ])
         #expect(status == 0, "\(output)")
         #expect(output.contains("manifests consistent"))
+    }
+
+    @Test("the TLS variants: an Ingress that terminates TLS with a cert-manager certificate in front of plain nodes, and nodes that serve TLS from a mounted cert-manager Secret behind a TCP load balancer")
+    func tlsVariants() throws {
+        let python = try pythonWith(module: "yaml", package: "PyYAML")
+        let ingress = try Self.render("tls-ingress")
+        let passthrough = try Self.render("tls-passthrough")
+        defer {
+            try? FileManager.default.removeItem(at: ingress)
+            try? FileManager.default.removeItem(at: passthrough)
+        }
+        let script = #"""
+        import sys, yaml, posixpath
+        def load(path):
+            return [d for d in yaml.safe_load_all(open(path)) if d]
+        def one(docs, kind, name=None):
+            found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+            assert len(found) == 1, f"{kind} {name}: {len(found)} found"
+            return found[0]
+        docs = load(sys.argv[1])
+        config = one(docs, "ConfigMap")["data"]
+        assert "HERALD_TLS_CERT_FILE" not in config, "behind the Ingress the nodes serve plain TCP"
+        ingress = one(docs, "Ingress", "herald")
+        annotations = ingress["metadata"]["annotations"]
+        assert annotations["cert-manager.io/cluster-issuer"], "cert-manager issues the Ingress's certificate"
+        assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) > 30, "idle WebSockets outlive the ping interval"
+        tls = ingress["spec"]["tls"][0]
+        rule = ingress["spec"]["rules"][0]
+        assert rule["host"] in tls["hosts"] and tls["secretName"]
+        backend = rule["http"]["paths"][0]["backend"]["service"]
+        service = one(docs, "Service", backend["name"])
+        assert service["spec"]["type"] == "ClusterIP", "only the Ingress reaches the nodes"
+        assert "externalTrafficPolicy" not in service["spec"]
+        assert not (service["metadata"].get("annotations") or {}), "no load balancer annotations on a ClusterIP"
+        port = [p for p in service["spec"]["ports"] if p["name"] == backend["port"]["name"]]
+        assert port and port[0]["targetPort"] == "websocket"
+
+        docs = load(sys.argv[2])
+        config = one(docs, "ConfigMap")["data"]
+        deployment = one(docs, "Deployment", "herald")
+        pod = deployment["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        certificate = one(docs, "Certificate", "herald-tls")
+        assert certificate["apiVersion"] == "cert-manager.io/v1" and certificate["spec"]["issuerRef"]["name"]
+        secret = certificate["spec"]["secretName"]
+        volume = [v for v in pod["volumes"] if (v.get("secret") or {}).get("secretName") == secret]
+        assert len(volume) == 1, f"the {secret} Secret is mounted"
+        mount = [m for m in container["volumeMounts"] if m["name"] == volume[0]["name"]]
+        assert len(mount) == 1 and "subPath" not in mount[0], "mounted as a directory: a subPath mount never sees a renewal"
+        assert mount[0]["readOnly"] is True
+        for key, file in (("HERALD_TLS_CERT_FILE", "tls.crt"), ("HERALD_TLS_KEY_FILE", "tls.key")):
+            assert config[key] == posixpath.join(mount[0]["mountPath"], file), f"{key} is the Secret's {file}"
+        service = one(docs, "Service", "herald-websocket")
+        assert service["spec"]["type"] == "LoadBalancer" and service["spec"]["ports"][0]["port"] == 443
+        assert service["spec"]["ports"][0]["targetPort"] == "websocket", "the balancer passes TCP through to the nodes' TLS"
+        assert not [d for d in docs if d["kind"] == "Ingress"]
+        print("tls variants consistent")
+        """#
+        let (status, output) = try runPython(python, ["-c", script, ingress.path, passthrough.path])
+        #expect(status == 0, "\(output)")
+        #expect(output.contains("tls variants consistent"))
     }
 
     static var opsRules: URL { repositoryRoot().appendingPathComponent("ops/prometheus/rules/herald.rules.yml") }

@@ -3,6 +3,7 @@ import HeraldCore
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import NIOWebSocket
 
 /// The public port: accepts TCP, decides each handshake before the upgrade (admission, origin, token,
@@ -39,6 +40,8 @@ final class WebSocketListener: Sendable {
 
     func bind(host: String, port: Int) async throws -> any Channel {
         let cap = configuration.outboundCapBytes
+        // One context for the listener's life: each handshake takes the reloader's current pair.
+        let tls = try configuration.tls?.makeContext()
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4_096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -50,13 +53,16 @@ final class WebSocketListener: Sendable {
             .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 64 * 1024))
             .childChannelOption(.maxMessagesPerRead, value: 1)
             .childChannelInitializer { [self] channel in
-                channel.eventLoop.makeCompletedFuture { try self.initialize(channel) }
+                channel.eventLoop.makeCompletedFuture { try self.initialize(channel, tls: tls) }
             }
             .bind(host: host, port: port)
             .get()
     }
 
-    private func initialize(_ channel: any Channel) throws {
+    private func initialize(_ channel: any Channel, tls: NIOSSLContext?) throws {
+        if let tls {
+            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+        }
         let state = HandshakeState()
         let decoderLimit = configuration.echoEndpoint ? max(configuration.maxMessageBytes, configuration.echoMaxMessageBytes) : configuration.maxMessageBytes
         let upgrader = HeraldWebSocketUpgrader(
