@@ -125,7 +125,8 @@ public final class Gateway: Service, Sendable {
             node: configuration.nodeID, connections: admission.openConnections, draining: admission.isDraining,
             resumes: .init(
                 recovered: stats.recoveredCount, fromWindow: stats.servedFromWindow, fromKafka: stats.servedFromKafka,
-                inFlight: stats.resumesInFlight, kafkaReads: stats.kafkaReadCount, unavailable: stats.unavailable,
+                inFlight: stats.resumesInFlight, kafkaReads: stats.kafkaReadCount,
+                recordsScanned: stats.recordsScanned, readsCancelled: stats.readsCancelled, unavailable: stats.unavailable,
                 notRecovered: Dictionary(uniqueKeysWithValues: stats.failuresByReason.map { ($0.key.rawValue, $0.value) })
             ),
             hotWindow: .init(records: window.records, bytes: window.bytes), acks: sessions.acksReceived,

@@ -84,14 +84,16 @@ public final class KafkaReplayReader: Sendable {
     /// concurrent resumes on one partition share a read instead of each scanning it. For each key it
     /// keeps the last `retainPerKey` matching records (so memory stays bounded whatever the range)
     /// and reports the highest offset it had to drop, from which a caller decides `too-many`.
+    /// `progress` is told, after each batch taken from librdkafka, how many records it held.
     public func read(
-        partition: Int32, from: Int64, until: Int64, keys: Set<[UInt8]>, retainPerKey: Int
+        partition: Int32, from: Int64, until: Int64, keys: Set<[UInt8]>, retainPerKey: Int,
+        progress: @escaping @Sendable (_ scanned: Int) -> Void = { _ in }
     ) async throws(KafkaError) -> KafkaKeyedReplay {
         try await worker.run { [self] () throws(KafkaError) -> KafkaKeyedReplay in
             var result = KafkaKeyedReplay(records: [:], dropped: [:], end: from)
             let allocator = ByteBufferAllocator()
             let topic = configuration.topic
-            result.end = try self.scan(partition: partition, from: from, until: until) { message in
+            result.end = try self.scan(partition: partition, from: from, until: until, progress: progress) { message in
                 let m = message.pointee
                 guard let pointer = m.key else { return nil }
                 let key = [UInt8](UnsafeRawBufferPointer(start: pointer, count: m.key_len))
@@ -147,7 +149,7 @@ public final class KafkaReplayReader: Sendable {
     /// Reads `partition` over `[from, min(until, end of log))` and hands each record to `visit` in
     /// offset order; a non-nil answer from `visit` fails the read. Returns the bound it read up to.
     private func scan(
-        partition: Int32, from: Int64, until: Int64?,
+        partition: Int32, from: Int64, until: Int64?, progress: (Int) -> Void = { _ in },
         visit: (UnsafeMutablePointer<rd_kafka_message_t>) -> KafkaError?
     ) throws(KafkaError) -> Int64 {
         let topic = configuration.topic
@@ -182,6 +184,7 @@ public final class KafkaReplayReader: Sendable {
                 throw KafkaError(.timedOut, "replay of \(topic)[\(partition)] from \(from) reached only \(position) of \(end) in time")
             }
             let count = consumeAvailable(queue, messages, capacity)
+            if count > 0 { progress(count) }
             var failure: KafkaError? = nil
             for index in 0..<max(count, 0) {
                 guard let message = messages[index] else { continue }

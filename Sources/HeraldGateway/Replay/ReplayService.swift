@@ -39,10 +39,15 @@ final class ReplayService: Sendable {
         self.maxBytes = maxBytes
         self.stats = stats
         self.kafka = reader.map {
-            SharedKafkaReads(reader: $0, limit: limit) { requests in
-                stats.kafkaReads.increment()
-                stats.kafkaRequests.increment(by: requests)
-            }
+            SharedKafkaReads(
+                reader: $0, limit: limit,
+                onRead: { requests in
+                    stats.kafkaReads.increment()
+                    stats.kafkaRequests.increment(by: requests)
+                },
+                onScanned: { stats.scanned.increment(by: $0) },
+                onCancelledRead: { stats.cancelledReads.increment() }
+            )
         }
     }
 
@@ -150,6 +155,10 @@ public final class ReplayStats: Sendable {
     }
     let kafkaReads = NodeCounter("herald_replay_kafka_reads_total")
     let kafkaRequests = NodeCounter("herald_replay_kafka_requests_total")
+    /// Records replay reads took from Kafka (every key of the partition, not only the requested ones),
+    /// and reads stopped because no connection waited for them any more.
+    let scanned = NodeCounter("herald_replay_records_scanned_total")
+    let cancelledReads = NodeCounter("herald_replay_reads_cancelled_total")
     let replayedMessages = NodeCounter("herald_replayed_messages_total")
 
     private static let fromWindow = Outcome(result: "recovered", reason: "none", source: "window")
@@ -186,6 +195,10 @@ public final class ReplayStats: Sendable {
     public var unavailable: Int { resumes.counter(Self.unavailable).value }
     /// Kafka reads made for resumes: concurrent resumes on one partition share one.
     public var kafkaReadCount: Int { kafkaReads.value }
+    /// Records the replay reads took from Kafka, of every key in the partitions they read.
+    public var recordsScanned: Int { scanned.value }
+    /// Replay reads stopped before their end because every connection waiting on them had gone.
+    public var readsCancelled: Int { cancelledReads.value }
     public var failuresByReason: [RecoveryFailure: Int] {
         Dictionary(uniqueKeysWithValues: RecoveryFailure.allCases.map { ($0, resumes.counter(Self.failed($0)).value) })
     }

@@ -29,9 +29,16 @@ actor SharedKafkaReads {
     private var reading: Set<Int32> = []
     /// Called once per Kafka read, with how many requests it served.
     private let onRead: @Sendable (_ requests: Int) -> Void
+    private let onScanned: @Sendable (_ records: Int) -> Void
+    private let onCancelledRead: @Sendable () -> Void
 
-    init(reader: KafkaReplayReader, limit: Int, maxRequestsPerRead: Int = 1_024, onRead: @escaping @Sendable (Int) -> Void = { _ in }) {
+    init(
+        reader: KafkaReplayReader, limit: Int, maxRequestsPerRead: Int = 1_024, onRead: @escaping @Sendable (Int) -> Void = { _ in },
+        onScanned: @escaping @Sendable (Int) -> Void = { _ in }, onCancelledRead: @escaping @Sendable () -> Void = {}
+    ) {
         self.onRead = onRead
+        self.onScanned = onScanned
+        self.onCancelledRead = onCancelledRead
         self.reader = reader
         self.limit = limit
         self.maxRequestsPerRead = maxRequestsPerRead
@@ -89,7 +96,7 @@ actor SharedKafkaReads {
         let until = live.map { $0.through + 1 }.max()!
         do {
             let read = try await reader.read(
-                partition: partition, from: from, until: until, keys: Set(live.map(\.key)), retainPerKey: limit + 1
+                partition: partition, from: from, until: until, keys: Set(live.map(\.key)), retainPerKey: limit + 1, progress: onScanned
             )
             for request in live {
                 if let dropped = read.dropped[request.key], dropped > request.after {
