@@ -15,7 +15,7 @@ struct ReplayReadTests {
     /// A node that replays only from Kafka (no hot window), reads one record batch per fetch, and has
     /// deadlines far beyond the slow replay unless `deadline` says otherwise.
     static func slowReplayNode<T>(
-        deadline: Duration = .seconds(120), _ body: (GatewayHarness) async throws -> T
+        deadline: Duration = .seconds(120), readers: Int? = nil, _ body: (GatewayHarness) async throws -> T
     ) async throws -> T {
         try await GatewayHarness.run(
             configure: {
@@ -25,6 +25,7 @@ struct ReplayReadTests {
             replay: {
                 $0.readTimeout = .seconds(120)
                 $0.kafka.extraProperties["max.partition.fetch.bytes"] = "1"
+                if let readers { $0.readers = readers }
             },
             body
         )
@@ -139,6 +140,26 @@ struct ReplayReadTests {
             }
             #expect(node.gateway.replayStats.unavailable == 0, "no 1013")
             #expect(node.gateway.replayStats.recordsScanned < 2 * Self.longReplay)
+        }
+    }
+
+    @Test("the number of replay readers bounds how many partitions are read at once")
+    func readersBoundConcurrency() async throws {
+        try await Self.slowReplayNode(readers: 1) { node in
+            let devices = try await Self.missedLongReplay(node, alsoDrop: [Self.quickUser])
+            try await node.produce(HeraldRecord(stream: .user(Self.quickUser)), #"{"quick":true}"#)
+            try await ResumeTests.waitUntilRead(node, partitionOf: Self.quickUser)
+            try Self.slowBroker(node)
+            let slow = try await Self.startResume(node, Self.slowUser, devices[Self.slowUser]!)
+            try await Self.waitUntilScanning(node)
+            let quick = try await Self.startResume(node, Self.quickUser, devices[Self.quickUser]!)
+            // With one reader the quick resume waits for it; once the slow client leaves it is served.
+            try await Task.sleep(for: .seconds(1))
+            #expect(node.gateway.replayStats.resumesInFlight == 2)
+            slow.close()
+            let connection = try await TestConnection.open(quick)
+            #expect(connection.welcome.recovered == true)
+            #expect(node.gateway.replayStats.readsCancelled == 1)
         }
     }
 }

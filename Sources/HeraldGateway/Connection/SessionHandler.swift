@@ -27,8 +27,10 @@ final class SessionHandler: ChannelInboundHandler {
     private var messageSecond: Int64 = 0
     private var messagesThisSecond: UInt32 = 0
     private var replays = 0
-    /// The replay whose outcome is awaited, if any.
+    /// The replay whose outcome is awaited, if any, and its task: cancelled when the connection
+    /// closes or the deadline passes, so that its Kafka read stops once nobody else waits for it.
     private var pendingReplay: Int?
+    private var replayTask: Task<Void, Never>?
 
     init(connection: Connection, services: SessionServices) {
         self.connection = connection
@@ -93,6 +95,8 @@ final class SessionHandler: ChannelInboundHandler {
                 )
             case .unavailable:
                 decision = .replayUnavailable
+            case .cancelled:
+                return
             }
             finishReplay(decision)
         }
@@ -119,6 +123,8 @@ final class SessionHandler: ChannelInboundHandler {
                 (notice, frames) = (errorFrame("not-recovered", "channel \(channel) continues live from \(position): \(reason.rawValue)"), [])
             case .unavailable(let message):
                 (notice, frames) = (errorFrame("unavailable", "channel \(channel) continues live from \(position); its replay failed: \(message)"), [])
+            case .cancelled:
+                return
             }
             finishReplay(connection.lifecycle.replayArrived(
                 first: notice, replay: frames, skip: offset > position ? [stream: offset] : [:], now: now
@@ -143,11 +149,12 @@ final class SessionHandler: ChannelInboundHandler {
         let replay = services.replay
         let id = connection.id
         let started = now
-        promise.completeWithTask { await replay.replay(requests, connection: id, now: started) }
+        replayTask = Task { promise.succeed(await replay.replay(requests, connection: id, now: started)) }
         replays &+= 1
         let generation = replays
         pendingReplay = generation
         let deadline = loop.assumeIsolated().scheduleTask(in: .init(services.settings.replayDeadline)) { [self] in
+            replayTask?.cancel()
             settle(generation, .failed(.tooMany), then)
         }
         promise.futureResult.assumeIsolated().whenSuccess { [self] outcome in
@@ -160,6 +167,7 @@ final class SessionHandler: ChannelInboundHandler {
     private func settle(_ generation: Int, _ outcome: ReplayOutcome, _ then: (ReplayOutcome) -> Void) {
         guard pendingReplay == generation else { return }
         pendingReplay = nil
+        replayTask = nil
         guard !connection.isClosing, connection.channel.isActive else { return }
         then(outcome)
     }
@@ -306,6 +314,8 @@ final class SessionHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         let connection = self.connection
+        replayTask?.cancel()
+        replayTask = nil
         let ended = connection.closed()
         services.metrics.closed(
             serverCode: ended.byServer ? ended.code : nil,

@@ -19,6 +19,8 @@ enum ReplayOutcome: Sendable {
     case failed(RecoveryFailure)
     /// Kafka could not be read; the connection is closed with 1013 so the client retries with its cursor.
     case unavailable(String)
+    /// The resume's task was cancelled (its connection closed, or its deadline passed): nobody waits.
+    case cancelled
 }
 
 /// Replays what a reconnecting device missed: from the node's hot window when it still holds every
@@ -136,6 +138,7 @@ final class ReplayService: Sendable {
         switch failure {
         case .recovery(let reason): .failed(reason)
         case .unavailable(let message): .unavailable(message)
+        case .cancelled: .cancelled
         }
     }
 }
@@ -180,6 +183,7 @@ public final class ReplayStats: Sendable {
             replayedMessages.increment(by: frames.reduce(0) { $0 + $1.count })
         case .failed(let reason): resumes.increment(Self.failed(reason))
         case .unavailable: resumes.increment(Self.unavailable)
+        case .cancelled: break
         }
     }
 
