@@ -253,19 +253,19 @@ final class SessionHandler: ChannelInboundHandler {
             subscribe(channel, from: offset)
         case .unsubscribe(let channel):
             shard.assumeIsolated { $0.unsubscribe(connection, from: channel) }
-        case .publish(let data, let sync):
+        case .publish(let data, let sync, let id):
             guard let publishing = services.publishing else {
-                return tell(code: "unsupported", "this node has no upstream topic to publish to")
+                return tell(code: "unsupported", "this node has no upstream topic to publish to", id: id)
             }
             guard publishing.limits.admit(connection.userID, bytes: data.count) else {
                 slowDowns &+= 1
                 if slowDowns > Self.slowDownLimit { return connection.close(.publishAbuse) }
-                return tell(code: "slow-down", "this user publishes more than its limit; this publish was dropped")
+                return tell(code: "slow-down", "this user publishes more than its limit; this publish was dropped", id: id)
             }
             slowDowns = 0
             let maxWaiting = services.settings.maxQueuedPublishes
-            guard publishes.enqueue(.init(data: data, sync: sync), maxWaiting: maxWaiting) else {
-                return tell(code: "slow-down", "more than \(maxWaiting) publishes wait for Kafka; this one was dropped")
+            guard publishes.enqueue(.init(data: data, sync: sync, id: id), maxWaiting: maxWaiting) else {
+                return tell(code: "slow-down", "more than \(maxWaiting) publishes wait for Kafka; this one was dropped", id: id)
             }
             publishNext()
         }
@@ -274,28 +274,38 @@ final class SessionHandler: ChannelInboundHandler {
     private func publishNext() {
         guard let upstream = services.publishing?.publisher, let next = publishes.next() else { return }
         let connection = self.connection
-        let promise = connection.channel.eventLoop.makePromise(of: KafkaError?.self)
+        let promise = connection.channel.eventLoop.makePromise(of: Result<Int64?, KafkaError>.self)
         promise.completeWithTask {
-            await upstream.publish(next.data, sync: next.sync, user: connection.userID, device: connection.deviceID, session: connection.sessionID)
+            await upstream.publish(
+                next.data, sync: next.sync, clientID: next.id, user: connection.userID, device: connection.deviceID, session: connection.sessionID
+            )
         }
-        promise.futureResult.assumeIsolated().whenSuccess { [self] error in
+        promise.futureResult.assumeIsolated().whenSuccess { [self] result in
             publishes.finished()
-            services.metrics.published(ok: error == nil)
+            if case .success = result { services.metrics.published(ok: true) } else { services.metrics.published(ok: false) }
             guard connection.channel.isActive, !connection.isClosing else { return }
-            if let error {
-                tell(code: "publish-failed", "Kafka did not take the publish (\(error.message)); send it again")
+            switch result {
+            case .success(let synced):
+                if let id = next.id {
+                    connection.send(ServerMessage.published(id: id, stream: synced.map { _ in "u" }, offset: synced), now: now)
+                }
+            case .failure:
+                // Kafka's own words name brokers and topics: not for clients.
+                let again = next.id == nil ? "send it again" : "send it again with the same id"
+                tell(code: "publish-failed", "Kafka did not take the publish; \(again)", id: next.id)
             }
             publishNext()
         }
     }
 
-    private func errorFrame(_ code: String, _ text: String) -> ByteBuffer {
-        ServerMessage.error(code: code, message: text)
+    private func errorFrame(_ code: String, _ text: String, id: String? = nil) -> ByteBuffer {
+        ServerMessage.error(code: code, message: text, id: id)
     }
 
-    /// An `error` frame for a request the client may make but that cannot be served now (not abuse).
-    private func tell(code: String, _ text: String) {
-        connection.send(errorFrame(code, text), now: now)
+    /// An `error` frame for a request the client may make but that cannot be served now (not abuse);
+    /// `id` names the client's publish it answers.
+    private func tell(code: String, _ text: String, id: String? = nil) {
+        connection.send(errorFrame(code, text, id: id), now: now)
     }
 
     /// Answers an invalid client message with an `error` frame; repeated abuse closes with 1008.

@@ -20,9 +20,11 @@ public struct UpstreamPublisher: Sendable {
         self.nodeID = nodeID
     }
 
-    /// Produces the records and waits for Kafka's acknowledgement; the error of the first that failed.
-    func publish(_ data: [UInt8], sync: Bool, user: String, device: String?, session: String) async -> KafkaError? {
-        let id = UUID().uuidString.lowercased()
+    /// Produces the records and waits for Kafka's acknowledgement: with `sync`, the offset the copy
+    /// took in the user's stream; else the error of the first that failed. `clientID`, the client's
+    /// own id for the publish, is the records' `herald-id` when given.
+    func publish(_ data: [UInt8], sync: Bool, clientID: String?, user: String, device: String?, session: String) async -> Result<Int64?, KafkaError> {
+        let id = clientID ?? UUID().uuidString.lowercased()
         let key = Array(user.utf8)
         let value = ByteBuffer(bytes: data)
         var upstreamHeaders = [
@@ -39,9 +41,13 @@ public struct UpstreamPublisher: Sendable {
                 topic: eventsTopic, key: key, value: value, headers: envelope.headers.map { KafkaHeader(name: $0.name, value: $0.value) }
             ))
         }
-        for result in await producer.send(records) {
-            if case .failure(let error) = result { return error }
+        var synced: Int64? = nil
+        for (index, result) in await producer.send(records).enumerated() {
+            switch result {
+            case .failure(let error): return .failure(error)
+            case .success(let delivery): if index == 1 { synced = delivery.offset }
+            }
         }
-        return nil
+        return .success(synced)
     }
 }
