@@ -33,6 +33,8 @@ final class ReplayService: Sendable {
     /// connection queue.
     let maxBytes: Int
     let stats: ReplayStats
+    /// Sync publishes the live path saw: a replay drops the copies it dropped.
+    let repeats = RepeatedPublishes()
     private let kafka: SharedKafkaReads?
 
     init(window: HotWindow, reader: KafkaReplayReader?, limit: Int, maxBytes: Int, stats: ReplayStats) {
@@ -116,11 +118,18 @@ final class ReplayService: Sendable {
                 return (Self.outcome(failure), false)
             case .success(let records):
                 let stream = requests[index].stream
+                var syncIDs: Set<String> = []
                 for record in records {
                     // Same key, but maybe another kind of stream (a user and a channel may share a name);
                     // malformed, expired and control records are not messages.
                     guard let delivery = try? Delivery(record, now: now, allocator: allocator), delivery.stream == stream,
-                          case .frame(let frame) = delivery.action, delivery.exclude != connection else { continue }
+                          case .frame(let frame) = delivery.action else { continue }
+                    // A client's retry of a sync publish: dropped as the live path dropped it, or as a
+                    // repeat within this replay when this node never saw the original.
+                    if let id = delivery.syncID, case .user(let user) = stream {
+                        guard syncIDs.insert(id).inserted, !repeats.isKnownRepeat(user: user, id: id, offset: delivery.offset) else { continue }
+                    }
+                    guard delivery.exclude != connection else { continue }
                     frames[index].append(frame)
                 }
                 total += frames[index].count
