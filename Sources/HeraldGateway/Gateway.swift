@@ -173,7 +173,7 @@ public final class Gateway: Service, Sendable {
         waiters.forEach { $0.resume(returning: port) }
 
         var dispatcher = Dispatcher(shards: shards, window: window, logger: logger, counters: counters, metrics: metrics, clock: clock, registry: registry)
-        dispatcher.repeats = replay.repeats
+        dispatcher.repeats = sessions.replay.repeats
         dispatcher.revocations = tokens.revocations
         // The topic changed under the node (partitions added, recreated): its epoch, positions and shards
         // no longer describe it. The node closes its connections so they resume elsewhere and ends with
