@@ -109,9 +109,11 @@ public struct HeraldSession: Sendable {
         connection.send(text: ClientMessage.ack(stream: stream, offset: offset).text)
     }
 
-    /// Publishes `json` (a JSON value) upstream; with `sync`, also to the user's other devices.
-    public func publish(json: String, sync: Bool = false) {
-        connection.send(text: ClientMessage.publish(data: Array(json.utf8), sync: sync).text)
+    /// Publishes `json` (a JSON value) upstream; with `sync`, also to the user's other devices. With
+    /// `id`, the node answers `.published` once Kafka took it (or `.publishFailed`); a retry with the
+    /// same id reaches the other devices once.
+    public func publish(json: String, sync: Bool = false, id: String? = nil) {
+        connection.send(text: ClientMessage.publish(data: Array(json.utf8), sync: sync, id: id).text)
     }
 
     public func close() {

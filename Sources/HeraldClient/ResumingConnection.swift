@@ -20,6 +20,10 @@ public final class ResumingConnection: Sendable {
         /// The node could not replay what was missed (`recovered:false`): resynchronise from the backend.
         case resync(reason: String)
         case error(code: String, message: String)
+        /// Kafka took the publish sent with `id` (see `ServerEvent.published`).
+        case published(id: String, stream: String?, offset: Int64?)
+        /// The publish sent with `id` failed; send it again with the same id.
+        case publishFailed(id: String, code: String, message: String)
         /// The connection ended; `action` says what happens next.
         case closed(code: UInt16?, action: CloseAction)
     }
@@ -149,6 +153,10 @@ public final class ResumingConnection: Sendable {
                 if fresh { continuation.yield(.message(message)) }
             case .error(let code, let message):
                 continuation.yield(.error(code: code, message: message))
+            case .published(let id, let stream, let offset):
+                continuation.yield(.published(id: id, stream: stream, offset: offset))
+            case .publishFailed(let id, let code, let message):
+                continuation.yield(.publishFailed(id: id, code: code, message: message))
             case .closed(let code, _):
                 let action = ReconnectPolicy.action(forClose: code)
                 continuation.yield(.closed(code: code, action: action))

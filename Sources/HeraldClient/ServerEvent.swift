@@ -5,6 +5,12 @@ public enum ServerEvent: Sendable, Equatable {
     case welcome(Welcome)
     case message(Message)
     case error(code: String, message: String)
+    /// Kafka acknowledged the publish the client sent with `id`; with `sync`, the position of its copy
+    /// in the user's stream (`stream` is `u`).
+    case published(id: String, stream: String?, offset: Int64?)
+    /// An `error` frame about the publish the client sent with `id` (`publish-failed`, `slow-down`, …):
+    /// a retry should send the same id.
+    case publishFailed(id: String, code: String, message: String)
     /// The connection ended, with the server's close code if it sent one.
     case closed(code: UInt16?, reason: String)
 
@@ -51,7 +57,12 @@ public enum ServerEvent: Sendable, Equatable {
                 encoding: object["encoding"] as? String
             ))
         case "error":
-            return .error(code: object["code"] as? String ?? "", message: object["message"] as? String ?? "")
+            let code = object["code"] as? String ?? "", message = object["message"] as? String ?? ""
+            if let id = object["id"] as? String { return .publishFailed(id: id, code: code, message: message) }
+            return .error(code: code, message: message)
+        case "published":
+            guard let id = object["id"] as? String else { return nil }
+            return .published(id: id, stream: object["stream"] as? String, offset: (object["offset"] as? NSNumber)?.int64Value)
         default:
             return nil
         }

@@ -5,10 +5,15 @@ import NIOCore
 /// so they are parsed with Foundation rather than by hand.
 public enum ClientMessage: Equatable, Sendable {
     case ack(stream: String, offset: Int64)
-    /// `data` is the JSON text of the published value, re-serialised.
-    case publish(data: [UInt8], sync: Bool)
+    /// `data` is the JSON text of the published value, re-serialised. `id` is the client's own id
+    /// for it: the node then answers `published` (or an `error` naming it), and uses it as the
+    /// records' `herald-id`, so a retry with the same id is recognised.
+    case publish(data: [UInt8], sync: Bool, id: String? = nil)
     case subscribe(channel: String, offset: Int64?)
     case unsubscribe(channel: String)
+
+    /// The most UTF-8 bytes of a publish `id`: it travels in every record's headers and frames.
+    public static let maxPublishIDBytes = 128
 
     public static func parse(_ bytes: [UInt8]) throws(ClientMessageError) -> ClientMessage {
         let object: [String: Any]
@@ -37,10 +42,17 @@ public enum ClientMessage: Equatable, Sendable {
                 guard let flag = boolean(raw) else { throw ClientMessageError("publish \"sync\" must be true or false") }
                 sync = flag
             }
+            var id: String? = nil
+            if let raw = object["id"] {
+                guard let text = raw as? String, !text.isEmpty, text.utf8.count <= maxPublishIDBytes else {
+                    throw ClientMessageError("publish \"id\" must be a string of 1 to \(maxPublishIDBytes) bytes")
+                }
+                id = text
+            }
             guard let encoded = try? JSONSerialization.data(withJSONObject: data, options: [.fragmentsAllowed, .withoutEscapingSlashes]) else {
                 throw ClientMessageError("publish \"data\" cannot be encoded")
             }
-            return .publish(data: Array(encoded), sync: sync)
+            return .publish(data: Array(encoded), sync: sync, id: id)
         case "subscribe":
             let channel = try channelName(object)
             var offset: Int64? = nil
@@ -65,10 +77,15 @@ public enum ClientMessage: Equatable, Sendable {
             buffer.writeString(#"{"type":"ack","stream":"#)
             buffer.writeJSONString(stream)
             buffer.writeString(#","offset":\#(offset)}"#)
-        case .publish(let data, let sync):
+        case .publish(let data, let sync, let id):
             buffer.writeString(#"{"type":"publish","data":"#)
             buffer.writeBytes(data)
-            buffer.writeString(#","sync":\#(sync)}"#)
+            buffer.writeString(#","sync":\#(sync)"#)
+            if let id {
+                buffer.writeString(#","id":"#)
+                buffer.writeJSONString(id)
+            }
+            buffer.writeString("}")
         case .subscribe(let channel, let offset):
             buffer.writeString(#"{"type":"subscribe","channel":"#)
             buffer.writeJSONString(channel)

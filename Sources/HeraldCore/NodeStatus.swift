@@ -15,16 +15,24 @@ public struct NodeStatus: Codable, Sendable, Equatable {
         public var fromKafka: Int
         public var inFlight: Int
         public var kafkaReads: Int
+        /// Records those reads took from Kafka, and reads stopped early because nobody waited any more.
+        public var recordsScanned: Int
+        public var readsCancelled: Int
         public var unavailable: Int
         /// By `RecoveryFailure` raw value; every reason is present.
         public var notRecovered: [String: Int]
 
-        public init(recovered: Int, fromWindow: Int, fromKafka: Int, inFlight: Int, kafkaReads: Int, unavailable: Int, notRecovered: [String: Int]) {
+        public init(
+            recovered: Int, fromWindow: Int, fromKafka: Int, inFlight: Int, kafkaReads: Int, recordsScanned: Int = 0, readsCancelled: Int = 0,
+            unavailable: Int, notRecovered: [String: Int]
+        ) {
             self.recovered = recovered
             self.fromWindow = fromWindow
             self.fromKafka = fromKafka
             self.inFlight = inFlight
             self.kafkaReads = kafkaReads
+            self.recordsScanned = recordsScanned
+            self.readsCancelled = readsCancelled
             self.unavailable = unavailable
             self.notRecovered = notRecovered
         }
@@ -35,6 +43,8 @@ public struct NodeStatus: Codable, Sendable, Equatable {
             case fromKafka = "from_kafka"
             case inFlight = "in_flight"
             case kafkaReads = "kafka_reads"
+            case recordsScanned = "records_scanned"
+            case readsCancelled = "reads_cancelled"
             case notRecovered = "not_recovered"
         }
     }

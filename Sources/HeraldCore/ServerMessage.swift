@@ -84,13 +84,35 @@ public enum ServerMessage {
         }
     }
 
-    /// An `error` frame: `code` is a short machine-readable word, `message` says what was wrong.
-    public static func error(code: String, message: String) -> ByteBuffer {
+    /// An `error` frame: `code` is a short machine-readable word, `message` says what was wrong; `id`
+    /// names the client's publish it is about, when that publish carried one.
+    public static func error(code: String, message: String, id: String? = nil) -> ByteBuffer {
         ServerFrame.build(.text) { buffer in
             buffer.writeStaticString(#"{"type":"error","code":"#)
             buffer.writeJSONString(code)
             buffer.writeStaticString(#","message":"#)
             buffer.writeJSONString(message)
+            if let id {
+                buffer.writeStaticString(#","id":"#)
+                buffer.writeJSONString(id)
+            }
+            buffer.writeInteger(UInt8(ascii: "}"))
+        }
+    }
+
+    /// A `published` frame: Kafka acknowledged the publish the client named `id`. With `sync`, the
+    /// position its copy took in the user's own stream (`stream` is then `u`), which the user's other
+    /// devices receive it at.
+    public static func published(id: String, stream: String? = nil, offset: Int64? = nil) -> ByteBuffer {
+        ServerFrame.build(.text) { buffer in
+            buffer.writeStaticString(#"{"type":"published","id":"#)
+            buffer.writeJSONString(id)
+            if let stream, let offset {
+                buffer.writeStaticString(#","stream":"#)
+                buffer.writeJSONString(stream)
+                buffer.writeStaticString(#","offset":"#)
+                buffer.writeString(String(offset))
+            }
             buffer.writeInteger(UInt8(ascii: "}"))
         }
     }

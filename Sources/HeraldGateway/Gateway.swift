@@ -125,7 +125,8 @@ public final class Gateway: Service, Sendable {
             node: configuration.nodeID, connections: admission.openConnections, draining: admission.isDraining,
             resumes: .init(
                 recovered: stats.recoveredCount, fromWindow: stats.servedFromWindow, fromKafka: stats.servedFromKafka,
-                inFlight: stats.resumesInFlight, kafkaReads: stats.kafkaReadCount, unavailable: stats.unavailable,
+                inFlight: stats.resumesInFlight, kafkaReads: stats.kafkaReadCount,
+                recordsScanned: stats.recordsScanned, readsCancelled: stats.readsCancelled, unavailable: stats.unavailable,
                 notRecovered: Dictionary(uniqueKeysWithValues: stats.failuresByReason.map { ($0.key.rawValue, $0.value) })
             ),
             hotWindow: .init(records: window.records, bytes: window.bytes), acks: sessions.acksReceived,
@@ -172,6 +173,7 @@ public final class Gateway: Service, Sendable {
         waiters.forEach { $0.resume(returning: port) }
 
         var dispatcher = Dispatcher(shards: shards, window: window, logger: logger, counters: counters, metrics: metrics, clock: clock, registry: registry)
+        dispatcher.repeats = sessions.replay.repeats
         dispatcher.revocations = tokens.revocations
         // The topic changed under the node (partitions added, recreated): its epoch, positions and shards
         // no longer describe it. The node closes its connections so they resume elsewhere and ends with

@@ -68,6 +68,28 @@ public final class EmbeddedKafkaCluster: Sendable {
         guard err == RD_KAFKA_RESP_ERR_NO_ERROR else { throw KafkaError(.mockCluster, "moving the leader of \(topic)[\(partition)]", err) }
     }
 
+    /// A request error the mock can answer with.
+    public enum RequestError: Sendable {
+        /// Let the request through.
+        case none
+        /// `MESSAGE_TOO_LARGE` on a Produce request: not retriable, so the producer fails the records
+        /// it carried (nothing of them is written).
+        case messageTooLarge
+
+        var code: rd_kafka_resp_err_t {
+            switch self {
+            case .none: RD_KAFKA_RESP_ERR_NO_ERROR
+            case .messageTooLarge: RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE
+            }
+        }
+    }
+
+    /// Answers the next Produce requests, whoever sends them, with `errors`, one per request in order.
+    public func failNextProduceRequests(_ errors: [RequestError]) {
+        let codes = errors.map(\.code)
+        codes.withUnsafeBufferPointer { rd_kafka_mock_push_request_errors_array(cluster, 0, $0.count, $0.baseAddress) }
+    }
+
     public func shutdown() {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
         rd_kafka_mock_cluster_destroy(cluster)

@@ -32,6 +32,8 @@ public struct KafkaError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let admin = Code("admin")
         /// The mock cluster could not be started or driven.
         public static let mockCluster = Code("mock-cluster")
+        /// The caller stopped the operation: nobody waits for its result any more.
+        public static let cancelled = Code("cancelled")
         /// A consumer or fetch error reported by librdkafka.
         public static let consumer = Code("consumer")
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import HeraldGateway
+import HeraldKafka
 
 /// The data plane's options; each also reads a `HERALD_*` variable.
 struct GatewayOptions: ParsableArguments {
@@ -82,6 +83,9 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "Seconds a resume's replay may take (longer: recovered:false, too-many). Env: HERALD_REPLAY_DEADLINE_SECONDS. Default: 10.")
     var replayDeadlineSeconds: Double?
 
+    @Option(help: "Partitions read from Kafka at once for resumes, one consumer handle each (1-64). Env: HERALD_REPLAY_READERS. Default: 4.")
+    var replayReaders: Int?
+
     @Option(help: "Seconds a graceful drain (SIGTERM) takes in all: connections are closed with 1012, spread over it. Env: HERALD_DRAIN_SECONDS. Default: 20.")
     var drainSeconds: Double?
 
@@ -145,6 +149,15 @@ struct GatewayOptions: ParsableArguments {
         guard configuration.replayLimit >= 1 else { throw ValidationError("the replay limit must be at least 1") }
         guard configuration.perUserConnectionLimit >= 1 else { throw ValidationError("the per-user connection limit must be at least 1") }
         return configuration
+    }
+
+    /// How many partitions the replay reader reads at once.
+    func replayReaderCount(environment: [String: String]) throws -> Int {
+        let count = try Settings(environment: environment).number(replayReaders, "HERALD_REPLAY_READERS") ?? 4
+        guard (1...KafkaReplayReaderConfiguration.maxReaders).contains(count) else {
+            throw ValidationError("the replay readers must be 1 to \(KafkaReplayReaderConfiguration.maxReaders), not \(count)")
+        }
+        return count
     }
 
     func tokenConfiguration(devSecret: String?, environment: [String: String]) throws -> TokenConfiguration {

@@ -86,6 +86,7 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.useEventsTopic(options.eventsTopic)
         configuration.upstreamTopic = options.upstreamTopic
         configuration.producer.lingerMilliseconds = try settings.number(kafkaLingerMs, "HERALD_KAFKA_LINGER_MS") ?? 1
+        configuration.replayReader.readers = try gateway.replayReaderCount(environment: environment)
         configuration.gateway = gatewayConfiguration
         configuration.api = apiConfiguration
         configuration.developmentTools = dev

@@ -111,6 +111,20 @@ struct ServerMessageTests {
         #expect(error.json["code"] as? String == "bad-request" && error.json["message"] as? String == "the frame has no \"type\"")
     }
 
+    @Test("published and an error naming a publish carry the client's id, escaped, and a sync publish's position")
+    func publishedAndPublishError() throws {
+        let id = #"draft "7" \ ü"#
+        let synced = try decode(ServerMessage.published(id: id, stream: "u", offset: 1842))
+        #expect(synced.json["type"] as? String == "published" && synced.json["id"] as? String == id)
+        #expect(synced.json["stream"] as? String == "u" && (synced.json["offset"] as? NSNumber)?.int64Value == 1842)
+        let upstreamOnly = try decode(ServerMessage.published(id: "a"))
+        #expect(upstreamOnly.json.keys.sorted() == ["id", "type"], "no position without sync")
+        let failed = try decode(ServerMessage.error(code: "publish-failed", message: "send it again", id: id))
+        #expect(failed.json["code"] as? String == "publish-failed" && failed.json["id"] as? String == id)
+        let plain = try decode(ServerMessage.error(code: "bad-request", message: "m"))
+        #expect(plain.json["id"] == nil, "an error about no publish names none")
+    }
+
     @Test func closeFrames() {
         var close = ServerFrame.close(code: 4008, reason: String(repeating: "é", count: 100))
         let first = close.readInteger(as: UInt8.self)
@@ -137,12 +151,13 @@ struct ClientMessageTests {
         // 0 and 1 are numbers, not booleans (Foundation on Linux says `1 is Bool`).
         #expect(try parse(#"{"type":"ack","stream":"u","offset":1}"#) == .ack(stream: "u", offset: 1))
         #expect(try parse(#"{"type":"subscribe","channel":"news","offset":0}"#) == .subscribe(channel: "news", offset: 0))
-        guard case .publish(let data, let sync) = try parse(#"{"type":"publish","data":{"k":[1,"x/y"]},"sync":true}"#) else {
+        guard case .publish(let data, let sync, let id) = try parse(#"{"type":"publish","data":{"k":[1,"x/y"]},"sync":true}"#) else {
             Issue.record("not a publish")
             return
         }
-        #expect(sync)
+        #expect(sync && id == nil)
         #expect(String(decoding: data, as: UTF8.self) == #"{"k":[1,"x/y"]}"#)
+        #expect(try parse(#"{"type":"publish","data":1,"id":"d-1"}"#) == .publish(data: Array("1".utf8), sync: false, id: "d-1"))
     }
 
     @Test(arguments: [
@@ -150,6 +165,8 @@ struct ClientMessageTests {
         #"{"type":"ack","stream":"u","offset":"12"}"#, #"{"type":"ack","stream":"u","offset":1.5}"#,
         #"{"type":"ack","stream":"u","offset":true}"#, #"{"type":"subscribe"}"#, #"{"type":"subscribe","channel":""}"#,
         #"{"type":"publish"}"#, #"{"type":"publish","data":1,"sync":1}"#, #"{"type":"subscribe","channel":"n","offset":false}"#,
+        #"{"type":"publish","data":1,"id":""}"#, #"{"type":"publish","data":1,"id":7}"#,
+        #"{"type":"publish","data":1,"id":"\#(String(repeating: "x", count: 129))"}"#,
     ])
     func refusedWithAMessage(_ text: String) {
         #expect {
@@ -169,6 +186,7 @@ struct ClientMessageTests {
             .unsubscribe(channel: awkward),
             .publish(data: Array(#"{"draft":"a \"quote\""}"#.utf8), sync: true),
             .publish(data: Array("[1,2,3]".utf8), sync: false),
+            .publish(data: Array("null".utf8), sync: true, id: awkward),
         ]
         for message in messages {
             #expect(try parse(message.text) == message, "\(message.text)")

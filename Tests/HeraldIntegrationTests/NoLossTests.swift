@@ -29,9 +29,9 @@ final class SimulatedDevice {
         case .message(let message):
             received[message.stream, default: []].append(message.offset)
             cursor[message.stream] = message.offset
-        case .error(let code, let message):
+        case .error(let code, let message), .publishFailed(_, let code, let message):
             throw TestFailure("\(user)/\(name) got an error frame: \(code) \(message)")
-        case .welcome, .closed:
+        case .welcome, .closed, .published:
             break
         }
     }

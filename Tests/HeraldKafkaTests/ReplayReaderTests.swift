@@ -1,6 +1,14 @@
 import HeraldKafka
 import NIOCore
+import Synchronization
 import Testing
+
+/// A count a read's callbacks share with the test.
+private final class Counted: Sendable {
+    private let count = Atomic<Int>(0)
+    func add(_ amount: Int) { count.add(amount, ordering: .relaxed) }
+    var value: Int { count.load(ordering: .relaxed) }
+}
 
 @Suite("Replay reader: exact tails and honest errors")
 struct ReplayReaderTests {
@@ -73,6 +81,40 @@ struct ReplayReaderTests {
             let small = try await replay.read(partition: 0, from: 190, until: 200, keys: [Array("*".utf8)], retainPerKey: 30)
             #expect(small.records[Array("*".utf8)]?.map(\.offset) == [191, 195, 199])
             #expect(small.dropped.isEmpty)
+            await replay.close()
+        }
+    }
+
+    @Test("a keyed read stops with cancelled once unwanted, and the next read on the same handle is exact")
+    func cancelledReadLeavesNothingBehind() async throws {
+        try await withCluster(partitions: 1) { cluster, topic in
+            let producer = try KafkaProducer(configuration: producerConfiguration(cluster), logger: testLogger)
+            for i in 0..<300 {
+                _ = try await producer.send(KafkaOutgoingRecord(topic: topic, key: Array("alice".utf8), value: ByteBuffer(string: "m\(i)"), partition: 0))
+            }
+            await producer.shutdown()
+            var configuration = KafkaReplayReaderConfiguration(kafka: KafkaConfiguration(bootstrapServers: cluster.bootstrapServers), topic: topic)
+            configuration.readers = 1
+            configuration.kafka.extraProperties["max.partition.fetch.bytes"] = "1"
+            let replay = try KafkaReplayReader(configuration: configuration, logger: testLogger)
+            let scanned = Counted()
+            await #expect {
+                _ = try await replay.read(
+                    partition: 0, from: 0, until: 300, keys: [Array("alice".utf8)], retainPerKey: 1_000,
+                    isWanted: { scanned.value < 20 }, progress: { scanned.add($0) }
+                )
+            } throws: { error in
+                (error as? KafkaError)?.code == .cancelled
+            }
+            #expect(scanned.value < 300, "stopped early: \(scanned.value) records scanned")
+            // The one handle, again: records the stopped read had fetched are not taken as this one's.
+            let next = try await replay.read(partition: 0, from: 250, until: 300, keys: [Array("alice".utf8)], retainPerKey: 1_000)
+            #expect(next.records[Array("alice".utf8)]?.map(\.offset) == Array(250..<300))
+            #expect {
+                _ = try KafkaReplayReader(configuration: { var c = configuration; c.readers = 0; return c }(), logger: testLogger)
+            } throws: { error in
+                (error as? KafkaError)?.code == .configuration
+            }
             await replay.close()
         }
     }

@@ -69,6 +69,7 @@ package struct GatewayHarness {
         producerTimeoutMilliseconds: Int = 30_000,
         developmentTools: Bool = false,
         consumer configureConsumer: (inout KafkaLiveConsumerConfiguration) -> Void = { _ in },
+        replay configureReplay: (inout KafkaReplayReaderConfiguration) -> Void = { _ in },
         _ body: (GatewayHarness) async throws -> T
     ) async throws -> T {
         let topic = "herald.events"
@@ -86,6 +87,7 @@ package struct GatewayHarness {
         configuration.producer.deliveryTimeoutMilliseconds = producerTimeoutMilliseconds
         configuration.producer.flushTimeoutMilliseconds = 2_000
         configureConsumer(&configuration.consumer)
+        configureReplay(&configuration.replayReader)
         configuration.adminTimeout = .seconds(2)
         configuration.eventLoopThreads = 2
         configuration.developmentTools = developmentTools

@@ -70,7 +70,10 @@ export interface HeraldEventMap {
   welcome: CustomEvent<HeraldWelcome>;
   message: CustomEvent<HeraldMessage>;
   resync: CustomEvent<{ reason: string }>;
-  error: CustomEvent<{ code: string; message: string }>;
+  /** With `id`: the error is about the publish sent with that id (send it again with the same id). */
+  error: CustomEvent<{ code: string; message: string; id?: string }>;
+  /** Kafka took the publish sent with `id`; with `sync`, its copy's position in the user's stream. */
+  published: CustomEvent<{ id: string; stream?: "u"; offset?: number }>;
   close: CustomEvent<{ code: number; reason: string; action: CloseAction }>;
 }
 
@@ -81,7 +84,7 @@ export class HeraldConnection extends EventTarget {
   readonly epoch: string | null;
   open(): this;
   close(): void;
-  publish(data: unknown, options?: { sync?: boolean }): boolean;
+  publish(data: unknown, options?: { sync?: boolean; id?: string }): boolean;
   subscribe(channel: string, options?: { offset?: number }): boolean;
   unsubscribe(channel: string): boolean;
   ack(stream: string, offset: number): boolean;

@@ -147,8 +147,15 @@ export class HeraldConnection extends EventTarget {
     this.#setState("closed");
   }
 
-  publish(data, { sync = false } = {}) {
-    return this.#send({ type: "publish", data, sync });
+  /**
+   * Publishes `data` upstream; with `sync`, also to the user's other devices. With `id` (your own,
+   * 1 to 128 bytes), the node answers a `published` event once Kafka took it, or an `error` event
+   * carrying the id: send it again with the same id, and the other devices still receive it once.
+   */
+  publish(data, { sync = false, id } = {}) {
+    const frame = { type: "publish", data, sync };
+    if (id !== undefined) frame.id = id;
+    return this.#send(frame);
   }
 
   /** Subscribes to a channel (the token must grant it); with `offset`, replays it from there. */
@@ -293,8 +300,12 @@ export class HeraldConnection extends EventTarget {
         this.#emit(`message:${frame.stream}`, detail);
         break;
       }
+      case "published":
+        this.#emit("published", { id: frame.id, stream: frame.stream, offset: frame.offset });
+        break;
       case "error":
-        this.#emit("error", { code: frame.code, message: frame.message });
+        // With `id`: about the publish sent with that id.
+        this.#emit("error", frame.id === undefined ? { code: frame.code, message: frame.message } : { code: frame.code, message: frame.message, id: frame.id });
         break;
     }
   }

@@ -27,8 +27,10 @@ final class SessionHandler: ChannelInboundHandler {
     private var messageSecond: Int64 = 0
     private var messagesThisSecond: UInt32 = 0
     private var replays = 0
-    /// The replay whose outcome is awaited, if any.
+    /// The replay whose outcome is awaited, if any, and its task: cancelled when the connection
+    /// closes or the deadline passes, so that its Kafka read stops once nobody else waits for it.
     private var pendingReplay: Int?
+    private var replayTask: Task<Void, Never>?
 
     init(connection: Connection, services: SessionServices) {
         self.connection = connection
@@ -93,6 +95,8 @@ final class SessionHandler: ChannelInboundHandler {
                 )
             case .unavailable:
                 decision = .replayUnavailable
+            case .cancelled:
+                return
             }
             finishReplay(decision)
         }
@@ -119,6 +123,8 @@ final class SessionHandler: ChannelInboundHandler {
                 (notice, frames) = (errorFrame("not-recovered", "channel \(channel) continues live from \(position): \(reason.rawValue)"), [])
             case .unavailable(let message):
                 (notice, frames) = (errorFrame("unavailable", "channel \(channel) continues live from \(position); its replay failed: \(message)"), [])
+            case .cancelled:
+                return
             }
             finishReplay(connection.lifecycle.replayArrived(
                 first: notice, replay: frames, skip: offset > position ? [stream: offset] : [:], now: now
@@ -143,11 +149,12 @@ final class SessionHandler: ChannelInboundHandler {
         let replay = services.replay
         let id = connection.id
         let started = now
-        promise.completeWithTask { await replay.replay(requests, connection: id, now: started) }
+        replayTask = Task { promise.succeed(await replay.replay(requests, connection: id, now: started)) }
         replays &+= 1
         let generation = replays
         pendingReplay = generation
         let deadline = loop.assumeIsolated().scheduleTask(in: .init(services.settings.replayDeadline)) { [self] in
+            replayTask?.cancel()
             settle(generation, .failed(.tooMany), then)
         }
         promise.futureResult.assumeIsolated().whenSuccess { [self] outcome in
@@ -160,6 +167,7 @@ final class SessionHandler: ChannelInboundHandler {
     private func settle(_ generation: Int, _ outcome: ReplayOutcome, _ then: (ReplayOutcome) -> Void) {
         guard pendingReplay == generation else { return }
         pendingReplay = nil
+        replayTask = nil
         guard !connection.isClosing, connection.channel.isActive else { return }
         then(outcome)
     }
@@ -245,19 +253,19 @@ final class SessionHandler: ChannelInboundHandler {
             subscribe(channel, from: offset)
         case .unsubscribe(let channel):
             shard.assumeIsolated { $0.unsubscribe(connection, from: channel) }
-        case .publish(let data, let sync):
+        case .publish(let data, let sync, let id):
             guard let publishing = services.publishing else {
-                return tell(code: "unsupported", "this node has no upstream topic to publish to")
+                return tell(code: "unsupported", "this node has no upstream topic to publish to", id: id)
             }
             guard publishing.limits.admit(connection.userID, bytes: data.count) else {
                 slowDowns &+= 1
                 if slowDowns > Self.slowDownLimit { return connection.close(.publishAbuse) }
-                return tell(code: "slow-down", "this user publishes more than its limit; this publish was dropped")
+                return tell(code: "slow-down", "this user publishes more than its limit; this publish was dropped", id: id)
             }
             slowDowns = 0
             let maxWaiting = services.settings.maxQueuedPublishes
-            guard publishes.enqueue(.init(data: data, sync: sync), maxWaiting: maxWaiting) else {
-                return tell(code: "slow-down", "more than \(maxWaiting) publishes wait for Kafka; this one was dropped")
+            guard publishes.enqueue(.init(data: data, sync: sync, id: id), maxWaiting: maxWaiting) else {
+                return tell(code: "slow-down", "more than \(maxWaiting) publishes wait for Kafka; this one was dropped", id: id)
             }
             publishNext()
         }
@@ -266,28 +274,38 @@ final class SessionHandler: ChannelInboundHandler {
     private func publishNext() {
         guard let upstream = services.publishing?.publisher, let next = publishes.next() else { return }
         let connection = self.connection
-        let promise = connection.channel.eventLoop.makePromise(of: KafkaError?.self)
+        let promise = connection.channel.eventLoop.makePromise(of: Result<Int64?, KafkaError>.self)
         promise.completeWithTask {
-            await upstream.publish(next.data, sync: next.sync, user: connection.userID, device: connection.deviceID, session: connection.sessionID)
+            await upstream.publish(
+                next.data, sync: next.sync, clientID: next.id, user: connection.userID, device: connection.deviceID, session: connection.sessionID
+            )
         }
-        promise.futureResult.assumeIsolated().whenSuccess { [self] error in
+        promise.futureResult.assumeIsolated().whenSuccess { [self] result in
             publishes.finished()
-            services.metrics.published(ok: error == nil)
+            if case .success = result { services.metrics.published(ok: true) } else { services.metrics.published(ok: false) }
             guard connection.channel.isActive, !connection.isClosing else { return }
-            if let error {
-                tell(code: "publish-failed", "Kafka did not take the publish (\(error.message)); send it again")
+            switch result {
+            case .success(let synced):
+                if let id = next.id {
+                    connection.send(ServerMessage.published(id: id, stream: synced.map { _ in "u" }, offset: synced), now: now)
+                }
+            case .failure:
+                // Kafka's own words name brokers and topics: not for clients.
+                let again = next.id == nil ? "send it again" : "send it again with the same id"
+                tell(code: "publish-failed", "Kafka did not take the publish; \(again)", id: next.id)
             }
             publishNext()
         }
     }
 
-    private func errorFrame(_ code: String, _ text: String) -> ByteBuffer {
-        ServerMessage.error(code: code, message: text)
+    private func errorFrame(_ code: String, _ text: String, id: String? = nil) -> ByteBuffer {
+        ServerMessage.error(code: code, message: text, id: id)
     }
 
-    /// An `error` frame for a request the client may make but that cannot be served now (not abuse).
-    private func tell(code: String, _ text: String) {
-        connection.send(errorFrame(code, text), now: now)
+    /// An `error` frame for a request the client may make but that cannot be served now (not abuse);
+    /// `id` names the client's publish it answers.
+    private func tell(code: String, _ text: String, id: String? = nil) {
+        connection.send(errorFrame(code, text, id: id), now: now)
     }
 
     /// Answers an invalid client message with an `error` frame; repeated abuse closes with 1008.
@@ -306,6 +324,8 @@ final class SessionHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         let connection = self.connection
+        replayTask?.cancel()
+        replayTask = nil
         let ended = connection.closed()
         services.metrics.closed(
             serverCode: ended.byServer ? ended.code : nil,

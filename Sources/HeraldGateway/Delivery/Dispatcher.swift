@@ -33,6 +33,8 @@ struct Dispatcher: Sendable {
     /// Kicks with `revoke=true`, from any node: recorded before the batch carrying them is delivered,
     /// so that a kicked client that reconnects at once is refused.
     var revocations: RevocationList? = nil
+    /// Sync publishes seen, to drop a client's retry of one (shared with the replays).
+    var repeats: RepeatedPublishes? = nil
     /// One warning per partition per 10 s about misrouted records; the metric counts every one.
     let misroutedLog = LogThrottle(intervalMillis: 10_000)
 
@@ -141,6 +143,12 @@ struct Dispatcher: Sendable {
                     continue
                 }
                 if let partitionCount, isMisrouted(delivery.stream, record, partitionCount: partitionCount, now: now) { continue }
+                // Before the hot window and the shards: neither live nor a replay from the window shows it.
+                if let repeats, let id = delivery.syncID, case .user(let user) = delivery.stream,
+                   repeats.isRepeat(user: user, id: id, offset: delivery.offset) {
+                    counters.repeated.increment()
+                    continue
+                }
                 // In force before the batch is delivered, so a kicked client that reconnects at once is refused.
                 if case .disconnect(let before?) = delivery.action, case .user(let user) = delivery.stream {
                     revocations?.revoke(user: user, before: before, now: now)
@@ -189,6 +197,8 @@ public final class DispatchCounters: Sendable {
     let misrouted = NodeCounterFamily<Int32>("herald_records_misrouted_total") { [("partition", String($0))] }
     let gaps = NodeCounterFamily<Int32>("herald_kafka_partition_gaps_total") { [("partition", String($0))] }
     let skippedOffsets = NodeCounterFamily<Int32>("herald_kafka_skipped_offsets_total") { [("partition", String($0))] }
+    /// Copies of a sync publish a client sent again (same user and id), dropped.
+    let repeated = NodeCounter("herald_sync_publish_repeats_total")
 
     public init() {}
 
@@ -207,4 +217,6 @@ public final class DispatchCounters: Sendable {
     public var expiredSkipped: Int { expired.load(ordering: .relaxed) }
     public var misroutedSkipped: Int { misrouted.total }
     public var partitionGaps: Int { gaps.total }
+    /// Copies of a sync publish a client sent again, dropped.
+    public var repeatedSyncPublishes: Int { repeated.value }
 }

@@ -152,8 +152,15 @@ export class HeraldConnection extends EventTarget {
     this.#setState("closed");
   }
 
-  publish(data, { sync = false } = {}) {
-    return this.#send({ type: "publish", data, sync });
+  /**
+   * Publishes `data` upstream; with `sync`, also to the user's other devices. With `id` (your own,
+   * 1 to 128 bytes), the node answers a `published` event once Kafka took it, or an `error` event
+   * carrying the id: send it again with the same id, and the other devices still receive it once.
+   */
+  publish(data, { sync = false, id } = {}) {
+    const frame = { type: "publish", data, sync };
+    if (id !== undefined) frame.id = id;
+    return this.#send(frame);
   }
 
   /** Subscribes to a channel (the token must grant it); with `offset`, replays it from there. */
@@ -298,8 +305,12 @@ export class HeraldConnection extends EventTarget {
         this.#emit(`message:${frame.stream}`, detail);
         break;
       }
+      case "published":
+        this.#emit("published", { id: frame.id, stream: frame.stream, offset: frame.offset });
+        break;
       case "error":
-        this.#emit("error", { code: frame.code, message: frame.message });
+        // With `id`: about the publish sent with that id.
+        this.#emit("error", frame.id === undefined ? { code: frame.code, message: frame.message } : { code: frame.code, message: frame.message, id: frame.id });
         break;
     }
   }
@@ -401,7 +412,10 @@ export interface HeraldEventMap {
   welcome: CustomEvent<HeraldWelcome>;
   message: CustomEvent<HeraldMessage>;
   resync: CustomEvent<{ reason: string }>;
-  error: CustomEvent<{ code: string; message: string }>;
+  /** With `id`: the error is about the publish sent with that id (send it again with the same id). */
+  error: CustomEvent<{ code: string; message: string; id?: string }>;
+  /** Kafka took the publish sent with `id`; with `sync`, its copy's position in the user's stream. */
+  published: CustomEvent<{ id: string; stream?: "u"; offset?: number }>;
   close: CustomEvent<{ code: number; reason: string; action: CloseAction }>;
 }
 
@@ -412,7 +426,7 @@ export class HeraldConnection extends EventTarget {
   readonly epoch: string | null;
   open(): this;
   close(): void;
-  publish(data: unknown, options?: { sync?: boolean }): boolean;
+  publish(data: unknown, options?: { sync?: boolean; id?: string }): boolean;
   subscribe(channel: string, options?: { offset?: number }): boolean;
   unsubscribe(channel: string): boolean;
   ack(stream: string, offset: number): boolean;

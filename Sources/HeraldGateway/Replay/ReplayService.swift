@@ -19,6 +19,8 @@ enum ReplayOutcome: Sendable {
     case failed(RecoveryFailure)
     /// Kafka could not be read; the connection is closed with 1013 so the client retries with its cursor.
     case unavailable(String)
+    /// The resume's task was cancelled (its connection closed, or its deadline passed): nobody waits.
+    case cancelled
 }
 
 /// Replays what a reconnecting device missed: from the node's hot window when it still holds every
@@ -31,6 +33,8 @@ final class ReplayService: Sendable {
     /// connection queue.
     let maxBytes: Int
     let stats: ReplayStats
+    /// Sync publishes the live path saw: a replay drops the copies it dropped.
+    let repeats = RepeatedPublishes()
     private let kafka: SharedKafkaReads?
 
     init(window: HotWindow, reader: KafkaReplayReader?, limit: Int, maxBytes: Int, stats: ReplayStats) {
@@ -39,10 +43,15 @@ final class ReplayService: Sendable {
         self.maxBytes = maxBytes
         self.stats = stats
         self.kafka = reader.map {
-            SharedKafkaReads(reader: $0, limit: limit) { requests in
-                stats.kafkaReads.increment()
-                stats.kafkaRequests.increment(by: requests)
-            }
+            SharedKafkaReads(
+                reader: $0, limit: limit,
+                onRead: { requests in
+                    stats.kafkaReads.increment()
+                    stats.kafkaRequests.increment(by: requests)
+                },
+                onScanned: { stats.scanned.increment(by: $0) },
+                onCancelledRead: { stats.cancelledReads.increment() }
+            )
         }
     }
 
@@ -109,11 +118,18 @@ final class ReplayService: Sendable {
                 return (Self.outcome(failure), false)
             case .success(let records):
                 let stream = requests[index].stream
+                var syncIDs: Set<String> = []
                 for record in records {
                     // Same key, but maybe another kind of stream (a user and a channel may share a name);
                     // malformed, expired and control records are not messages.
                     guard let delivery = try? Delivery(record, now: now, allocator: allocator), delivery.stream == stream,
-                          case .frame(let frame) = delivery.action, delivery.exclude != connection else { continue }
+                          case .frame(let frame) = delivery.action else { continue }
+                    // A client's retry of a sync publish: dropped as the live path dropped it, or as a
+                    // repeat within this replay when this node never saw the original.
+                    if let id = delivery.syncID, case .user(let user) = stream {
+                        guard syncIDs.insert(id).inserted, !repeats.isKnownRepeat(user: user, id: id, offset: delivery.offset) else { continue }
+                    }
+                    guard delivery.exclude != connection else { continue }
                     frames[index].append(frame)
                 }
                 total += frames[index].count
@@ -131,6 +147,7 @@ final class ReplayService: Sendable {
         switch failure {
         case .recovery(let reason): .failed(reason)
         case .unavailable(let message): .unavailable(message)
+        case .cancelled: .cancelled
         }
     }
 }
@@ -150,6 +167,10 @@ public final class ReplayStats: Sendable {
     }
     let kafkaReads = NodeCounter("herald_replay_kafka_reads_total")
     let kafkaRequests = NodeCounter("herald_replay_kafka_requests_total")
+    /// Records replay reads took from Kafka (every key of the partition, not only the requested ones),
+    /// and reads stopped because no connection waited for them any more.
+    let scanned = NodeCounter("herald_replay_records_scanned_total")
+    let cancelledReads = NodeCounter("herald_replay_reads_cancelled_total")
     let replayedMessages = NodeCounter("herald_replayed_messages_total")
 
     private static let fromWindow = Outcome(result: "recovered", reason: "none", source: "window")
@@ -171,6 +192,7 @@ public final class ReplayStats: Sendable {
             replayedMessages.increment(by: frames.reduce(0) { $0 + $1.count })
         case .failed(let reason): resumes.increment(Self.failed(reason))
         case .unavailable: resumes.increment(Self.unavailable)
+        case .cancelled: break
         }
     }
 
@@ -186,6 +208,10 @@ public final class ReplayStats: Sendable {
     public var unavailable: Int { resumes.counter(Self.unavailable).value }
     /// Kafka reads made for resumes: concurrent resumes on one partition share one.
     public var kafkaReadCount: Int { kafkaReads.value }
+    /// Records the replay reads took from Kafka, of every key in the partitions they read.
+    public var recordsScanned: Int { scanned.value }
+    /// Replay reads stopped before their end because every connection waiting on them had gone.
+    public var readsCancelled: Int { cancelledReads.value }
     public var failuresByReason: [RecoveryFailure: Int] {
         Dictionary(uniqueKeysWithValues: RecoveryFailure.allCases.map { ($0, resumes.counter(Self.failed($0)).value) })
     }

@@ -4,6 +4,8 @@ struct PublishQueue {
     struct Publish {
         var data: [UInt8]
         var sync: Bool
+        /// The client's id for it, if it gave one: it is then answered `published` or named in the error.
+        var id: String?
     }
 
     private var waiting: [Publish] = []

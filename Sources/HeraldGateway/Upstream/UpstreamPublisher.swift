@@ -5,7 +5,7 @@ import NIOCore
 
 /// Sends what clients `publish` to the upstream topic, for the business services behind Herald
 /// (docs/protocol.md §2): key = the user id, headers naming the session, device and node. With `sync` the
-/// same payload also goes to the user's own stream on the events topic, excluding the sender's
+/// same payload first goes to the user's own stream on the events topic, excluding the sender's
 /// session, so the user's other devices receive it.
 public struct UpstreamPublisher: Sendable {
     let producer: KafkaProducer
@@ -20,9 +20,11 @@ public struct UpstreamPublisher: Sendable {
         self.nodeID = nodeID
     }
 
-    /// Produces the records and waits for Kafka's acknowledgement; the error of the first that failed.
-    func publish(_ data: [UInt8], sync: Bool, user: String, device: String?, session: String) async -> KafkaError? {
-        let id = UUID().uuidString.lowercased()
+    /// Produces the records and waits for Kafka's acknowledgement: with `sync`, the offset the copy
+    /// took in the user's stream; else the error of the first that failed. `clientID`, the client's
+    /// own id for the publish, is the records' `herald-id` when given.
+    func publish(_ data: [UInt8], sync: Bool, clientID: String?, user: String, device: String?, session: String) async -> Result<Int64?, KafkaError> {
+        let id = clientID ?? UUID().uuidString.lowercased()
         let key = Array(user.utf8)
         let value = ByteBuffer(bytes: data)
         var upstreamHeaders = [
@@ -32,16 +34,23 @@ public struct UpstreamPublisher: Sendable {
             KafkaHeader(name: HeraldHeader.node, value: Array(nodeID.utf8)),
         ]
         if let device { upstreamHeaders.append(KafkaHeader(name: HeraldHeader.device, value: Array(device.utf8))) }
-        var records = [KafkaOutgoingRecord(topic: upstreamTopic, key: key, value: value, headers: upstreamHeaders)]
+        var synced: Int64? = nil
         if sync {
+            // The user's stream first, alone: if it fails, nothing was sent upstream either. Once it
+            // landed, a failure of the upstream write makes the client send the publish again, and
+            // that second copy in the user's stream has the same herald-id: the nodes drop it
+            // (`RepeatedPublishes`), so the other devices receive the message once.
             let envelope = HeraldRecord(stream: .user(user), id: id, contentType: .json, exclude: session)
-            records.append(KafkaOutgoingRecord(
+            let copy = KafkaOutgoingRecord(
                 topic: eventsTopic, key: key, value: value, headers: envelope.headers.map { KafkaHeader(name: $0.name, value: $0.value) }
-            ))
+            )
+            switch await producer.send([copy])[0] {
+            case .failure(let error): return .failure(error)
+            case .success(let delivery): synced = delivery.offset
+            }
         }
-        for result in await producer.send(records) {
-            if case .failure(let error) = result { return error }
-        }
-        return nil
+        let record = KafkaOutgoingRecord(topic: upstreamTopic, key: key, value: value, headers: upstreamHeaders)
+        if case .failure(let error) = await producer.send([record])[0] { return .failure(error) }
+        return .success(synced)
     }
 }

@@ -36,7 +36,7 @@ function harness(options = {}) {
     ...options,
   });
   const events = [];
-  for (const type of ["state", "welcome", "message", "resync", "error", "close"]) {
+  for (const type of ["state", "welcome", "message", "resync", "error", "close", "published"]) {
     connection.addEventListener(type, (e) => events.push({ type, ...e.detail }));
   }
   return { connection, timers, storage, events };
@@ -191,4 +191,27 @@ test("publish, subscribe with an offset, ack", async () => {
     { type: "subscribe", channel: "news", offset: 12 },
     { type: "ack", stream: "u", offset: 3 },
   ]);
+});
+
+test("a publish with an id is answered: published, or an error naming the id", async () => {
+  const { connection, events } = harness();
+  connection.open();
+  await tick();
+  const socket = FakeSocket.opened[0];
+  socket.serverFrame({ type: "welcome", node: "n", session: "s", epoch: "e", positions: { u: 1 } });
+  assert.ok(connection.publish({ draft: "hi" }, { sync: true, id: "d-1" }));
+  assert.ok(connection.publish("plain"));
+  assert.deepEqual(socket.sent.slice(-2), [
+    { type: "publish", data: { draft: "hi" }, sync: true, id: "d-1" },
+    { type: "publish", data: "plain", sync: false },
+  ]);
+  socket.serverFrame({ type: "error", code: "publish-failed", message: "send it again with the same id", id: "d-1" });
+  socket.serverFrame({ type: "published", id: "d-1", stream: "u", offset: 7 });
+  socket.serverFrame({ type: "error", code: "bad-request", message: "m" });
+  assert.deepEqual(events.filter((e) => e.type === "published" || e.type === "error"), [
+    { type: "error", code: "publish-failed", message: "send it again with the same id", id: "d-1" },
+    { type: "published", id: "d-1", stream: "u", offset: 7 },
+    { type: "error", code: "bad-request", message: "m" },
+  ]);
+  assert.equal(connection.positions.u, 1, "published does not move the cursor: the copy excludes this session");
 });
