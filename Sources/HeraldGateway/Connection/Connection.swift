@@ -25,7 +25,9 @@ public final class Connection: @unchecked Sendable {
     /// Channels the token allows this connection to subscribe to.
     let allowedChannels: Set<String>
     private let outbound: OutboundStats
-    private let slot: AdmissionSlot?
+    /// The node's connection count this connection holds a place in, until `closed()` or its deinit
+    /// gives it back (exactly once: `admission` is cleared when it does).
+    private var admission: Admission?
 
     // Loop-confined state.
     var subscriptions: [String] = []
@@ -49,7 +51,7 @@ public final class Connection: @unchecked Sendable {
         self.channel = channel
         self.openedAt = openedAt
         self.outbound = outbound
-        self.slot = slot
+        self.admission = slot?.handOver()
         self.lifecycle = ConnectionStateMachine(limits: limits, expiresAt: identity.expiresAt, resuming: resuming)
     }
 
@@ -113,9 +115,12 @@ public final class Connection: @unchecked Sendable {
 
     /// The channel is gone: gives the admission slot back and says how the connection ended.
     func closed() -> (byServer: Bool, code: UInt16) {
-        slot?.release()
+        admission?.returnSlot()
+        admission = nil
         return lifecycle.channelClosed()
     }
+
+    deinit { admission?.returnSlot() }
 
     /// Writes a close frame and closes the channel: once the frame is written when the disconnect
     /// fails the connection, else when the peer answers (the handler sees it). `grace` bounds both,

@@ -83,22 +83,42 @@ struct ConnectionStateMachine<Frame: MeasuredFrame> {
         var offset: Int64
     }
 
+    /// What waits for the socket: frames held during a fetch or queued behind a replay or an
+    /// unwritable socket (in write order), the one waiting pong, the streams whose client is ahead, and
+    /// since when the connection has been over its budget with no progress (Unix milliseconds, or
+    /// `notStalled`). Kept out of line and only while something waits: an idle connection carries a
+    /// nil reference instead. Copied before a change when shared, so the lifecycle stays a value.
+    private final class Backlog {
+        var queue: [Queued] = []
+        var queueHead = 0
+        /// At most one pong waits: a later ping's answer replaces an earlier one (RFC 6455 §5.5.3).
+        var pendingPong: Frame?
+        /// Bytes in `queue` (from `queueHead`) and `pendingPong`.
+        var queuedBytes = 0
+        /// Live records up to the offset are ones the client has (it came from a node further along).
+        var skipThrough: [HeraldStream: Int64] = [:]
+        var stalledSince = ConnectionStateMachine.notStalled
+
+        var queueIsEmpty: Bool { queueHead == queue.count }
+        var isIdle: Bool { queueIsEmpty && pendingPong == nil && skipThrough.isEmpty && stalledSince == ConnectionStateMachine.notStalled }
+
+        func copy() -> Backlog {
+            let copy = Backlog()
+            copy.queue = queue
+            copy.queueHead = queueHead
+            copy.pendingPong = pendingPong
+            copy.queuedBytes = queuedBytes
+            copy.skipThrough = skipThrough
+            copy.stalledSince = stalledSince
+            return copy
+        }
+    }
+
     // Stored with the small fields together: an idle connection carries this whole value.
     let limits: Limits
     /// Unix milliseconds: the token's `exp`. Nothing is delivered at or after it.
     let expiresAt: Int64
-    /// Frames held during a fetch, or queued behind a replay or an unwritable socket, in write order.
-    private var queue: [Queued] = []
-    private var queueHead = 0
-    /// At most one pong waits: a later ping's answer replaces an earlier one (RFC 6455 §5.5.3).
-    private var pendingPong: Frame?
-    /// Bytes in `queue` (from `queueHead`) and `pendingPong`.
-    private(set) var queuedBytes = 0
-    /// Streams whose client is ahead of this node: live records up to the offset are ones it has.
-    private var skipThrough: [HeraldStream: Int64] = [:]
-    /// Since when the connection has been over its budget with no progress (Unix milliseconds), or
-    /// `notStalled`.
-    private var stalledSince = Self.notStalled
+    private var waiting: Backlog?
     private static var notStalled: Int64 { .min }
     private(set) var state: State = .live
     private var socketWritable = true
@@ -123,6 +143,9 @@ struct ConnectionStateMachine<Frame: MeasuredFrame> {
     /// What the budget counts now: queued here, and the socket's buffer (at the budget while unwritable).
     var countedBytes: Int { queuedBytes + (socketWritable ? 0 : limits.budgetBytes) }
 
+    /// Bytes queued here: held, queued, and the waiting pong.
+    var queuedBytes: Int { waiting?.queuedBytes ?? 0 }
+
     // MARK: Outbound frames
 
     /// A live record for this connection, or (with no stream) an `error` frame, which keeps its place
@@ -136,11 +159,14 @@ struct ConnectionStateMachine<Frame: MeasuredFrame> {
         }
         if let stream {
             if now >= expiresAt { return close(.tokenExpired) }
-            if state != .resuming, !skipThrough.isEmpty, let through = skipThrough[stream], offset <= through { return .dropped }
+            if state != .resuming, let skip = waiting?.skipThrough, !skip.isEmpty, let through = skip[stream], offset <= through {
+                return .dropped
+            }
         }
         if state == .live, socketWritable, queueIsEmpty { return .write }
-        queue.append(Queued(frame: frame, stream: stream, offset: offset))
-        queuedBytes += frame.byteCount
+        let backlog = backlog()
+        backlog.queue.append(Queued(frame: frame, stream: stream, offset: offset))
+        backlog.queuedBytes += frame.byteCount
         return checkBudget(now: now).map { .close($0) } ?? .queued
     }
 
@@ -148,31 +174,35 @@ struct ConnectionStateMachine<Frame: MeasuredFrame> {
     /// the socket is full, kept as the one pong that waits.
     mutating func pong(_ frame: Frame, now: Int64) -> Offer {
         guard !isClosing else { return .dropped }
-        if socketWritable, pendingPong == nil { return .write }
-        queuedBytes += frame.byteCount - (pendingPong?.byteCount ?? 0)
-        pendingPong = frame
+        if socketWritable, waiting?.pendingPong == nil { return .write }
+        let backlog = backlog()
+        backlog.queuedBytes += frame.byteCount - (backlog.pendingPong?.byteCount ?? 0)
+        backlog.pendingPong = frame
         return checkBudget(now: now).map { .close($0) } ?? .queued
     }
 
     /// The next frame to write while the socket is writable: the waiting pong, then the queue. Nothing
     /// while a replay is fetched.
     mutating func nextFrameToWrite() -> Frame? {
-        if isClosing { return nil }
-        if let pong = pendingPong {
-            pendingPong = nil
-            queuedBytes -= pong.byteCount
+        if isClosing || waiting == nil { return nil }
+        let backlog = backlog()
+        if let pong = backlog.pendingPong {
+            backlog.pendingPong = nil
+            backlog.queuedBytes -= pong.byteCount
             return pong
         }
-        guard state != .resuming, !queueIsEmpty else { return nil }
-        while queueHead < queue.count {
-            let next = queue[queueHead]
-            queueHead += 1
-            queuedBytes -= next.frame.byteCount
-            if !skipThrough.isEmpty, let stream = next.stream, let through = skipThrough[stream], next.offset <= through { continue }
-            compactQueueIfDrained()
+        guard state != .resuming, !backlog.queueIsEmpty else { return nil }
+        while backlog.queueHead < backlog.queue.count {
+            let next = backlog.queue[backlog.queueHead]
+            backlog.queueHead += 1
+            backlog.queuedBytes -= next.frame.byteCount
+            if !backlog.skipThrough.isEmpty, let stream = next.stream, let through = backlog.skipThrough[stream], next.offset <= through {
+                continue
+            }
+            Self.compactIfDrained(backlog)
             return next.frame
         }
-        compactQueueIfDrained()
+        Self.compactIfDrained(backlog)
         return nil
     }
 
@@ -180,8 +210,9 @@ struct ConnectionStateMachine<Frame: MeasuredFrame> {
     /// written hands over to live delivery.
     mutating func finishedWriting(socketWritable writable: Bool, now: Int64) {
         socketWritable = writable
-        if state == .pacing, queueIsEmpty, pendingPong == nil { state = .live }
+        if state == .pacing, queueIsEmpty, waiting?.pendingPong == nil { state = .live }
         updateStall(now: now, progressed: false)
+        dropBacklogIfIdle()
     }
 
     // MARK: Socket events
@@ -197,6 +228,7 @@ struct ConnectionStateMachine<Frame: MeasuredFrame> {
     mutating func socketBecameWritable(now: Int64) {
         socketWritable = true
         updateStall(now: now, progressed: true)
+        dropBacklogIfIdle()
     }
 
     /// Any frame from the client shows it is alive.
@@ -215,17 +247,18 @@ struct ConnectionStateMachine<Frame: MeasuredFrame> {
     /// was held, minus the records the client already has (`skip`: it came from a node further along).
     mutating func replayArrived(first: Frame?, replay: [Frame], skip: [HeraldStream: Int64], now: Int64) -> Disconnect? {
         guard state == .resuming else { return nil }
-        skipThrough.merge(skip) { max($0, $1) }
+        let backlog = backlog()
+        backlog.skipThrough.merge(skip) { max($0, $1) }
         var ahead: [Queued] = []
         ahead.reserveCapacity(replay.count + 1)
         if let first { ahead.append(Queued(frame: first, stream: nil, offset: 0)) }
         for frame in replay { ahead.append(Queued(frame: frame, stream: nil, offset: 0)) }
         var bytes = 0
         for entry in ahead { bytes += entry.frame.byteCount }
-        queue.replaceSubrange(queue.startIndex..<queueHead, with: [])
-        queueHead = 0
-        queue.insert(contentsOf: ahead, at: 0)
-        queuedBytes += bytes
+        backlog.queue.replaceSubrange(backlog.queue.startIndex..<backlog.queueHead, with: [])
+        backlog.queueHead = 0
+        backlog.queue.insert(contentsOf: ahead, at: 0)
+        backlog.queuedBytes += bytes
         state = .pacing
         return checkBudget(now: now)
     }
@@ -268,7 +301,7 @@ struct ConnectionStateMachine<Frame: MeasuredFrame> {
     mutating func tick(now: Int64, ping: Bool, missedPongLimit: UInt8) -> Tick {
         guard !isClosing else { return .none }
         if now >= expiresAt, case .close(let disconnect) = close(.tokenExpired) { return .close(disconnect) }
-        if stalledSince != Self.notStalled, now - stalledSince >= limits.slowWindowMillis, case .close(let disconnect) = close(.slowConsumer) {
+        if let stalledSince = waiting?.stalledSince, stalledSince != Self.notStalled, now - stalledSince >= limits.slowWindowMillis, case .close(let disconnect) = close(.slowConsumer) {
             return .close(disconnect)
         }
         guard ping else { return .none }
@@ -283,7 +316,22 @@ struct ConnectionStateMachine<Frame: MeasuredFrame> {
 
     // MARK: Budget
 
-    private var queueIsEmpty: Bool { queueHead == queue.count }
+    private var queueIsEmpty: Bool { waiting?.queueIsEmpty ?? true }
+
+    /// The backlog, to change: made when something first waits, copied first if another value shares it.
+    private mutating func backlog() -> Backlog {
+        guard waiting != nil else {
+            let made = Backlog()
+            waiting = made
+            return made
+        }
+        if !isKnownUniquelyReferenced(&waiting!) { waiting = waiting!.copy() }
+        return waiting!
+    }
+
+    private mutating func dropBacklogIfIdle() {
+        if let waiting, waiting.isIdle { self.waiting = nil }
+    }
 
     private mutating func checkBudget(now: Int64) -> Disconnect? {
         if countedBytes > limits.hardLimitBytes, case .close(let disconnect) = close(.slowConsumerOverflow) { return disconnect }
@@ -295,28 +343,25 @@ struct ConnectionStateMachine<Frame: MeasuredFrame> {
     /// it when the connection is back under.
     private mutating func updateStall(now: Int64, progressed: Bool) {
         let over = !socketWritable || queuedBytes > limits.budgetBytes
+        let stalledSince = waiting?.stalledSince ?? Self.notStalled
         if !over {
-            stalledSince = Self.notStalled
+            if stalledSince != Self.notStalled { backlog().stalledSince = Self.notStalled }
         } else if stalledSince == Self.notStalled || progressed {
-            stalledSince = now
+            backlog().stalledSince = now
         }
     }
 
     private mutating func discardQueue() {
-        queue = []
-        queueHead = 0
-        pendingPong = nil
-        queuedBytes = 0
-        stalledSince = Self.notStalled
+        waiting = nil
     }
 
-    private mutating func compactQueueIfDrained() {
-        if queueHead == queue.count {
-            queue.removeAll(keepingCapacity: queue.count <= 64)
-            queueHead = 0
-        } else if queueHead > 1_024, queueHead * 2 > queue.count {
-            queue.removeSubrange(0..<queueHead)
-            queueHead = 0
+    private static func compactIfDrained(_ backlog: Backlog) {
+        if backlog.queueHead == backlog.queue.count {
+            backlog.queue.removeAll(keepingCapacity: backlog.queue.count <= 64)
+            backlog.queueHead = 0
+        } else if backlog.queueHead > 1_024, backlog.queueHead * 2 > backlog.queue.count {
+            backlog.queue.removeSubrange(0..<backlog.queueHead)
+            backlog.queueHead = 0
         }
     }
 }

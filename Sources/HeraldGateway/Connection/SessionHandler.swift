@@ -16,21 +16,24 @@ final class SessionHandler: ChannelInboundHandler {
     /// Publishes refused with `slow-down` in a row before the connection is closed (1008).
     static let slowDownLimit: UInt8 = 50
 
+    // Every idle connection carries these: the small ones are declared together so they pack.
     private let connection: Connection
     private let services: SessionServices
     private var rules: WebSocketFrameRules
-    private var invalidMessages: UInt8 = 0
     private var publishes: PublishQueue
-    private var slowDowns: UInt8 = 0
     /// Client messages in the current second (pings are not messages: their answers are coalesced).
-    /// A counter per second rather than a `TokenBucket`: every idle connection carries it.
-    private var messageSecond: Int64 = 0
+    /// A counter per second rather than a `TokenBucket`; the second is kept modulo 2³², as only a
+    /// change of second matters.
+    private var messageSecond: UInt32 = 0
     private var messagesThisSecond: UInt32 = 0
-    private var replays = 0
-    /// The replay whose outcome is awaited, if any, and its task: cancelled when the connection
-    /// closes or the deadline passes, so that its Kafka read stops once nobody else waits for it.
-    private var pendingReplay: Int?
+    /// The replay's task: cancelled when the connection closes or the deadline passes, so that its
+    /// Kafka read stops once nobody else waits for it.
     private var replayTask: Task<Void, Never>?
+    /// The last replay started (never 0), and the one whose outcome is awaited (0: none).
+    private var replays: UInt16 = 0
+    private var pendingReplay: UInt16 = 0
+    private var invalidMessages: UInt8 = 0
+    private var slowDowns: UInt8 = 0
 
     init(connection: Connection, services: SessionServices) {
         self.connection = connection
@@ -150,7 +153,7 @@ final class SessionHandler: ChannelInboundHandler {
         let id = connection.id
         let started = now
         replayTask = Task { promise.succeed(await replay.replay(requests, connection: id, now: started)) }
-        replays &+= 1
+        replays = replays == .max ? 1 : replays + 1
         let generation = replays
         pendingReplay = generation
         let deadline = loop.assumeIsolated().scheduleTask(in: .init(services.settings.replayDeadline)) { [self] in
@@ -164,9 +167,9 @@ final class SessionHandler: ChannelInboundHandler {
     }
 
     /// The first of a replay's outcome and its deadline decides; the other is ignored.
-    private func settle(_ generation: Int, _ outcome: ReplayOutcome, _ then: (ReplayOutcome) -> Void) {
+    private func settle(_ generation: UInt16, _ outcome: ReplayOutcome, _ then: (ReplayOutcome) -> Void) {
         guard pendingReplay == generation else { return }
-        pendingReplay = nil
+        pendingReplay = 0
         replayTask = nil
         guard !connection.isClosing, connection.channel.isActive else { return }
         then(outcome)
@@ -228,7 +231,7 @@ final class SessionHandler: ChannelInboundHandler {
     private func withinMessageRate() -> Bool {
         let rate = services.settings.clientMessagesPerSecond
         guard rate > 0 else { return true }
-        let second = now / 1_000
+        let second = UInt32(truncatingIfNeeded: now / 1_000)
         if second != messageSecond {
             messageSecond = second
             messagesThisSecond = 0

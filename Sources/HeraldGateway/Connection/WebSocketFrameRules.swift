@@ -24,14 +24,16 @@ enum WebSocketEvent {
 /// close it turns nothing into anything. A value the handler owns rather than a handler of its own:
 /// one pipeline context less per connection (about 90 bytes of an idle connection's ~3.6 KB).
 struct WebSocketFrameRules {
-    private let maxMessageBytes: Int
+    /// At most 4 GiB; stored small, since every connection holds its rules.
+    private let maxMessageLimit: UInt32
+    private var maxMessageBytes: Int { Int(maxMessageLimit) }
     private var message: ByteBuffer?
     private var messageIsText = false
     private var utf8 = UTF8Validation()
     private var done = false
 
     init(maxMessageBytes: Int) {
-        self.maxMessageBytes = maxMessageBytes
+        self.maxMessageLimit = UInt32(clamping: maxMessageBytes)
     }
 
     /// What a client frame amounts to, if anything yet.

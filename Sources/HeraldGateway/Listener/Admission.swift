@@ -57,7 +57,7 @@ public final class Admission: Sendable {
         return nil
     }
 
-    /// Only `AdmissionSlot` calls this, once per slot.
+    /// Only `AdmissionSlot`, or the connection it handed its place to, calls this, once per place.
     func returnSlot() {
         state.withLock { $0.open -= 1 }
     }
