@@ -274,8 +274,9 @@ final class SessionHandler: ChannelInboundHandler {
             publishes.finished()
             services.metrics.published(ok: error == nil)
             guard connection.channel.isActive, !connection.isClosing else { return }
-            if let error {
-                tell(code: "publish-failed", "Kafka did not take the publish (\(error.message)); send it again")
+            if error != nil {
+                // Not librdkafka's reason (a client sees this): the producer's own log lines carry it.
+                tell(code: "publish-failed", "Kafka did not take the publish; send it again")
             }
             publishNext()
         }
