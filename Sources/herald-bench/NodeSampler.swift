@@ -13,6 +13,7 @@ final class NodeSampler: Sendable {
         var connections: Int?
         var peakQueuedBytes: Int?
         var slowConsumerCloses: Int?
+        var hotWindowBytes: Int?
     }
 
     private let samples = Mutex<[Sample]>([])
@@ -48,6 +49,7 @@ final class NodeSampler: Sendable {
             let outbound = status["outbound"] as? [String: Any]
             sample.peakQueuedBytes = outbound?["peak_queued_bytes"] as? Int
             sample.slowConsumerCloses = outbound?["slow_consumer_closes"] as? Int
+            sample.hotWindowBytes = (status["hot_window"] as? [String: Any])?["bytes"] as? Int
         }
         samples.withLock { $0.append(sample) }
         return sample

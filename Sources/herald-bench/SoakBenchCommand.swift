@@ -34,6 +34,7 @@ struct SoakBenchCommand: AsyncParsableCommand {
     var holdSeconds = 30
     @Option(help: "The node's per-request record cap (HERALD_MAX_PUSH_RECORDS): giant batches are made larger.") var maxPushRecords = 10_000
     @Option(help: "Hostile handshakes (no token, garbage tokens) per second.") var handshakeRate = 200
+    @Flag(help: "The devices and their pushes alone, for a baseline.") var noHostiles = false
 
     /// What the run's tasks share: the devices' connections, and the hog streams' last offsets.
     final class Shared: Sendable {
@@ -130,7 +131,7 @@ struct SoakBenchCommand: AsyncParsableCommand {
         )
         let padding = String(repeating: "p", count: max(0, payloadBytes - 40))
         let run = UUID().uuidString.prefix(8)
-        let (pushRate, produceRate, handshakeRate, maxPushRecords) = (pushRate, produceRate, handshakeRate, maxPushRecords)
+        let (pushRate, produceRate, handshakeRate, maxPushRecords, noHostiles) = (pushRate, produceRate, handshakeRate, maxPushRecords, noHostiles)
         let failures = SoakTally()
 
         await withTaskGroup(of: Void.self) { tasks in
@@ -222,14 +223,16 @@ struct SoakBenchCommand: AsyncParsableCommand {
                     try? await Task.sleep(for: .milliseconds(500))
                 }
             }
-            for index in 0..<2 {
+            for index in 0..<2 where !noHostiles {
                 tasks.addTask { await hostiles.neverReadingResumes(index) }
                 tasks.addTask { await hostiles.slowReader(index) }
             }
-            tasks.addTask { await hostiles.pingFlood(0) }
-            tasks.addTask { await hostiles.publishFlood(0) }
-            tasks.addTask { await hostiles.handshakeFlood(rate: handshakeRate) }
-            tasks.addTask { await hostiles.giantBatches(recordsPerRequest: maxPushRecords) }
+            if !noHostiles {
+                tasks.addTask { await hostiles.pingFlood(0) }
+                tasks.addTask { await hostiles.publishFlood(0) }
+                tasks.addTask { await hostiles.handshakeFlood(rate: handshakeRate) }
+                tasks.addTask { await hostiles.giantBatches(recordsPerRequest: maxPushRecords) }
+            }
             if !json {
                 tasks.addTask {
                     while ContinuousClock.now < deadline {
@@ -289,6 +292,7 @@ struct SoakBenchCommand: AsyncParsableCommand {
                     + #""push_failures":\#(failures.snapshot.values.reduce(0, +)),"outcomes":{\#(counts)},"server_closes":{\#(closes)},"handshake_refusals":{\#(refused)},"#
                     + #""node_connections_peak":\#(samples.compactMap(\.connections).max() ?? 0),"node_connections_after":\#(after.connections ?? -1),"node_connections_gauge_after":\#(Int(gauge)),"#
                     + #""peak_queued_bytes":\#(after.peakQueuedBytes ?? -1),"slow_consumer_closes":\#(after.slowConsumerCloses ?? -1),"#
+                    + #""hot_window_mb_peak":\#((samples.compactMap(\.hotWindowBytes).max() ?? 0) >> 20),"#
                     + #""rss_mb_start":\#((rss.first ?? 0) >> 20),"rss_mb_peak":\#((rss.max() ?? 0) >> 20),"rss_mb_end":\#((rss.last ?? 0) >> 20),"rss_mb_every_10s":[\#(everyTen.map(String.init).joined(separator: ","))],"#
                     + #""cpu_seconds":\#(String(format: "%.1f", cpu)),"cpu_percent":\#(String(format: "%.0f", cpu / max(elapsed, 1) * 100))}"#
             )
@@ -304,6 +308,8 @@ struct SoakBenchCommand: AsyncParsableCommand {
             print("node: handshake refusals \(refusals.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))")
             print("node: connections        peak \(samples.compactMap(\.connections).max() ?? 0), after closing \(after.connections ?? -1) (gauge \(Int(gauge)))")
             print("node: outbound           peak queued \(after.peakQueuedBytes ?? -1) bytes, slow-consumer closes \(after.slowConsumerCloses ?? -1)")
+            let hotWindow = stride(from: 0, to: samples.count, by: 10).compactMap { samples[$0].hotWindowBytes.map { $0 >> 20 } }
+            print("node: hot window         every 10 s (MB): \(hotWindow.map(String.init).joined(separator: " "))")
             if !rss.isEmpty {
                 print("node: RSS                start \(rss.first! >> 20) MB, peak \(rss.max()! >> 20) MB, end \(rss.last! >> 20) MB; every 10 s: \(everyTen.map(String.init).joined(separator: " "))")
                 print(String(format: "node: CPU                %.1f s over %.0f s (%.0f%% of one core)", cpu, elapsed, cpu / max(elapsed, 1) * 100))
