@@ -9,13 +9,4 @@ final class SoakTally: Sendable {
     }
 
     var snapshot: [String: Int] { counts.withLock { $0 } }
-
-    /// The outcomes of one actor (`prefix.`), without the prefix: `["4008": 3, "none": 1]`.
-    func outcomes(_ prefix: String) -> [String: Int] {
-        var result: [String: Int] = [:]
-        for (name, count) in snapshot where name.hasPrefix(prefix + ".") {
-            result[String(name.dropFirst(prefix.count + 1))] = count
-        }
-        return result
-    }
 }
