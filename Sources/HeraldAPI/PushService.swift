@@ -1,6 +1,7 @@
 import Foundation
 import HeraldCore
 public import HeraldKafka
+public import Logging
 import NIOCore
 
 /// Where one produced record landed.
@@ -22,10 +23,22 @@ public struct PushService: Sendable {
     let producer: KafkaProducer
     let topic: String
     let idempotency = IdempotencyCache()
+    /// Where Kafka's own reasons go: an API caller is told only that Kafka did not acknowledge.
+    let logger: Logger
 
-    public init(producer: KafkaProducer, topic: String) {
+    public init(producer: KafkaProducer, topic: String, logger: Logger = Logger(label: "herald.api")) {
         self.producer = producer
         self.topic = topic
+        self.logger = logger
+    }
+
+    /// The 503 a caller sees when Kafka did not acknowledge: what happened and what to do, without
+    /// librdkafka's text, the topic or the brokers (those go to the log).
+    func unacknowledged(_ what: String, _ error: KafkaError) -> APIError {
+        logger.warning("Kafka did not acknowledge a \(what)", metadata: ["kafka.error": "\(error)"])
+        return APIError(
+            .kafkaUnavailable, "Kafka did not acknowledge the \(what), so it was not sent; retry after Retry-After", retryAfter: 1
+        )
     }
 
     /// Produces one push; a repeated id (same API key, same push) within five minutes returns the
@@ -88,7 +101,7 @@ public struct PushService: Sendable {
         }
         if let failure {
             idempotency.finish(owned.compactMap { requests[$0.index].id == nil ? nil : (IdempotencyCache.Key(client: client, id: $0.id), nil) })
-            throw APIError(.kafkaUnavailable, "Kafka did not acknowledge the push: \(failure.message)", retryAfter: 1)
+            throw unacknowledged("push", failure)
         }
         var finished: [(key: IdempotencyCache.Key, outcome: PushOutcome?)] = []
         for (index, id) in owned {
@@ -147,7 +160,7 @@ public struct PushService: Sendable {
             let landed = try await producer.send(record)
             return PushResult(stream: "u", key: user, partition: landed.partition, offset: landed.offset)
         } catch {
-            throw APIError(.kafkaUnavailable, "Kafka did not acknowledge the disconnect: \(error.message)", retryAfter: 1)
+            throw unacknowledged("disconnect", error)
         }
     }
 }

@@ -70,6 +70,13 @@ final class HandshakeReader: ChannelInboundHandler, RemovableChannelHandler, @un
         context.fireChannelInactive()
     }
 
+    /// A connect that failed (refused, no route) never made the channel active, so neither a response
+    /// nor `channelInactive` completes the promise; unfulfilled, it would trap when freed. After the
+    /// handshake this is a no-op (a promise completes once).
+    func handlerRemoved(context: ChannelHandlerContext) {
+        resultBox.promise?.fail(ChannelError.ioOnClosedChannel)
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         resultBox.promise?.fail(error)
         context.close(promise: nil)

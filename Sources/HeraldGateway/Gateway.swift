@@ -95,9 +95,14 @@ public final class Gateway: Service, Sendable {
         readinessQueries.add(1, ordering: .relaxed)
         let topic = topology.topic
         do {
-            guard try await admin.partitionCount(topic: topic) != nil else { return "the topic \(topic) does not exist" }
+            guard try await admin.partitionCount(topic: topic) != nil else {
+                logger.warning("not ready: the events topic does not exist", metadata: ["kafka.topic": "\(topic)"])
+                return "the events topic does not exist"
+            }
         } catch {
-            return "Kafka does not answer: \(error.message)"
+            // The probe's body is for anyone who reaches the port: librdkafka's reasons go to the log.
+            logger.warning("not ready: Kafka does not answer", metadata: ["kafka.error": "\(error)"])
+            return "Kafka does not answer"
         }
         return nil
     }

@@ -19,14 +19,33 @@ public struct KafkaConfiguration: Sendable, Hashable {
     /// into librdkafka properties; blank items are skipped, anything else without a key is refused.
     public static func properties(parsing text: String) throws(KafkaError) -> [String: String] {
         var properties: [String: String] = [:]
-        for pair in text.split(separator: ",") where !pair.trimmingCharacters(in: .whitespaces).isEmpty {
+        let items = text.split(separator: ",", omittingEmptySubsequences: false)
+        for (index, pair) in items.enumerated() where !pair.trimmingCharacters(in: .whitespaces).isEmpty {
             let parts = pair.split(separator: "=", maxSplits: 1)
             guard parts.count == 2, !parts[0].isEmpty else {
-                throw KafkaError(.configuration, "Kafka property \"\(pair)\" is not key=value")
+                // Not the item itself: after a comma inside a password, it is the password's tail.
+                throw KafkaError(
+                    .configuration,
+                    "Kafka property \(index + 1) of \(items.count) is not key=value (a value that holds a comma belongs in a properties file)"
+                )
             }
             properties[parts[0].trimmingCharacters(in: .whitespaces)] = parts[1].trimmingCharacters(in: .whitespaces)
         }
         return properties
+    }
+
+    /// Whether a property's value is a credential: it never appears in a log line or an error message.
+    /// librdkafka's own sensitive properties (`sasl.password`, `ssl.key.password`, `ssl.key.pem`,
+    /// `sasl.oauthbearer.client.secret`, `sasl.oauthbearer.config`, …) and anything named like one.
+    public static func isSensitive(key: String) -> Bool {
+        let key = key.lowercased()
+        return ["password", "secret", "token", "credential", "sasl.oauthbearer.config", "sasl.jaas.config", "ssl.key.pem", "ssl_key"]
+            .contains { key.contains($0) }
+    }
+
+    /// The values of every sensitive property, to mask wherever they might appear.
+    public var sensitiveValues: [String] {
+        extraProperties.filter { Self.isSensitive(key: $0.key) && !$0.value.isEmpty }.map(\.value)
     }
 
     func properties(_ own: [String: String], enforced: [String: String] = [:]) -> [String: String] {

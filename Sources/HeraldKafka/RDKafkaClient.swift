@@ -29,7 +29,9 @@ final class RDKafkaClient: Sendable {
             let result = rd_kafka_conf_set(conf, key, value, &errorText, errorText.count)
             if result != RD_KAFKA_CONF_OK {
                 rd_kafka_conf_destroy(conf)
-                throw KafkaError(.configuration, "property \(key): \(String(cBuffer: errorText))")
+                // librdkafka's text quotes the value it refused: not when the value is a credential.
+                let text = KafkaConfiguration.isSensitive(key: key) ? "librdkafka refused its value" : String(cBuffer: errorText)
+                throw KafkaError(.configuration, "property \(key): \(text)")
             }
         }
         let context = Unmanaged.passRetained(ClientContext(logger: logger))

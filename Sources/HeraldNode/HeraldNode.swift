@@ -97,7 +97,7 @@ public final class HeraldNode: Sendable {
         )
         let configuredAPIPort = configuration.api.port
         let controlPlane = try ControlPlane.application(
-            configuration: configuration.api, push: PushService(producer: producer, topic: configuration.eventsTopic), node: hooks,
+            configuration: configuration.api, push: PushService(producer: producer, topic: configuration.eventsTopic, logger: logger), node: hooks,
             logger: logger, onServerRunning: { channel in apiPort.announce(channel.localAddress?.port ?? configuredAPIPort) }
         )
         serviceGroup = ServiceGroup(

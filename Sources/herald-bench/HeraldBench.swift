@@ -10,7 +10,7 @@ struct HeraldBench: AsyncParsableCommand {
         abstract: "Measure Herald. Each subcommand prints a table, or one JSON line with --json.",
         subcommands: [
             ConnectionsBenchCommand.self, BroadcastBenchCommand.self, PushBenchCommand.self, ResumeBenchCommand.self,
-            KafkaBenchCommand.self,
+            KafkaBenchCommand.self, SoakBenchCommand.self,
         ]
     )
 }

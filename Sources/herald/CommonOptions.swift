@@ -44,15 +44,20 @@ struct CommonOptions: ParsableArguments {
             throw ValidationError("log format \(formatName) is not text or json")
         }
         LogOutput.bootstrap(format)
+        let properties = try Self.kafkaProperties(
+            file: file?.kafkaProperties ?? [:],
+            propertiesFile: value(kafkaPropertiesFile, "HERALD_KAFKA_PROPERTIES_FILE"),
+            list: value(kafkaProperties, "HERALD_KAFKA_PROPERTIES")
+        )
+        // Before any Kafka client exists: librdkafka's own log lines pass the same redaction.
+        LogRedaction.protect(
+            KafkaConfiguration(bootstrapServers: "", extraProperties: properties).sensitiveValues, minimumLength: 4
+        )
         return ResolvedOptions(
             kafkaBrokers: value(kafkaBrokers, "HERALD_KAFKA_BROKERS"),
             eventsTopic: value(eventsTopic, "HERALD_EVENTS_TOPIC") ?? "herald.events",
             upstreamTopic: value(upstreamTopic, "HERALD_UPSTREAM_TOPIC") ?? "herald.upstream",
-            kafkaProperties: try Self.kafkaProperties(
-                file: file?.kafkaProperties ?? [:],
-                propertiesFile: value(kafkaPropertiesFile, "HERALD_KAFKA_PROPERTIES_FILE"),
-                list: value(kafkaProperties, "HERALD_KAFKA_PROPERTIES")
-            ),
+            kafkaProperties: properties,
             logLevel: level,
             environment: environment
         )

@@ -7,7 +7,7 @@ import Testing
 struct BenchToolTests {
     @Test(
         "every herald-bench mode accepts its options: none is named twice (push's --concurrency clashed with the fleet's)",
-        arguments: ["connections", "broadcast", "push", "resume", "kafka"]
+        arguments: ["connections", "broadcast", "push", "resume", "kafka", "soak"]
     )
     func optionsParse(mode: String) async throws {
         let (status, output) = try await runBench([mode, "--help"], limit: .seconds(30))
@@ -75,7 +75,7 @@ extension BenchToolTests {
 
 /// Runs `herald-bench` to its end, or stops it after `limit` and fails: its output goes to a file, so
 /// that a chatty run cannot block on a full pipe.
-private func runBench(
+func runBench(
     _ arguments: [String], limit: Duration = .seconds(90)
 ) async throws -> (status: Int32, output: String) {
     let log = FileManager.default.temporaryDirectory.appendingPathComponent(
@@ -109,7 +109,7 @@ private func runBench(
 }
 
 /// The JSON line a `--json` run prints last, checked to be the given mode's.
-private func benchResult(_ output: String, mode: String) throws -> [String: Any] {
+func benchResult(_ output: String, mode: String) throws -> [String: Any] {
     guard let line = output.split(separator: "\n").last(where: { $0.hasPrefix(#"{"bench":"\#(mode)""#) }),
         let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
     else {

@@ -110,7 +110,7 @@ struct CommandLineTests {
         #expect(output.contains(#"compression.codec"#) && output.contains(#""gzip,lz4""#), "\(output)")
         // The same on the list form splits at the comma.
         let (listStatus, listOutput) = try run(try heraldExecutable().path, ["topics", "--kafka-brokers", "127.0.0.1:1", "--kafka-properties", "compression.codec=gzip,lz4"])
-        #expect(listStatus != 0 && listOutput.contains(#"Kafka property "lz4" is not key=value"#), "\(listOutput)")
+        #expect(listStatus != 0 && listOutput.contains("Kafka property 2 of 2 is not key=value"), "\(listOutput)")
         // A line that is not key=value is named.
         try "client.rack=a\nnot a property\n".write(to: file, atomically: true, encoding: .utf8)
         let (badStatus, badOutput) = try run(try heraldExecutable().path, ["topics", "--kafka-brokers", "127.0.0.1:1", "--kafka-properties-file", file.path])

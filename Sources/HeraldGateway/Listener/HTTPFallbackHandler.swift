@@ -52,7 +52,7 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
             page.assumeIsolated().whenComplete { [self] result in
                 switch result {
                 case .success(let response): respond(context, response)
-                case .failure(let error): respond(context, .error(.internalServerError, "internal-error", "\(error)"))
+                case .failure: respond(context, .error(.internalServerError, "internal-error", "the node could not answer this request"))
                 }
             }
             return

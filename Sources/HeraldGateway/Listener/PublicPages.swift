@@ -92,7 +92,7 @@ enum PublicPages {
                     let offset = try await tools.push(user, text)
                     return .json(.accepted, #"{"offset":\#(offset)}"#)
                 } catch {
-                    return .error(.serviceUnavailable, "kafka-unavailable", "the push was not acknowledged: \(error)")
+                    return .error(.serviceUnavailable, "kafka-unavailable", "Kafka did not acknowledge the push; retry")
                 }
             }
             return promise.futureResult

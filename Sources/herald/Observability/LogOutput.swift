@@ -16,9 +16,10 @@ enum LogRedaction {
     private static let jwt = try! NSRegularExpression(pattern: #"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"#)
     private static let bearer = try! NSRegularExpression(pattern: #"(?i)bearer\s+[^\s"',;]+"#)
 
-    /// Adds secrets to mask (API keys, the HS256 secret), once configuration is read.
-    static func protect(_ values: [String]) {
-        let meaningful = values.filter { $0.count >= 6 }
+    /// Adds secrets to mask (API keys, the HS256 secret, Kafka credentials), once configuration is
+    /// read. Shorter values than `minimumLength` are left alone: masking every "abc" would garble the logs.
+    static func protect(_ values: [String], minimumLength: Int = 6) {
+        let meaningful = values.filter { $0.count >= minimumLength }
         secrets.withLock { $0.append(contentsOf: meaningful) }
     }
 
