@@ -60,7 +60,7 @@ public final class Gateway: Service, Sendable {
         )
         let replay = ReplayService(
             window: window, reader: replayReader, limit: configuration.replayLimit, maxBytes: configuration.replayMaxBytes,
-            stats: replayStats
+            stats: replayStats, clock: clock
         )
         sessions = SessionServices(
             nodeID: configuration.nodeID, epoch: topology.epoch,

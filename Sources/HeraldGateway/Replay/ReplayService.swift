@@ -37,7 +37,7 @@ final class ReplayService: Sendable {
     let repeats = RepeatedPublishes()
     private let kafka: SharedKafkaReads?
 
-    init(window: HotWindow, reader: KafkaReplayReader?, limit: Int, maxBytes: Int, stats: ReplayStats) {
+    init(window: HotWindow, reader: KafkaReplayReader?, limit: Int, maxBytes: Int, stats: ReplayStats, clock: WallClock = .system) {
         self.window = window
         self.limit = limit
         self.maxBytes = maxBytes
@@ -50,7 +50,8 @@ final class ReplayService: Sendable {
                     stats.kafkaRequests.increment(by: requests)
                 },
                 onScanned: { stats.scanned.increment(by: $0) },
-                onCancelledRead: { stats.cancelledReads.increment() }
+                onCancelledRead: { stats.cancelledReads.increment() },
+                clock: clock
             )
         }
     }
@@ -101,7 +102,7 @@ final class ReplayService: Sendable {
         if total > limit || Self.bytes(frames) > maxBytes { return (.failed(.tooMany), false) }
         guard !fromKafka.isEmpty else { return (.recovered(frames), false) }
         guard let kafka else { return (.failed(.expired), false) }
-        let results = await withTaskGroup(of: (Int, Result<[KafkaRecord], SharedKafkaReads.Failure>).self) { group in
+        let results = await withTaskGroup(of: (Int, Result<[Delivery], SharedKafkaReads.Failure>).self) { group in
             for index in fromKafka {
                 let request = requests[index]
                 group.addTask {
@@ -109,21 +110,19 @@ final class ReplayService: Sendable {
                     return (index, await kafka.records(partition: request.partition, key: key, after: request.after, through: request.through))
                 }
             }
-            return await group.reduce(into: [(Int, Result<[KafkaRecord], SharedKafkaReads.Failure>)]()) { $0.append($1) }
+            return await group.reduce(into: [(Int, Result<[Delivery], SharedKafkaReads.Failure>)]()) { $0.append($1) }
         }
-        let allocator = ByteBufferAllocator()
         for (index, result) in results {
             switch result {
             case .failure(let failure):
                 return (Self.outcome(failure), false)
-            case .success(let records):
+            case .success(let deliveries):
                 let stream = requests[index].stream
                 var syncIDs: Set<String> = []
-                for record in records {
+                for delivery in deliveries {
                     // Same key, but maybe another kind of stream (a user and a channel may share a name);
-                    // malformed, expired and control records are not messages.
-                    guard let delivery = try? Delivery(record, now: now, allocator: allocator), delivery.stream == stream,
-                          case .frame(let frame) = delivery.action else { continue }
+                    // control records are not messages. The frame is the one the shared read encoded.
+                    guard delivery.stream == stream, case .frame(let frame) = delivery.action else { continue }
                     // A client's retry of a sync publish: dropped as the live path dropped it, or as a
                     // repeat within this replay when this node never saw the original.
                     if let id = delivery.syncID, case .user(let user) = stream {

@@ -1,5 +1,6 @@
 import HeraldCore
 import HeraldKafka
+import NIOCore
 import Synchronization
 
 /// Resumes that reach Kafka, coalesced per partition: while one read of a partition runs, the
@@ -11,6 +12,10 @@ import Synchronization
 /// next batch once no request it serves is still waited for (the resume's task was cancelled: the
 /// connection closed, or its replay deadline passed), so an old cursor whose client gave up holds
 /// no reader.
+///
+/// Each record a read finds is decoded and its `message` frame encoded once, and every resume it
+/// serves gets that same frame (a `ByteBuffer` shares its storage), as live delivery shares one frame
+/// among a stream's sockets.
 ///
 /// Memory stays bounded: a read serves at most `maxRequestsPerRead` requests and keeps, per key, only
 /// the last `limit + 1` records (more than `limit` is `too-many` anyway).
@@ -28,7 +33,7 @@ final class SharedKafkaReads: Sendable {
         var key: [UInt8]
         var after: Int64
         var through: Int64
-        var continuation: CheckedContinuation<Result<[KafkaRecord], Failure>, Never>
+        var continuation: CheckedContinuation<Result<[Delivery], Failure>, Never>
     }
 
     /// What a read needs to know of a request; the continuation stays in the state, so that whoever
@@ -59,11 +64,15 @@ final class SharedKafkaReads: Sendable {
     private let onScanned: @Sendable (_ records: Int) -> Void
     /// Called when a read stopped because nobody waited for it any more.
     private let onCancelledRead: @Sendable () -> Void
+    /// Expiry is judged when a read decodes its records.
+    private let clock: WallClock
 
     init(
         reader: KafkaReplayReader, limit: Int, maxRequestsPerRead: Int = 1_024, onRead: @escaping @Sendable (Int) -> Void = { _ in },
-        onScanned: @escaping @Sendable (Int) -> Void = { _ in }, onCancelledRead: @escaping @Sendable () -> Void = {}
+        onScanned: @escaping @Sendable (Int) -> Void = { _ in }, onCancelledRead: @escaping @Sendable () -> Void = {},
+        clock: WallClock = .system
     ) {
+        self.clock = clock
         self.onRead = onRead
         self.onScanned = onScanned
         self.onCancelledRead = onCancelledRead
@@ -72,9 +81,9 @@ final class SharedKafkaReads: Sendable {
         self.maxRequestsPerRead = maxRequestsPerRead
     }
 
-    /// The records with `key` in `partition` at offsets `(after, through]`, in order; `.cancelled` at
-    /// once when the calling task is cancelled.
-    func records(partition: Int32, key: [UInt8], after: Int64, through: Int64) async -> Result<[KafkaRecord], Failure> {
+    /// The Herald records with `key` in `partition` at offsets `(after, through]`, in order, decoded
+    /// (malformed and expired ones left out); `.cancelled` at once when the calling task is cancelled.
+    func records(partition: Int32, key: [UInt8], after: Int64, through: Int64) async -> Result<[Delivery], Failure> {
         let id = state.withLock { state in
             state.nextID &+= 1
             return state.nextID
@@ -144,7 +153,7 @@ final class SharedKafkaReads: Sendable {
     }
 
     /// Answers a request the current read of `partition` serves, unless it was cancelled meanwhile.
-    private func answer(_ id: UInt64, of partition: Int32, _ result: Result<[KafkaRecord], Failure>) {
+    private func answer(_ id: UInt64, of partition: Int32, _ result: Result<[Delivery], Failure>) {
         let request = state.withLock { $0.serving[partition]?.removeValue(forKey: id) }
         request?.continuation.resume(returning: result)
     }
@@ -180,13 +189,18 @@ final class SharedKafkaReads: Sendable {
                 partition: partition, from: from, until: until, keys: Set(live.map(\.key)), retainPerKey: limit + 1,
                 isWanted: { [self] in isWanted(partition) }, progress: onScanned
             )
+            let now = clock.nowMillis()
+            let allocator = ByteBufferAllocator()
+            let decoded = read.records.mapValues { records in
+                records.compactMap { record in try? Delivery(record, now: now, allocator: allocator) }
+            }
             for request in live {
                 if let dropped = read.dropped[request.key], dropped > request.after {
                     answer(request.id, of: partition, .failure(.recovery(.tooMany)))
                     continue
                 }
-                let records = (read.records[request.key] ?? []).filter { $0.offset > request.after && $0.offset <= request.through }
-                answer(request.id, of: partition, .success(records))
+                let deliveries = (decoded[request.key] ?? []).filter { $0.offset > request.after && $0.offset <= request.through }
+                answer(request.id, of: partition, .success(deliveries))
             }
         } catch {
             let failure: Failure = switch error.code {
