@@ -26,11 +26,11 @@ public enum DeliveryBenchmarks {
         public init(eventLoop: any EventLoop, channels: [any Channel]) async {
             shard = Shard(eventLoop: eventLoop, startOffsets: [0: 0], partitionCount: 1, metrics: GatewayMetrics())
             let limits = GatewayConfiguration(nodeID: "bench").makeConnectionLimits()
-            let outbound = OutboundStats()
+            let accounts = ConnectionAccounts(outbound: OutboundStats(), admission: nil)
             for (index, channel) in channels.enumerated() {
                 let connection = Connection(
                     id: UInt64(index + 1), identity: Identity(userID: "user\(index)", deviceID: nil, channels: [], expiresAt: .max),
-                    channel: channel, openedAt: 0, limits: limits, outbound: outbound
+                    channel: channel, openedAt: 0, limits: limits, accounts: accounts
                 )
                 _ = await shard.register(connection, channels: [])
             }

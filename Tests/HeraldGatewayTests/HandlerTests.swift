@@ -120,7 +120,7 @@ struct ShardTests {
         func connect(_ channel: NIOAsyncTestingChannel, id: UInt64) -> Connection {
             Connection(
                 id: id, identity: Identity(userID: "alice", deviceID: nil, channels: [], expiresAt: .max), channel: channel, openedAt: 0,
-                limits: .init(budgetBytes: 1 << 20, hardLimitBytes: 8 << 20, slowWindowMillis: 5_000), outbound: OutboundStats()
+                limits: .init(budgetBytes: 1 << 20, hardLimitBytes: 8 << 20, slowWindowMillis: 5_000), accounts: ConnectionAccounts(outbound: OutboundStats(), admission: nil)
             )
         }
         let first = connect(fast, id: 1)
@@ -161,7 +161,7 @@ struct ShardTests {
         let channel = NIOAsyncTestingChannel(loop: loop)
         let connection = Connection(
             id: 7, identity: Identity(userID: "frank", deviceID: nil, channels: [], expiresAt: 1_000), channel: channel, openedAt: 0,
-            limits: .init(budgetBytes: 1 << 20, hardLimitBytes: 8 << 20, slowWindowMillis: 5_000), outbound: OutboundStats()
+            limits: .init(budgetBytes: 1 << 20, hardLimitBytes: 8 << 20, slowWindowMillis: 5_000), accounts: ConnectionAccounts(outbound: OutboundStats(), admission: nil)
         )
         _ = await shard.register(connection, channels: [])
         let frame = ServerMessage.message(stream: "u", offset: 0, id: nil, payload: ByteBuffer(string: "{}"), contentType: nil)

@@ -5,6 +5,18 @@ extension ByteBuffer: MeasuredFrame {
     var byteCount: Int { readableBytes }
 }
 
+/// What every connection of a node reports to: the outbound statistics and the connection count it
+/// holds a place in. One per node, so a connection carries one reference for both.
+final class ConnectionAccounts: Sendable {
+    let outbound: OutboundStats
+    let admission: Admission?
+
+    init(outbound: OutboundStats, admission: Admission?) {
+        self.outbound = outbound
+        self.admission = admission
+    }
+}
+
 /// One WebSocket connection as its shard and the session registry see it: its identity, its channel,
 /// and its lifecycle (`ConnectionStateMachine`), whose decisions this class carries out on the socket.
 ///
@@ -24,23 +36,24 @@ public final class Connection: @unchecked Sendable {
     public var expiresAt: Int64 { lifecycle.expiresAt }
     /// Channels the token allows this connection to subscribe to.
     let allowedChannels: Set<String>
-    private let outbound: OutboundStats
-    /// The node's connection count this connection holds a place in, until `closed()` or its deinit
-    /// gives it back (exactly once: `admission` is cleared when it does).
-    private var admission: Admission?
+    private let accounts: ConnectionAccounts
 
     // Loop-confined state.
     var subscriptions: [String] = []
     /// The next connection of the same user on the same shard (the shard's index is a list through here).
     var nextOfUser: Connection?
     var lifecycle: ConnectionStateMachine<ByteBuffer>
+    /// Whether this connection holds a place in the node's connection count, until `closed()` or its
+    /// deinit gives it back (exactly once: cleared when it does). Declared right after the lifecycle,
+    /// whose last bytes are small fields: it fits beside them.
+    private var holdsSlot = false
     /// Bytes written since the last flush. NIO counts unflushed bytes as queued too, so a large batch
     /// is flushed in slices: writability then measures what the peer has not taken, not our batching.
     var unflushedBytes = 0
 
     init(
         id: UInt64, identity: Identity, channel: any Channel, openedAt: Int64, limits: ConnectionStateMachine<ByteBuffer>.Limits,
-        outbound: OutboundStats, slot: AdmissionSlot? = nil, resuming: Bool = false
+        accounts: ConnectionAccounts, slot: AdmissionSlot? = nil, resuming: Bool = false
     ) {
         self.id = id
         // Ids decoded from JSON live in heap storage; a copy of a short one fits in the String
@@ -50,8 +63,8 @@ public final class Connection: @unchecked Sendable {
         self.allowedChannels = identity.channels
         self.channel = channel
         self.openedAt = openedAt
-        self.outbound = outbound
-        self.admission = slot?.handOver()
+        self.accounts = accounts
+        self.holdsSlot = slot?.handOver() != nil
         self.lifecycle = ConnectionStateMachine(limits: limits, expiresAt: identity.expiresAt, resuming: resuming)
     }
 
@@ -110,23 +123,27 @@ public final class Connection: @unchecked Sendable {
     /// buffer as NIO counts it), for the node's statistics; read only where something queued.
     private func observeQueued() {
         let buffered = (try? channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
-        outbound.observe(lifecycle.queuedBytes + buffered)
+        accounts.outbound.observe(lifecycle.queuedBytes + buffered)
     }
 
     /// The channel is gone: gives the admission slot back and says how the connection ended.
     func closed() -> (byServer: Bool, code: UInt16) {
-        admission?.returnSlot()
-        admission = nil
+        giveSlotBack()
         return lifecycle.channelClosed()
     }
 
-    deinit { admission?.returnSlot() }
+    private func giveSlotBack() {
+        if holdsSlot { accounts.admission?.returnSlot() }
+        holdsSlot = false
+    }
+
+    deinit { giveSlotBack() }
 
     /// Writes a close frame and closes the channel: once the frame is written when the disconnect
     /// fails the connection, else when the peer answers (the handler sees it). `grace` bounds both,
     /// for a peer that stopped reading.
     func sendClose(_ disconnect: Disconnect) {
-        if disconnect.code == .slowConsumer { outbound.slowConsumerClosed() }
+        if disconnect.code == .slowConsumer { accounts.outbound.slowConsumerClosed() }
         Self.sendClose(on: channel, disconnect)
     }
 

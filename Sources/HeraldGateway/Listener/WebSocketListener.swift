@@ -14,7 +14,7 @@ final class WebSocketListener: Sendable {
     private let sources: SourceLimiter
     private let tokens: TokenVerifier
     private let connectionLimits: ConnectionStateMachine<ByteBuffer>.Limits
-    private let outbound: OutboundStats
+    private let accounts: ConnectionAccounts
     private let metrics: GatewayMetrics
     private let sessions: SessionServices
     private let site: PublicSite
@@ -31,7 +31,7 @@ final class WebSocketListener: Sendable {
         ))
         self.tokens = tokens
         self.connectionLimits = configuration.makeConnectionLimits()
-        self.outbound = outbound
+        self.accounts = ConnectionAccounts(outbound: outbound, admission: admission)
         self.metrics = metrics
         self.sessions = sessions
         self.site = site
@@ -182,7 +182,7 @@ final class WebSocketListener: Sendable {
             if case .cursor = resume { resuming = true }
             let connection = Connection(
                 id: UInt64.random(in: 1...UInt64.max), identity: identity, channel: channel, openedAt: sessions.clock.nowMillis(),
-                limits: connectionLimits, outbound: outbound, slot: slot, resuming: resuming
+                limits: connectionLimits, accounts: accounts, slot: slot, resuming: resuming
             )
             let session = SessionHandler(connection: connection, services: sessions)
             try pipeline.addHandler(session)
