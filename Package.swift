@@ -9,6 +9,26 @@ let strict: [SwiftSetting] = [
     .treatAllWarnings(as: .error),
 ]
 
+// What both tiers of the gateway tests build on.
+let nodeTestDependencies: [Target.Dependency] = [
+    "HeraldNodeTestSupport",
+    "HeraldGateway",
+    "HeraldAPI",
+    "HeraldNode",
+    .product(name: "Hummingbird", package: "hummingbird"),
+    "HeraldClient",
+    "HeraldKafka",
+    "HeraldCore",
+    .product(name: "NIOCore", package: "swift-nio"),
+    .product(name: "NIOPosix", package: "swift-nio"),
+    .product(name: "NIOEmbedded", package: "swift-nio"),
+    .product(name: "NIOWebSocket", package: "swift-nio"),
+    .product(name: "NIOHTTP1", package: "swift-nio"),
+    .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+    .product(name: "JWTKit", package: "jwt-kit"),
+    .product(name: "NIOSSL", package: "swift-nio-ssl"),
+]
+
 let package = Package(
     name: "herald",
     platforms: [.macOS(.v15)],
@@ -139,6 +159,7 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),
@@ -204,23 +225,7 @@ let package = Package(
         // this process on the mock cluster, the API over loopback.
         .testTarget(
             name: "HeraldGatewayTests",
-            dependencies: [
-                "HeraldNodeTestSupport",
-                "HeraldGateway",
-                "HeraldAPI",
-                "HeraldNode",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                "HeraldClient",
-                "HeraldKafka",
-                "HeraldCore",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOEmbedded", package: "swift-nio"),
-                .product(name: "NIOWebSocket", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "JWTKit", package: "jwt-kit"),
-            ],
+            dependencies: nodeTestDependencies,
             swiftSettings: strict
         ),
         // The integration tier: tests that drive outside tools (Chromium, promtool, Prometheus,
@@ -228,24 +233,7 @@ let package = Package(
         // processes. A missing tool is named by the test that needs it.
         .testTarget(
             name: "HeraldIntegrationTests",
-            dependencies: [
-                "HeraldNodeTestSupport",
-                "HeraldGateway",
-                "HeraldAPI",
-                "HeraldNode",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                "HeraldClient",
-                "HeraldKafka",
-                "HeraldCore",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOEmbedded", package: "swift-nio"),
-                .product(name: "NIOWebSocket", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "JWTKit", package: "jwt-kit"),
-            ],
+            dependencies: nodeTestDependencies,
             swiftSettings: strict
         ),
     ],

@@ -30,7 +30,7 @@ public final class Gateway: Service, Sendable {
     private let sessions: SessionServices
     private let site: PublicSite
     private let clock: WallClock
-    private let listening = Mutex<(port: Int?, waiters: [CheckedContinuation<Int, Never>])>((nil, []))
+    private let listening = AnnouncedPort()
     private let readinessQueries = Atomic<Int>(0)
 
     public init(
@@ -90,7 +90,7 @@ public final class Gateway: Service, Sendable {
     /// Why this node should not get traffic now, or nil when it should: it has joined its partitions
     /// and opened its port, is not draining, and Kafka answers a metadata request.
     public func notReadyReason() async -> String? {
-        guard listening.withLock({ $0.port }) != nil else { return "the node has not joined its partitions and opened its port yet" }
+        guard listening.known != nil else { return "the node has not joined its partitions and opened its port yet" }
         if admission.isDraining { return "the node is draining" }
         readinessQueries.add(1, ordering: .relaxed)
         let topic = topology.topic
@@ -143,16 +143,7 @@ public final class Gateway: Service, Sendable {
     }
 
     /// The bound public port, once listening (useful with port 0).
-    public func waitUntilListening() async -> Int {
-        await withCheckedContinuation { continuation in
-            let port = listening.withLock { state -> Int? in
-                if let port = state.port { return port }
-                state.waiters.append(continuation)
-                return nil
-            }
-            if let port { continuation.resume(returning: port) }
-        }
-    }
+    public func waitUntilListening() async -> Int { await listening.value() }
 
     public func run() async throws {
         let window = self.window
@@ -170,12 +161,7 @@ public final class Gateway: Service, Sendable {
         ).bind(host: configuration.host, port: configuration.port)
         let port = server.localAddress?.port ?? configuration.port
         logger.notice("WebSocket listener open", metadata: ["port": "\(port)", "path": "/v1/ws", "epoch": "\(epoch)"])
-        let waiters = listening.withLock { state in
-            state.port = port
-            defer { state.waiters = [] }
-            return state.waiters
-        }
-        waiters.forEach { $0.resume(returning: port) }
+        listening.announce(port)
 
         var dispatcher = Dispatcher(shards: shards, window: window, logger: logger, counters: counters, metrics: metrics, clock: clock, registry: registry)
         dispatcher.repeats = sessions.replay.repeats

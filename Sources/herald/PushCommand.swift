@@ -1,8 +1,5 @@
 import ArgumentParser
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// Pushes one message through a node's HTTP API, as a business service would.
 struct PushCommand: AsyncParsableCommand {
@@ -19,6 +16,9 @@ struct PushCommand: AsyncParsableCommand {
     @Option(help: "The API's base URL. Env: HERALD_API_URL. Default: http://127.0.0.1:8081.") var api: String?
     @Option(help: "API key. Env: HERALD_API_KEY, else the first of HERALD_API_KEYS.") var apiKey: String?
     @Option(help: "A file holding the API key. Env: HERALD_API_KEY_FILE.") var apiKeyFile: String?
+    @Option(help: "For an https API: a PEM file of the CAs to trust instead of the system's. Env: HERALD_API_CA_FILE.") var apiCAFile: String?
+    @Option(help: "For an API that requires a client certificate: its PEM file. Env: HERALD_API_CLIENT_CERT_FILE.") var apiClientCertFile: String?
+    @Option(help: "The client certificate's key (PEM). Env: HERALD_API_CLIENT_KEY_FILE.") var apiClientKeyFile: String?
     @Argument(help: "The payload: JSON (default), or text/base64 with --encoding.") var payload: String
 
     func validate() throws {
@@ -49,14 +49,24 @@ struct PushCommand: AsyncParsableCommand {
         }
         if let id { body["id"] = id }
 
-        var request = URLRequest(url: url)
-        request.httpMethod = "POST"
-        request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization")
-        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        request.httpBody = try JSONSerialization.data(withJSONObject: body, options: [.fragmentsAllowed])
-        let (data, response) = try await URLSession.shared.data(for: request)
-        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-        print(String(decoding: data, as: UTF8.self))
-        guard status == 202 else { throw ExitCode(1) }
+        let certificate = apiClientCertFile ?? environment["HERALD_API_CLIENT_CERT_FILE"]
+        let certificateKey = apiClientKeyFile ?? environment["HERALD_API_CLIENT_KEY_FILE"]
+        guard (certificate == nil) == (certificateKey == nil) else {
+            throw ValidationError("--api-client-cert-file and --api-client-key-file go together")
+        }
+        var request = APIRequest(
+            url: url, headers: [("Authorization", "Bearer \(key)"), ("Content-Type", "application/json")],
+            body: Array(try JSONSerialization.data(withJSONObject: body, options: [.fragmentsAllowed])),
+            trustedCAFile: apiCAFile ?? environment["HERALD_API_CA_FILE"]
+        )
+        if let certificate, let certificateKey { request.clientCertificate = (certificate, certificateKey) }
+        let answer: APIRequest.Answer
+        do {
+            answer = try await request.send()
+        } catch {
+            throw ValidationError("the push did not reach \(base): \(error)")
+        }
+        print(String(decoding: answer.body, as: UTF8.self))
+        guard answer.status == 202 else { throw ExitCode(1) }
     }
 }

@@ -173,6 +173,15 @@ struct TLSTests {
             "--data", #"{"to":{"users":["walt"]},"data":{"n":1}}"#, "\(url)/v1/push",
         ])
         #expect(pushed.output == "202")
+        // `herald push` over the same https port (NIO and NIOSSL, no libcurl): with the certificate it
+        // pushes, without it the handshake fails and the command says so.
+        func herald(_ arguments: [String]) throws -> (status: Int32, output: String) {
+            try HeraldNodeTestSupport.run(try heraldExecutable().path, ["push", "--api", url, "--api-key", testAPIKey, "--api-ca-file", certificates.caFile] + arguments)
+        }
+        let cli = try herald(["--api-client-cert-file", client.certificate, "--api-client-key-file", client.key, "--user", "walt", #"{"n":2}"#])
+        #expect(cli.status == 0 && cli.output.contains(#""stream":"u""#), "\(cli.output)")
+        let cliWithout = try herald(["--user", "walt", #"{"n":3}"#])
+        #expect(cliWithout.status != 0 && cliWithout.output.contains("did not reach"), "\(cliWithout.output)")
         let without = try run(["--cacert", certificates.caFile, "\(url)/healthz"])
         #expect(without.status != 0, "no client certificate, yet: \(without.output)")
         #expect(!without.output.contains(#""status":"ok""#))

@@ -37,17 +37,9 @@ package func freePort() throws -> Int {
 
 /// Runs python with `arguments`, returns its exit status and output, and prints the output's last lines.
 package func runPython(_ python: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: python)
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    print(output.split(separator: "\n").suffix(5).joined(separator: "\n"))
-    return (process.terminationStatus, output)
+    let result = try run(python, arguments)
+    print(result.output.split(separator: "\n").suffix(5).joined(separator: "\n"))
+    return result
 }
 
 /// Sends one raw HTTP request and returns the whole response as text.

@@ -1,10 +1,12 @@
 import Synchronization
 
-/// A port that becomes known once a server listens; waiters are answered then.
-final class AnnouncedPort: Sendable {
+/// A port that becomes known once a server listens (the public one, the API's); waiters are answered then.
+public final class AnnouncedPort: Sendable {
+    public init() {}
+
     private let state = Mutex<(port: Int?, waiters: [CheckedContinuation<Int, Never>])>((nil, []))
 
-    func announce(_ port: Int) {
+    public func announce(_ port: Int) {
         let waiters = state.withLock { state in
             state.port = port
             defer { state.waiters = [] }
@@ -13,7 +15,10 @@ final class AnnouncedPort: Sendable {
         waiters.forEach { $0.resume(returning: port) }
     }
 
-    func value() async -> Int {
+    /// The port if it is known already.
+    public var known: Int? { state.withLock { $0.port } }
+
+    public func value() async -> Int {
         await withCheckedContinuation { continuation in
             let port = state.withLock { state -> Int? in
                 if let port = state.port { return port }
