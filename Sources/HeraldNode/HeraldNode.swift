@@ -104,8 +104,9 @@ public final class HeraldNode: Sendable {
             configuration: ServiceGroupConfiguration(
                 services: [
                     .init(service: producer, serviceName: "kafka-producer"),
-                    // The consumer also ends when the data plane stops reading at the end of its drain;
-                    // that is part of the shutdown, not a failure.
+                    // The consumer stops reading when the data plane stops taking batches at the end of
+                    // its drain, and ends in its own turn (a service that ended out of order would fail
+                    // the group).
                     .init(service: consumer, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "kafka-live-consumer"),
                     .init(service: controlPlane, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "control-plane"),
                     .init(service: gateway, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "gateway"),

@@ -64,7 +64,10 @@ public final class Connection: @unchecked Sendable {
         self.channel = channel
         self.openedAt = openedAt
         self.accounts = accounts
-        self.holdsSlot = slot?.handOver() != nil
+        let handedOver = slot?.handOver()
+        // The place goes back to `accounts.admission`: it must be the count the slot was taken from.
+        precondition(handedOver == nil || handedOver === accounts.admission, "an admission slot from another node's count")
+        self.holdsSlot = handedOver != nil
         self.lifecycle = ConnectionStateMachine(limits: limits, expiresAt: identity.expiresAt, resuming: resuming)
     }
 

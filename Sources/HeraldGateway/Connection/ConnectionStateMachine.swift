@@ -164,9 +164,13 @@ struct ConnectionStateMachine<Frame: MeasuredFrame> {
             }
         }
         if state == .live, socketWritable, queueIsEmpty { return .write }
-        let backlog = backlog()
-        backlog.queue.append(Queued(frame: frame, stream: stream, offset: offset))
-        backlog.queuedBytes += frame.byteCount
+        // Scoped: a reference still held when `checkBudget` changes the backlog would make it look
+        // shared, and copy-on-write would copy the whole queue.
+        do {
+            let backlog = backlog()
+            backlog.queue.append(Queued(frame: frame, stream: stream, offset: offset))
+            backlog.queuedBytes += frame.byteCount
+        }
         return checkBudget(now: now).map { .close($0) } ?? .queued
     }
 
@@ -175,9 +179,11 @@ struct ConnectionStateMachine<Frame: MeasuredFrame> {
     mutating func pong(_ frame: Frame, now: Int64) -> Offer {
         guard !isClosing else { return .dropped }
         if socketWritable, waiting?.pendingPong == nil { return .write }
-        let backlog = backlog()
-        backlog.queuedBytes += frame.byteCount - (backlog.pendingPong?.byteCount ?? 0)
-        backlog.pendingPong = frame
+        do {
+            let backlog = backlog()
+            backlog.queuedBytes += frame.byteCount - (backlog.pendingPong?.byteCount ?? 0)
+            backlog.pendingPong = frame
+        }
         return checkBudget(now: now).map { .close($0) } ?? .queued
     }
 
@@ -247,18 +253,20 @@ struct ConnectionStateMachine<Frame: MeasuredFrame> {
     /// was held, minus the records the client already has (`skip`: it came from a node further along).
     mutating func replayArrived(first: Frame?, replay: [Frame], skip: [HeraldStream: Int64], now: Int64) -> Disconnect? {
         guard state == .resuming else { return nil }
-        let backlog = backlog()
-        backlog.skipThrough.merge(skip) { max($0, $1) }
         var ahead: [Queued] = []
         ahead.reserveCapacity(replay.count + 1)
         if let first { ahead.append(Queued(frame: first, stream: nil, offset: 0)) }
         for frame in replay { ahead.append(Queued(frame: frame, stream: nil, offset: 0)) }
         var bytes = 0
         for entry in ahead { bytes += entry.frame.byteCount }
-        backlog.queue.replaceSubrange(backlog.queue.startIndex..<backlog.queueHead, with: [])
-        backlog.queueHead = 0
-        backlog.queue.insert(contentsOf: ahead, at: 0)
-        backlog.queuedBytes += bytes
+        do {
+            let backlog = backlog()
+            backlog.skipThrough.merge(skip) { max($0, $1) }
+            backlog.queue.replaceSubrange(backlog.queue.startIndex..<backlog.queueHead, with: [])
+            backlog.queueHead = 0
+            backlog.queue.insert(contentsOf: ahead, at: 0)
+            backlog.queuedBytes += bytes
+        }
         state = .pacing
         return checkBudget(now: now)
     }
