@@ -20,7 +20,8 @@ struct AutobahnTests {
             "-c", "import sys; sys.argv[0] = 'kosoku'; from kosoku._cli import main; main()",
             "ws://127.0.0.1:\(port)/v1/echo",
         ] + sections + ["-p", "2", "-o", reports.path])
-        #expect(status == 0, "kosoku reported failures:\n\(output.suffix(4_000))")
+        // With the node's own last lines: a node that stopped mid-run shows as every later case refused.
+        #expect(status == 0, "kosoku reported failures:\n\(output.prefix(2_000))\n…\n\(output.suffix(2_000))\nthe node (running: \(node.isRunning)):\n\(node.text.suffix(3_000))")
         let passed = output.firstMatch(of: /(\d+) cases passed/).flatMap { Int($0.1) } ?? 0
         #expect(passed >= 300, "sections 1–7 and 9 hold 300 cases; \(passed) passed")
     }

@@ -104,6 +104,8 @@ package final class HeraldProcess: @unchecked Sendable {
         return (Int(fields.count > 1 ? fields[1] : "0") ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE)))
     }
 
+    package var isRunning: Bool { process.isRunning }
+
     /// SIGTERM, without waiting: the node drains and exits on its own.
     package func terminate() {
         if process.isRunning { process.terminate() }
