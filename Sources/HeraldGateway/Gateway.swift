@@ -161,6 +161,9 @@ public final class Gateway: Service, Sendable {
         ).bind(host: configuration.host, port: configuration.port)
         let port = server.localAddress?.port ?? configuration.port
         logger.notice("WebSocket listener open", metadata: ["port": "\(port)", "path": "/v1/ws", "epoch": "\(epoch)"])
+        // Ready means ready: not before the consumer reads every partition, or the first pushes would
+        // wait for it.
+        await consumer.waitUntilAssigned()
         listening.announce(port)
 
         var dispatcher = Dispatcher(shards: shards, window: window, logger: logger, counters: counters, metrics: metrics, clock: clock, registry: registry)

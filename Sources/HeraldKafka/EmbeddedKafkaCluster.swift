@@ -90,6 +90,13 @@ public final class EmbeddedKafkaCluster: Sendable {
         codes.withUnsafeBufferPointer { rd_kafka_mock_push_request_errors_array(cluster, 0, $0.count, $0.baseAddress) }
     }
 
+    /// Answers the next `count` Metadata requests, whoever sends them, with `LEADER_NOT_AVAILABLE` for
+    /// every topic: clients cannot learn a topic's leaders until the count is used up.
+    public func failNextMetadataRequests(count: Int) {
+        let codes = [rd_kafka_resp_err_t](repeating: RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE, count: count)
+        codes.withUnsafeBufferPointer { rd_kafka_mock_push_request_errors_array(cluster, 3, $0.count, $0.baseAddress) }
+    }
+
     public func shutdown() {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
         rd_kafka_mock_cluster_destroy(cluster)

@@ -92,6 +92,44 @@ public final class KafkaProducer: Service, Sendable {
         thread.start()
     }
 
+    /// Makes the first send as quick as the next ones. librdkafka learns a topic's partition leaders
+    /// only when something is first produced to it, and holds that record until a metadata answer
+    /// arrives (on a fresh producer, most of a second); a metadata round-trip per topic here, before
+    /// the node says it is ready, means no push waits for it.
+    public func prepare(topics: [String], timeout: Duration) async throws(KafkaError) {
+        let client = self.client
+        let milliseconds = Int32(clamping: timeout.components.seconds * 1_000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        // A thread of its own for the blocking metadata call, only while preparing.
+        let worker = BlockingWorker(name: "herald-kafka-producer-metadata")
+        do {
+            for topic in topics {
+                _ = try await worker.run { () throws(KafkaError) -> Int32? in
+                    try client.partitionCount(topic: topic, timeoutMs: milliseconds, knownToExist: true)
+                }
+            }
+        } catch {
+            await worker.stop()
+            throw error
+        }
+        await worker.stop()
+    }
+
+    /// The topics whose partition leaders the producer knows already, so that a send to them does not
+    /// wait for a metadata answer.
+    public func knownTopics(timeout: Duration = .seconds(5)) async throws(KafkaError) -> [String] {
+        let client = self.client
+        let milliseconds = Int32(clamping: timeout.components.seconds * 1_000)
+        let worker = BlockingWorker(name: "herald-kafka-producer-metadata")
+        let result: Result<[String], KafkaError>
+        do {
+            result = .success(try await worker.run { () throws(KafkaError) -> [String] in try client.locallyKnownTopics(timeoutMs: milliseconds) })
+        } catch {
+            result = .failure(error)
+        }
+        await worker.stop()
+        return try result.get()
+    }
+
     /// Produces one record and returns where Kafka stored it.
     public func send(_ record: KafkaOutgoingRecord) async throws(KafkaError) -> KafkaDelivery {
         try await send([record])[0].get()

@@ -92,6 +92,18 @@ final class RDKafkaClient: Sendable {
         return nil
     }
 
+    /// The topics this client already holds metadata for (librdkafka's locally known topics): those it
+    /// produced to or was asked about.
+    func locallyKnownTopics(timeoutMs: Int32) throws(KafkaError) -> [String] {
+        var metadata: UnsafePointer<rd_kafka_metadata>?
+        let err = rd_kafka_metadata(handle, 0, nil, &metadata, timeoutMs)
+        guard err == RD_KAFKA_RESP_ERR_NO_ERROR, let metadata else {
+            throw KafkaError(err == RD_KAFKA_RESP_ERR__TIMED_OUT ? .timedOut : .admin, "metadata for the known topics", err)
+        }
+        defer { rd_kafka_metadata_destroy(metadata) }
+        return (0..<Int(metadata.pointee.topic_cnt)).map { String(cString: metadata.pointee.topics[$0].topic) }
+    }
+
     /// The low watermark (first offset still kept) and high watermark (next offset to be written).
     func watermarks(topic: String, partition: Int32, timeoutMs: Int32) throws(KafkaError) -> (low: Int64, high: Int64) {
         var low: Int64 = 0

@@ -22,7 +22,7 @@ public final class HeraldNode: Sendable {
     public let producer: KafkaProducer
     public let tokens: TokenVerifier
     public let group: MultiThreadedEventLoopGroup
-    private let consumer: KafkaLiveConsumer
+    public let consumer: KafkaLiveConsumer
     private let admin: KafkaAdmin
     private let replayReader: KafkaReplayReader
     private let serviceGroup: ServiceGroup
@@ -46,6 +46,12 @@ public final class HeraldNode: Sendable {
         var consumerConfiguration = configuration.consumer
         consumerConfiguration.start = .offsets(topology.startOffsets)
         let producer = try KafkaProducer(configuration: configuration.producer, logger: logger)
+        do {
+            try await producer.prepare(topics: [configuration.eventsTopic, configuration.upstreamTopic], timeout: configuration.adminTimeout)
+        } catch {
+            // Not fatal: the producer learns the topics on its first send instead, which is only slower.
+            logger.warning("the producer could not look up its topics before the node became ready", metadata: ["kafka.error": "\(error)"])
+        }
         let consumer = try KafkaLiveConsumer(configuration: consumerConfiguration, logger: logger)
         let replayReader = try KafkaReplayReader(configuration: configuration.replayReader, logger: logger)
         return try await HeraldNode(

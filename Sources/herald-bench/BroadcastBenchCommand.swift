@@ -7,18 +7,26 @@ import NIOCore
 import NIOPosix
 
 /// N connections (over one or several nodes, from one or several client processes), K rounds of one
-/// broadcast to all of them: per round the time from the push to the last delivery, percentiles
-/// across connections, deliveries per second, and missing deliveries. Arrival times use the system's
-/// monotonic clock, which every process on the machine shares.
+/// broadcast to all of them, timed the way a user sees it: from the moment the push is sent (an HTTP
+/// POST to the API by default, or a Kafka produce with `--via kafka`) to each socket's arrival. The
+/// first round is reported apart (a fresh node's first push), and the node's CPU per delivery is read
+/// from /proc around each round. Arrival times use the system's monotonic clock, which every process on
+/// the machine shares.
 struct BroadcastBenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "broadcast",
-        abstract: "N connections, K rounds of one broadcast to all; time to the last delivery and deliveries per second."
+        abstract: "N connections, K rounds of one broadcast to all: from the push to each socket, first round apart, node CPU per delivery."
     )
 
+    enum Via: String, ExpressibleByArgument, Sendable { case http, kafka }
+
     @OptionGroup var fleetOptions: FleetOptions
-    @Option(help: "Kafka bootstrap servers of the node's cluster (the broadcast is produced there).") var kafkaBrokers: String?
-    @Option(help: "The events topic.") var eventsTopic = "herald.events"
+    @Option(help: "How each round's broadcast is sent: http (POST /v1/push, as a business service does) or kafka (produced to the events topic).")
+    var via: Via = .http
+    @Option(help: "Kafka bootstrap servers of the node's cluster (for --via kafka).") var kafkaBrokers: String?
+    @Option(help: "The events topic (for --via kafka).") var eventsTopic = "herald.events"
+    @Option(help: "The API's port (for --via http).") var apiPort = 8081
+    @Option(help: "API key (for --via http). Env: HERALD_API_KEY.") var apiKey: String?
     @Option(help: "Rounds.") var rounds = 3
     @Option(help: "Payload bytes of the broadcast message.") var payloadBytes = 100
     @Option(help: "Client processes holding the connections (each holds N / processes).") var processes = 1
@@ -33,7 +41,7 @@ struct BroadcastBenchCommand: AsyncParsableCommand {
 
     func run() async throws {
         if worker { return try await runWorker() }
-        guard let kafkaBrokers else { throw ValidationError("--kafka-brokers is required") }
+        let sender = try await makeSender()
         let json = fleetOptions.json
         var local: Fleet? = nil
         var workers: [BenchWorker] = []
@@ -53,56 +61,71 @@ struct BroadcastBenchCommand: AsyncParsableCommand {
         }
         if !json { FileHandle.standardError.write(Data("\n".utf8)) }
         try await Task.sleep(for: .seconds(2))
-        var logger = Logger(label: "herald.bench")
-        logger.logLevel = .error
-        let producer = try KafkaProducer(
-            configuration: KafkaProducerConfiguration(kafka: KafkaConfiguration(bootstrapServers: kafkaBrokers, clientID: "herald-bench")),
-            logger: logger
-        )
         let expected = fleetOptions.connections
         let payload = "\"" + String(repeating: "b", count: max(0, payloadBytes - 2)) + "\""
-        var results: [(last: Double, p50: Double, p99: Double, rate: Double, missing: Int)] = []
+        var results: [BroadcastRound] = []
         for round in 1...rounds {
             local?.fleet.resetArrivals()
             for worker in workers { try worker.send("reset") }
             for worker in workers { _ = try worker.readObject() }
-            let record = HeraldRecord(stream: .broadcast, id: "bench-\(round)")
+            let clientCPUBefore = try clientCPUSeconds(local: true, workers: workers)
+            let nodeCPUBefore = fleetOptions.nodePid.flatMap(NodeSampler.cpuSeconds)
             let start = DispatchTime.now().uptimeNanoseconds
-            _ = try await producer.send(KafkaOutgoingRecord(
-                topic: eventsTopic, key: Array(record.key.utf8), value: ByteBuffer(string: payload),
-                headers: record.headers.map { KafkaHeader(name: $0.name, value: $0.value) }
-            ))
+            try await sender.send(payload: payload, id: "bench-\(UUID().uuidString.prefix(8))-\(round)")
             var arrivals = try await local?.fleet.waitForArrivals(expected, limit: .seconds(60)) ?? []
             for worker in workers { try worker.send("collect") }
+            var workerCPU = 0.0
             for worker in workers {
-                arrivals += ((try worker.readObject()["arrivals"] as? [NSNumber]) ?? []).map(\.uint64Value)
+                let reply = try worker.readObject()
+                arrivals += ((reply["arrivals"] as? [NSNumber]) ?? []).map(\.uint64Value)
+                workerCPU += (reply["cpu_seconds"] as? Double) ?? 0
             }
+            let nodeCPUAfter = fleetOptions.nodePid.flatMap(NodeSampler.cpuSeconds)
+            let clientCPU = (NodeSampler.cpuSeconds(pid: getpid()) ?? 0) + workerCPU - clientCPUBefore
             let latencies = arrivals.map { Double($0 &- start) / 1e6 }.sorted()
-            let last = latencies.last ?? 0
-            let rate = last > 0 ? Double(latencies.count) / (last / 1_000) : 0
-            results.append((last, percentile(latencies, 0.5), percentile(latencies, 0.99), rate, expected - latencies.count))
-            if !json {
-                print(String(format: "round %d: %d deliveries, last %.0f ms, p50 %.0f ms, p99 %.0f ms, %.0f deliveries/s, missing %d",
-                             round, latencies.count, last, percentile(latencies, 0.5), percentile(latencies, 0.99), rate, expected - latencies.count))
-            }
+            let result = BroadcastRound(
+                latencies: latencies, missing: expected - latencies.count,
+                nodeCPUSeconds: zip(nodeCPUBefore, nodeCPUAfter).map { $1 - $0 }, clientCPUSeconds: clientCPU
+            )
+            results.append(result)
+            if !json { print("round \(round): \(result.line)") }
             try await Task.sleep(for: .seconds(1))
         }
-        await producer.shutdown()
-        let rate = median(results.map(\.rate))
-        let last = median(results.map(\.last))
-        let p99 = median(results.map(\.p99))
-        let missing = results.map(\.missing).reduce(0, +)
+        await sender.shutdown()
+        let report = BroadcastReport(rounds: results, connections: expected)
         if json {
-            print(#"{"bench":"broadcast","connections":\#(expected),"processes":\#(processes),"rounds":\#(rounds),"payload_bytes":\#(payloadBytes),"median_last_ms":\#(Int(last)),"median_p99_ms":\#(Int(p99)),"median_deliveries_per_second":\#(Int(rate)),"missing":\#(missing)}"#)
+            print(report.json(processes: processes, payloadBytes: payloadBytes, via: via.rawValue))
         } else {
-            print(String(format: "median of %d rounds to %d connections: last delivery %.0f ms, p99 %.0f ms, %.0f deliveries/s, missing %d",
-                         rounds, expected, last, p99, rate, missing))
+            print(report.text)
         }
         for worker in workers { worker.finish() }
         if let local {
             local.fleet.closeAll()
             try await local.group.shutdownGracefully()
         }
+    }
+
+    private func makeSender() async throws -> BroadcastSender {
+        switch via {
+        case .kafka:
+            guard let kafkaBrokers else { throw ValidationError("--via kafka needs --kafka-brokers") }
+            return try await BroadcastSender.kafka(brokers: kafkaBrokers, topic: eventsTopic)
+        case .http:
+            guard let key = apiKey ?? ProcessInfo.processInfo.environment["HERALD_API_KEY"] else {
+                throw ValidationError("--via http needs --api-key or HERALD_API_KEY")
+            }
+            return try await BroadcastSender.http(host: fleetOptions.host, port: apiPort, key: key)
+        }
+    }
+
+    /// This process's CPU seconds plus, when asked, each worker's (they answer `cpu` with theirs).
+    private func clientCPUSeconds(local: Bool, workers: [BenchWorker]) throws -> Double {
+        var total = NodeSampler.cpuSeconds(pid: getpid()) ?? 0
+        for worker in workers {
+            try worker.send("cpu")
+            total += (try worker.readObject()["cpu_seconds"] as? Double) ?? 0
+        }
+        return total
     }
 
     private func open(_ fleet: Fleet, count: Int, offset: Int) async throws {
@@ -116,19 +139,24 @@ struct BroadcastBenchCommand: AsyncParsableCommand {
     }
 
     /// A worker opens its share, then answers the coordinator line by line: `reset` (forget arrivals),
-    /// `collect` (its arrivals so far, after waiting for all its connections' copies or 60 s).
+    /// `cpu` (its CPU seconds so far), `collect` (its arrivals so far, after waiting for all its
+    /// connections' copies or 60 s, and its CPU seconds).
     private func runWorker() async throws {
         let fleet = Fleet()
         try await open(fleet, count: fleetOptions.connections, offset: userOffset)
         BenchWorker.reply(#"{"connections":\#(fleet.fleet.count)}"#)
         while let line = readLine() {
+            let cpu = NodeSampler.cpuSeconds(pid: getpid()) ?? 0
             switch line {
             case "reset":
                 fleet.fleet.resetArrivals()
                 BenchWorker.reply(#"{"reset":true}"#)
+            case "cpu":
+                BenchWorker.reply(#"{"cpu_seconds":\#(cpu)}"#)
             case "collect":
                 let arrivals = try await fleet.fleet.waitForArrivals(fleet.fleet.count, limit: .seconds(60))
-                BenchWorker.reply(#"{"arrivals":[\#(arrivals.map(String.init).joined(separator: ","))]}"#)
+                let cpu = NodeSampler.cpuSeconds(pid: getpid()) ?? 0
+                BenchWorker.reply(#"{"arrivals":[\#(arrivals.map(String.init).joined(separator: ","))],"cpu_seconds":\#(cpu)}"#)
             default:
                 break
             }
@@ -136,4 +164,9 @@ struct BroadcastBenchCommand: AsyncParsableCommand {
         fleet.fleet.closeAll()
         try await fleet.group.shutdownGracefully()
     }
+}
+
+private func zip(_ a: Double?, _ b: Double?) -> (Double, Double)? {
+    guard let a, let b else { return nil }
+    return (a, b)
 }

@@ -1,4 +1,5 @@
 import Foundation
+import HeraldKafka
 import NIOCore
 import NIOPosix
 import Testing
@@ -31,6 +32,19 @@ struct InternalPortTests {
             }
             let checks = node.readinessChecks - before
             #expect(checks <= 5, "\(checks) readiness checks for 50 probes")
+        }
+    }
+
+    @Test("a node that answers /readyz 200 has a producer that knows the events and upstream topics and a consumer on every partition (ready means ready)")
+    func readyMeansTheFirstPushNeedNotWait() async throws {
+        try await GatewayHarness.run { node in
+            let status = try await api(node.apiPort, "GET", "/readyz", key: nil).status
+            #expect(status == 200)
+            // A producer that knows no topic yet is answered with every topic of the cluster.
+            try node.cluster.createTopic(KafkaTopicSpec(name: "unrelated.topic", partitions: 1))
+            let known = try await node.producer.knownTopics()
+            #expect(Set(known) == [node.topic, upstreamTopic], "\(known)")
+            #expect(node.node.consumer.assignedPartitions.count > 0)
         }
     }
 }

@@ -39,7 +39,7 @@ struct BenchToolTests {
         defer { node.stop() }
         let (status, output) = try await runBench(
             [
-                "broadcast", "--kafka-brokers", node.bootstrap, "--port", String(node.port), "--connections", "40",
+                "broadcast", "--via", "kafka", "--kafka-brokers", node.bootstrap, "--port", String(node.port), "--connections", "40",
                 "--processes", "2", "--rounds", "1", "--source-addresses", "4", "--jwt-secret", testSecret, "--json",
             ]
         )
@@ -48,6 +48,28 @@ struct BenchToolTests {
         #expect(result["connections"] as? Int == 40)
         #expect(result["processes"] as? Int == 2)
         #expect(result["missing"] as? Int == 0, "\(output)")
+    }
+}
+
+extension BenchToolTests {
+    @Test("herald-bench broadcast times each round from the HTTP push, reports the first round apart and the node's CPU per delivery")
+    func broadcastThroughTheAPI() async throws {
+        let node = try await NodeProcesses.start()
+        defer { node.stop() }
+        let apiPort = try await node.node.waitFor(#"(?:Server started and listening on|listening on) [^:]*:(\d+)"#)
+        let (status, output) = try await runBench(
+            [
+                "broadcast", "--port", String(node.port), "--api-port", apiPort, "--api-key", testAPIKey, "--connections", "20",
+                "--rounds", "3", "--source-addresses", "2", "--jwt-secret", testSecret, "--node-pid", String(node.node.pid), "--json",
+            ]
+        )
+        #expect(status == 0, "\(output)")
+        let result = try benchResult(output, mode: "broadcast")
+        #expect(result["via"] as? String == "http")
+        #expect(result["missing"] as? Int == 0, "\(output)")
+        #expect((result["first_round_last_ms"] as? Double ?? 0) > 0, "\(output)")
+        #expect((result["median_last_ms"] as? Int).map { $0 >= 0 } == true, "\(output)")
+        #expect(result["node_cpu_us_per_delivery"] is Double, "\(output)")
     }
 }
 

@@ -60,3 +60,20 @@ struct ProduceConsumeTests {
         }
     }
 }
+
+@Suite("A prepared producer: its first send does not wait for topic metadata")
+struct ProducerPreparationTests {
+    @Test("a producer prepared for a topic holds that topic's metadata and only what it was prepared for (the first push of a fresh node waited most of a second for it)")
+    func preparedProducerHoldsItsTopicsMetadata() async throws {
+        try await withCluster(partitions: 3) { cluster, topic in
+            try cluster.createTopic(KafkaTopicSpec(name: "unrelated.topic", partitions: 1))
+            let producer = try KafkaProducer(configuration: producerConfiguration(cluster), logger: testLogger)
+            try await producer.prepare(topics: [topic], timeout: .seconds(5))
+            let known = try await producer.knownTopics()
+            #expect(known == [topic], "\(known)")
+            let delivery = try await producer.send(record(topic: topic, key: "user-1", value: "first"))
+            #expect(delivery.offset >= 0)
+            await producer.shutdown()
+        }
+    }
+}

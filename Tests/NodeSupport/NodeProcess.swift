@@ -97,6 +97,8 @@ package final class HeraldProcess: @unchecked Sendable {
         throw TestFailure("no /\(pattern)/ within \(limit) in: \(text)")
     }
 
+    package var pid: Int32 { process.processIdentifier }
+
     /// Resident memory of the process, in bytes.
     package var residentBytes: Int {
         guard let statm = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/statm", encoding: .utf8) else { return 0 }
