@@ -164,6 +164,9 @@ public struct PushLimits: Sendable {
     /// Records per second one API key may push (a one-second bucket); more is 429 with Retry-After.
     /// 0 turns the limit off.
     public var recordsPerSecondPerKey: Double = 20_000
+    /// How long a push this node acknowledged may wait for this node's own fan-out before new pushes
+    /// are refused with 503 `delivery-behind` and Retry-After (ms); 0 turns the bound off.
+    public var maxDeliveryDelayMillis: Int64 = 250
     public init() {}
 }
 

@@ -1,5 +1,5 @@
 import Foundation
-import HeraldCore
+public import HeraldCore
 public import HeraldKafka
 public import Logging
 import NIOCore
@@ -25,12 +25,17 @@ public struct PushService: Sendable {
     let idempotency = IdempotencyCache()
     /// Where Kafka's own reasons go: an API caller is told only that Kafka did not acknowledge.
     let logger: Logger
+    /// What this node acknowledged and has not delivered yet: past its bound, pushes wait (503).
+    let backlog: DeliveryBacklog?
 
-    public init(producer: KafkaProducer, topic: String, logger: Logger = Logger(label: "herald.api")) {
+    public init(producer: KafkaProducer, topic: String, backlog: DeliveryBacklog? = nil, logger: Logger = Logger(label: "herald.api")) {
         self.producer = producer
         self.topic = topic
+        self.backlog = backlog
         self.logger = logger
     }
+
+    static func nowMillis() -> Int64 { Int64((Date().timeIntervalSince1970 * 1_000).rounded()) }
 
     /// The 503 a caller sees when Kafka did not acknowledge: what happened and what to do, without
     /// librdkafka's text, the topic or the brokers (those go to the log).
@@ -52,6 +57,13 @@ public struct PushService: Sendable {
     /// and then nothing is produced. If any record is not acknowledged the whole call fails with 503,
     /// and no id of this call is remembered, so a retry is safe. Ids must be distinct (the API checks).
     public func push(_ requests: [PushRequest], client: Int = 0, batch: Bool = true) async throws(APIError) -> [PushOutcome] {
+        if let backlog, backlog.isBehind(now: Self.nowMillis()) {
+            throw APIError(
+                .deliveryBehind,
+                "this node's deliveries are more than \(backlog.maxAgeMillis) ms behind the pushes it accepted; nothing was sent: retry after Retry-After",
+                retryAfter: 1
+            )
+        }
         let keyed = requests.enumerated().compactMap { index, request in
             request.id.map { (index: index, key: IdempotencyCache.Key(client: client, id: $0), digest: Self.digest(request)) }
         }
@@ -103,6 +115,9 @@ public struct PushService: Sendable {
             idempotency.finish(owned.compactMap { requests[$0.index].id == nil ? nil : (IdempotencyCache.Key(client: client, id: $0.id), nil) })
             throw unacknowledged("push", failure)
         }
+        backlog?.acknowledged(
+            deliveries.compactMap { delivery in (try? delivery.get()).map { (partition: $0.partition, offset: $0.offset) } }, now: Self.nowMillis()
+        )
         var finished: [(key: IdempotencyCache.Key, outcome: PushOutcome?)] = []
         for (index, id) in owned {
             let outcome = PushOutcome(id: id, results: results[index] ?? [])

@@ -21,6 +21,8 @@ public final class Gateway: Service, Sendable {
     let metrics = GatewayMetrics()
 
     private let consumer: KafkaLiveConsumer
+    /// The node's pushes acknowledged but not yet delivered (the push API's back-pressure).
+    private let backlog: DeliveryBacklog?
     private let admin: KafkaAdmin
     private let tokens: TokenVerifier
     private let group: any EventLoopGroup
@@ -37,8 +39,9 @@ public final class Gateway: Service, Sendable {
         configuration: GatewayConfiguration, topology: TopicTopology, consumer: KafkaLiveConsumer, admin: KafkaAdmin,
         tokens: TokenVerifier, group: any EventLoopGroup, logger: Logger,
         replayReader: KafkaReplayReader? = nil, upstream: UpstreamPublisher? = nil, developmentTools: DevelopmentTools? = nil,
-        clock: WallClock = .system
+        backlog: DeliveryBacklog? = nil, clock: WallClock = .system
     ) {
+        self.backlog = backlog
         self.configuration = configuration
         self.clock = clock
         self.topology = topology
@@ -168,6 +171,7 @@ public final class Gateway: Service, Sendable {
 
         var dispatcher = Dispatcher(shards: shards, window: window, logger: logger, counters: counters, metrics: metrics, clock: clock, registry: registry)
         dispatcher.repeats = sessions.replay.repeats
+        dispatcher.backlog = backlog
         dispatcher.revocations = tokens.revocations
         // The topic changed under the node (partitions added, recreated): its epoch, positions and shards
         // no longer describe it. The node closes its connections so they resume elsewhere and ends with

@@ -75,6 +75,7 @@ public final class HeraldNode: Sendable {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoopThreads)
         self.group = group
         let developmentTools = try await Self.developmentTools(configuration, producer: producer)
+        let backlog = DeliveryBacklog(maxAgeMillis: configuration.api.limits.maxDeliveryDelayMillis)
         let gateway = Gateway(
             configuration: configuration.gateway, topology: topology, consumer: consumer, admin: admin, tokens: tokens,
             group: group, logger: logger, replayReader: replayReader,
@@ -82,7 +83,7 @@ public final class HeraldNode: Sendable {
                 producer: producer, upstreamTopic: configuration.upstreamTopic, eventsTopic: configuration.eventsTopic,
                 nodeID: configuration.nodeID
             ),
-            developmentTools: developmentTools, clock: configuration.clock
+            developmentTools: developmentTools, backlog: backlog, clock: configuration.clock
         )
         self.gateway = gateway
         let apiPort = AnnouncedPort()
@@ -103,7 +104,7 @@ public final class HeraldNode: Sendable {
         )
         let configuredAPIPort = configuration.api.port
         let controlPlane = try ControlPlane.application(
-            configuration: configuration.api, push: PushService(producer: producer, topic: configuration.eventsTopic, logger: logger), node: hooks,
+            configuration: configuration.api, push: PushService(producer: producer, topic: configuration.eventsTopic, backlog: backlog, logger: logger), node: hooks,
             logger: logger, onServerRunning: { channel in apiPort.announce(channel.localAddress?.port ?? configuredAPIPort) }
         )
         serviceGroup = ServiceGroup(

@@ -29,6 +29,9 @@ struct APIOptions: ParsableArguments {
     @Option(help: "Records per second each API key may push (0: no limit); more is 429. Env: HERALD_PUSH_RATE. Default: 20000.")
     var pushRate: Double?
 
+    @Option(help: "Milliseconds a push this node accepted may wait for its fan-out before new pushes get 503 delivery-behind with Retry-After (0: no bound). Env: HERALD_PUSH_MAX_DELIVERY_DELAY. Default: 250.")
+    var pushMaxDeliveryDelay: Int?
+
     @Option(help: "Seconds an internal-port connection may stay silent before it is closed. Env: HERALD_API_IDLE_TIMEOUT. Default: 30.")
     var apiIdleTimeout: Double?
 
@@ -64,6 +67,11 @@ struct APIOptions: ParsableArguments {
         configuration.limits.maxRecordsPerRequest = try settings.number(maxPushRecords, "HERALD_MAX_PUSH_RECORDS") ?? 10_000
         configuration.limits.maxRecordBytesPerRequest = try settings.number(maxPushRecordBytes, "HERALD_MAX_PUSH_RECORD_BYTES") ?? 32 * 1024 * 1024
         configuration.limits.recordsPerSecondPerKey = try settings.number(pushRate, "HERALD_PUSH_RATE") ?? 20_000
+        let delay = try settings.number(pushMaxDeliveryDelay, "HERALD_PUSH_MAX_DELIVERY_DELAY") ?? 250
+        guard (0...60_000).contains(delay) else {
+            throw ValidationError("the push delivery-delay bound must be 0 (none) to 60000 ms; it is \(delay)")
+        }
+        configuration.limits.maxDeliveryDelayMillis = Int64(delay)
         let idle = try settings.number(apiIdleTimeout, "HERALD_API_IDLE_TIMEOUT") ?? 30
         guard configuration.limits.maxRecordsPerRequest >= 1, configuration.limits.maxRecordBytesPerRequest >= 1 else {
             throw ValidationError("the per-request record limits must be at least 1")

@@ -21,7 +21,7 @@ struct ConfigurationFile {
         "replay-limit", "drain-seconds", "drain-delay-seconds",
         "api-port", "api-host", "api-keys", "api-keys-file", "max-payload",
         "node-id", "kafka-linger-ms", "metrics", "embedded-kafka", "production",
-        "api-idle-timeout", "jwt-max-lifetime", "revocation-horizon", "max-push-records", "max-push-record-bytes", "push-rate",
+        "api-idle-timeout", "jwt-max-lifetime", "revocation-horizon", "max-push-records", "max-push-record-bytes", "push-rate", "push-max-delivery-delay",
         "outbound-hard-limit", "slow-consumer-seconds", "replay-deadline-seconds", "replay-max-bytes", "replay-readers",
         "source-handshakes-in-flight", "source-handshake-rate", "client-message-rate", "publish-rate", "publish-bytes-rate",
         "tls-cert-file", "tls-key-file", "api-tls-cert-file", "api-tls-key-file", "api-tls-client-ca-file",

@@ -35,4 +35,28 @@ struct PushLimitTests {
             #expect(try await api(node.apiPort, "POST", "/v1/push", body: body, key: "quiet-key").status == 202)
         }
     }
+
+    @Test("while this node's fan-out is stalled, a push past the delivery-delay bound is refused with 503 delivery-behind and Retry-After, and accepted again once deliveries caught up")
+    func deliveryBehindRefusesUntilTheFanOutCatchesUp() async throws {
+        try await GatewayHarness.run(configureAPI: { $0.limits.maxDeliveryDelayMillis = 200 }) { node in
+            #expect(try await api(node.apiPort, "POST", "/v1/push", body: #"{"to":{"users":["warm"]},"data":1}"#).status == 202)
+            // Every shard's loop busy for 2 s: what the consumer reads cannot reach the sockets.
+            for loop in node.node.group.makeIterator() { loop.execute { usleep(2_000_000) } }
+            let accepted = try await api(node.apiPort, "POST", "/v1/push", body: #"{"to":{"users":["a"]},"data":1}"#)
+            #expect(accepted.status == 202, "\(accepted.body)")
+            try await Task.sleep(for: .milliseconds(600))
+            let refused = try await api(node.apiPort, "POST", "/v1/push", body: #"{"to":{"users":["b"]},"data":2}"#)
+            #expect(refused.status == 503, "\(refused.body)")
+            #expect(refused.errorCode == "delivery-behind" && refused.errorMessage?.contains("200 ms") == true, "\(refused.body)")
+            #expect(Int(refused.headers["retry-after"] ?? "") ?? 0 >= 1, "\(refused.headers)")
+            var after: APIResponse? = nil
+            for _ in 0..<100 {
+                let attempt = try await api(node.apiPort, "POST", "/v1/push", body: #"{"to":{"users":["b"]},"data":2}"#)
+                if attempt.status == 202 { after = attempt; break }
+                #expect(attempt.status == 503, "\(attempt.body)")
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(after != nil, "pushes were still refused 10 s after the fan-out resumed")
+        }
+    }
 }

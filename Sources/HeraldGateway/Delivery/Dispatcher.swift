@@ -35,6 +35,8 @@ struct Dispatcher: Sendable {
     var revocations: RevocationList? = nil
     /// Sync publishes seen, to drop a client's retry of one (shared with the replays).
     var repeats: RepeatedPublishes? = nil
+    /// The node's acknowledged pushes waiting for delivery: told as each batch reaches the shards.
+    var backlog: DeliveryBacklog? = nil
     /// One warning per partition per 10 s about misrouted records; the metric counts every one.
     let misroutedLog = LogThrottle(intervalMillis: 10_000)
 
@@ -53,6 +55,7 @@ struct Dispatcher: Sendable {
                 // window up to a shard's position finds them.
                 window.append(batch)
                 await deliver(batch)
+                backlog?.delivered(through: batch.nextOffsets)
             case .event(let event):
                 await handle(event, partitionCount: &partitionCount)
             }
@@ -95,6 +98,7 @@ struct Dispatcher: Sendable {
         window.restart(partition: partition, at: to)
         if to > from {
             await deliver(DeliveryBatch(deliveries: [], nextOffsets: [partition: to], now: clock.nowMillis()))
+            backlog?.delivered(through: [partition: to])
         }
         guard let registry, let partitionCount else {
             logger.error("a partition gap was not told to this node's connections", metadata: ["partition": "\(partition)"])
