@@ -214,17 +214,18 @@ export class HeraldConnection extends EventTarget {
     return typeof source === "string" ? source : await source();
   }
 
-  async #connect(viaEventStream = false) {
+  /** One attempt; `fallbackToken`: the same attempt again over an event stream, with its token. */
+  async #connect(fallbackToken = null) {
     if (this.stopped) return;
-    const transport = viaEventStream || this.options.transport === "sse" ? "sse" : "websocket";
+    const transport = fallbackToken !== null || this.options.transport === "sse" ? "sse" : "websocket";
     if (transport !== this.transport) {
       this.transport = transport;
       this.#emit("transport", { transport });
     }
     this.#setState(this.attempt === 0 && !this.epoch ? "connecting" : "reconnecting");
-    let token;
+    let token = fallbackToken;
     try {
-      token = await this.#token();
+      if (token === null) token = await this.#token();
     } catch (error) {
       this.#emit("error", { code: "token", message: String(error) });
       return this.#retry("resume");
@@ -238,7 +239,7 @@ export class HeraldConnection extends EventTarget {
       socket = new this.WebSocket(this.connectionURL(token));
     } catch (error) {
       this.#emit("error", { code: "transport", message: String(error) });
-      if (this.#mayFallBack()) return this.#connect(true);
+      if (this.#mayFallBack()) return this.#connect(token);
       return this.#retry("resume");
     }
     this.socket = socket;
@@ -252,7 +253,7 @@ export class HeraldConnection extends EventTarget {
       if (this.socket !== socket) return;
       this.socket = null;
       // Never opened: no WebSocket gets through here; the event stream may.
-      if (!opened && !this.stopped && this.#mayFallBack()) return this.#connect(true);
+      if (!opened && !this.stopped && this.#mayFallBack()) return this.#connect(token);
       const action = closeAction(event.code);
       this.#emit("close", { code: event.code, reason: event.reason, action });
       if (!this.stopped) this.#retry(action);

@@ -235,7 +235,10 @@ class FakeEventSource {
 
 test("a WebSocket that fails before it opens: the same attempt opens /v1/sse with the same parameters", async () => {
   FakeEventSource.opened = [];
-  const { connection, timers, events } = harness({ channels: ["news"], EventSource: FakeEventSource });
+  let asked = 0;
+  const { connection, timers, events } = harness({
+    channels: ["news"], EventSource: FakeEventSource, token: () => { asked += 1; return token("alice", "phone"); },
+  });
   const transports = [];
   connection.addEventListener("transport", (e) => transports.push(e.detail.transport));
   connection.open();
@@ -248,7 +251,8 @@ test("a WebSocket that fails before it opens: the same attempt opens /v1/sse wit
   assert.equal(url.protocol, "http:");
   assert.equal(url.pathname, "/v1/sse");
   assert.equal(url.searchParams.get("channels"), "news");
-  assert.ok(url.searchParams.get("token"));
+  assert.equal(url.searchParams.get("token"), new URL(FakeSocket.opened[0].url).searchParams.get("token"));
+  assert.equal(asked, 1, "the fallback is the same attempt: the token function is not asked again");
   assert.deepEqual(transports, ["sse"]);
 
   source.serverFrame({ type: "welcome", node: "n1", session: "s", epoch: "c.4", positions: { u: 10, "*": 5, "c:news": -1 } });
