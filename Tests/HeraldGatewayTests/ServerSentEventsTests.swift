@@ -126,6 +126,14 @@ struct ServerSentEventsTests {
         }
     }
 
+    @Test("the token's expiry ends the stream with event: close and 4009")
+    func tokenExpiry() async throws {
+        try await GatewayHarness.run { node in
+            let stream = try await EventStreamConnection.open(port: node.port, token: try await node.token("fay", ttl: 2))
+            #expect(try await stream.closeCode(within: .seconds(15)) == CloseCode.tokenExpired.rawValue)
+        }
+    }
+
     @Test("heartbeats are SSE comments, and an SSE client that cannot answer pings is not closed for it")
     func heartbeats() async throws {
         try await GatewayHarness.run(configure: { $0.pingInterval = .seconds(1) }) { node in
