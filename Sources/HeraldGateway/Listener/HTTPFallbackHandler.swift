@@ -70,7 +70,8 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
                     guard case .refused(let refusal) = state.outcome else { return context.close(promise: nil) }
                     respond(context, .error(refusal.status, refusal.code.description, refusal.message), retryAfter: refusal.retryAfter)
                 case .failure:
-                    respond(context, .error(.internalServerError, "internal-error", "the node could not open the event stream"))
+                    // The pipeline may be half changed over to the stream: no HTTP answer can be trusted.
+                    context.channel.close(promise: nil)
                 }
             }
             return
