@@ -126,6 +126,19 @@ struct ServerSentEventsTests {
         }
     }
 
+    @Test("a client that keeps sending on its one-way stream is closed; a stray request's worth of bytes is ignored")
+    func clientBytesAreBounded() async throws {
+        try await GatewayHarness.run { node in
+            let token = try await node.token("gus")
+            let stream = try await EventStreamConnection.open(port: node.port, token: token)
+            try await stream.channel.writeAndFlush(ByteBuffer(string: "GET /v1/sse HTTP/1.1\r\nHost: x\r\n\r\n"))
+            let offset = try await push(node, to: #"{"users":["gus"]}"#, #"{"after":"stray bytes"}"#)
+            #expect(try await stream.nextMessage().offset == offset, "a few bytes close nothing")
+            try await stream.channel.writeAndFlush(ByteBuffer(repeating: UInt8(ascii: "x"), count: 16 * 1024))
+            #expect(try await stream.closeCode(within: .seconds(15)) == nil, "closed without a close event")
+        }
+    }
+
     @Test("the token's expiry ends the stream with event: close and 4009")
     func tokenExpiry() async throws {
         try await GatewayHarness.run { node in
