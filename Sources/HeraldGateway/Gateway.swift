@@ -172,6 +172,7 @@ public final class Gateway: Service, Sendable {
         var dispatcher = Dispatcher(shards: shards, window: window, logger: logger, counters: counters, metrics: metrics, clock: clock, registry: registry)
         dispatcher.repeats = sessions.replay.repeats
         dispatcher.backlog = backlog
+        dispatcher.serverSentEvents = sessions.serverSentEvents
         dispatcher.revocations = tokens.revocations
         // The topic changed under the node (partitions added, recreated): its epoch, positions and shards
         // no longer describe it. The node closes its connections so they resume elsewhere and ends with

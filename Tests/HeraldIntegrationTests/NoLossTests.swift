@@ -6,11 +6,32 @@ import NIOCore
 import NIOPosix
 import Testing
 
+/// A device's connection over either transport, as the checker reads it.
+protocol DeviceLink: AnyObject, Sendable {
+    var welcome: ServerEvent.Welcome { get }
+    func pending() async -> [ServerEvent]
+    func next(within limit: Duration) async throws -> ServerEvent
+    /// Ends the connection from the client's side.
+    func hangUp()
+}
+
+extension TestConnection: DeviceLink {
+    func hangUp() { session.close() }
+}
+
+extension EventStreamConnection: DeviceLink {
+    func hangUp() { close() }
+}
+
 /// One simulated device: what it was sent since its first connect, per stream, as it received it.
 final class SimulatedDevice {
     let user: String
     let name: String
-    var connection: TestConnection?
+    /// Reads Server-Sent Events instead of a WebSocket, and resumes as a browser does: `Last-Event-ID`.
+    let overEventStream: Bool
+    var connection: (any DeviceLink)?
+    /// The id of the last event its stream had (SSE devices).
+    var lastEventID: String?
     /// The positions of its first welcome: it is owed every acknowledged message after them.
     var first: [String: Int64] = [:]
     var cursor: [String: Int64] = [:]
@@ -19,9 +40,10 @@ final class SimulatedDevice {
     var resumes = 0
     var resumesOnSecondNode = 0
 
-    init(user: String, name: String) {
+    init(user: String, name: String, overEventStream: Bool = false) {
         self.user = user
         self.name = name
+        self.overEventStream = overEventStream
     }
 
     func record(_ event: ServerEvent) throws {
@@ -51,11 +73,16 @@ final class SimulatedDevice {
     func disconnect() async throws {
         guard let connection else { return }
         try await pump()
-        connection.session.close()
+        connection.hangUp()
         while true {
             let event = try await connection.next(within: .seconds(15))
             if case .closed = event { break }
             try record(event)
+        }
+        if let stream = connection as? EventStreamConnection {
+            lastEventID = stream.lastEventID
+            // The stream's last id is the device's own cursor: what it has, no more and no less.
+            #expect(lastEventID == ResumeCursor(positions: cursor).eventID(epoch: epoch), "\(user)/\(name): the last event id")
         }
         self.connection = nil
     }
@@ -64,12 +91,19 @@ final class SimulatedDevice {
     /// recovered, with the cursor as its positions. Returns whether it resumed.
     @discardableResult
     func connect(port: Int, token: String, group: any EventLoopGroup, context: String) async throws -> Bool {
-        let client = HeraldClient(host: "127.0.0.1", port: port, group: group)
         let resuming = !cursor.isEmpty
-        let session = try await client.connect(
-            token: token, channels: ["news"], cursor: resuming ? cursorText : nil, epoch: resuming ? epoch : nil
-        )
-        let connection = try await TestConnection.open(session)
+        let connection: any DeviceLink
+        if overEventStream {
+            connection = try await EventStreamConnection.open(
+                port: port, token: token, channels: ["news"], lastEventID: resuming ? lastEventID : nil, group: group
+            )
+        } else {
+            let client = HeraldClient(host: "127.0.0.1", port: port, group: group)
+            let session = try await client.connect(
+                token: token, channels: ["news"], cursor: resuming ? cursorText : nil, epoch: resuming ? epoch : nil
+            )
+            connection = try await TestConnection.open(session)
+        }
         let welcome = connection.welcome
         if resuming {
             guard welcome.recovered == true else {
@@ -119,7 +153,7 @@ final class SimulatedDevice {
 
 @Suite("No loss: random disconnects and resumes across two nodes against every acknowledged message")
 struct NoLossTests {
-    @Test("seeded random pushes (API and straight to Kafka), disconnects and resumes, some through a second node process")
+    @Test("seeded random pushes (API and straight to Kafka), disconnects and resumes, some through a second node process, over WebSocket and Server-Sent Events")
     func randomizedNoLoss() async throws {
         let seed = UInt64(ProcessInfo.processInfo.environment["HERALD_TEST_SEED"] ?? "") ?? 20_261_129
         var random = SplitMix64(state: seed)
@@ -136,7 +170,10 @@ struct NoLossTests {
             let secondPort = Int(try await second.waitFor(#"port=(\d+) \[\w+\] WebSocket listener open"#))!
 
             let users = (0..<6).map { "user\($0)" }
-            let devices = users.flatMap { user in ["phone", "laptop", "browser"].map { SimulatedDevice(user: user, name: $0) } }
+            // Each user's browser reads Server-Sent Events: both transports share every record and position.
+            let devices = users.flatMap { user in
+                ["phone", "laptop", "browser"].map { SimulatedDevice(user: user, name: $0, overEventStream: $0 == "browser") }
+            }
             var acknowledged: [String: [Int64]] = [:]  // "u:USER", "*", "c:news" → offsets
 
             func connect(_ device: SimulatedDevice, port: Int) async throws {
@@ -210,9 +247,11 @@ struct NoLossTests {
             let checked = devices.map { $0.check(against: acknowledged, context: "seed \(seed)") }.reduce(0, +)
             let resumes = devices.map(\.resumes).reduce(0, +)
             let onSecond = devices.map(\.resumesOnSecondNode).reduce(0, +)
+            let overStreams = devices.filter(\.overEventStream).map(\.resumes).reduce(0, +)
+            #expect(overStreams >= 5, "seed \(seed): the run resumed event streams through Last-Event-ID (\(overStreams))")
             #expect(resumes >= 20 && onSecond >= 5, "seed \(seed): the run exercised resumes (\(resumes), \(onSecond) on the second node)")
             #expect(checked > 300, "seed \(seed): \(checked) deliveries checked")
-            print("no-loss seed \(seed): \(checked) deliveries checked, \(resumes) resumes (\(onSecond) on the second node), " +
+            print("no-loss seed \(seed): \(checked) deliveries checked, \(resumes) resumes (\(onSecond) on the second node, \(overStreams) over SSE), " +
                   "first node served \(node.gateway.replayStats.servedFromWindow) from its window and \(node.gateway.replayStats.servedFromKafka) from Kafka")
         }
     }

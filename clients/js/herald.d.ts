@@ -41,8 +41,14 @@ export interface HeraldOptions {
   cursorStore?: CursorStore;
   /** The cursor's storage key. Default: per host, user and device. */
   storageKey?: string;
-  /** For tests: a WebSocket constructor, a timer and a random source. */
+  /**
+   * `"auto"` (default): each attempt tries a WebSocket and, if it fails before it opens, Server-Sent
+   * Events on /v1/sse at once. `"websocket"` or `"sse"`: that one only. An event stream only receives.
+   */
+  transport?: "auto" | "websocket" | "sse";
+  /** For tests: WebSocket and EventSource constructors, a timer and a random source. */
   WebSocket?: typeof WebSocket;
+  EventSource?: typeof EventSource;
   setTimeout?: (callback: () => void, milliseconds: number) => unknown;
   random?: () => number;
 }
@@ -75,6 +81,8 @@ export interface HeraldEventMap {
   /** Kafka took the publish sent with `id`; with `sync`, its copy's position in the user's stream. */
   published: CustomEvent<{ id: string; stream?: "u"; offset?: number }>;
   close: CustomEvent<{ code: number; reason: string; action: CloseAction }>;
+  /** An attempt uses another transport than the one before. */
+  transport: CustomEvent<{ transport: "websocket" | "sse" }>;
 }
 
 export class HeraldConnection extends EventTarget {
@@ -82,8 +90,11 @@ export class HeraldConnection extends EventTarget {
   readonly state: ConnectionState;
   readonly positions: Record<string, number>;
   readonly epoch: string | null;
+  /** The transport of the current (or last) attempt. */
+  readonly transport: "websocket" | "sse";
   open(): this;
   close(): void;
+  /** `publish`, `subscribe`, `unsubscribe` and `ack` return false over an event stream (receive only). */
   publish(data: unknown, options?: { sync?: boolean; id?: string }): boolean;
   subscribe(channel: string, options?: { offset?: number }): boolean;
   unsubscribe(channel: string): boolean;

@@ -47,14 +47,17 @@ public final class Connection: @unchecked Sendable {
     /// deinit gives it back (exactly once: cleared when it does). Declared right after the lifecycle,
     /// whose last bytes are small fields: it fits beside them.
     private var holdsSlot = false
+    /// WebSocket frames or Server-Sent Events: which bytes of a record the shard writes.
+    let transport: ConnectionTransport
     /// Bytes written since the last flush. NIO counts unflushed bytes as queued too, so a large batch
     /// is flushed in slices: writability then measures what the peer has not taken, not our batching.
     var unflushedBytes = 0
 
     init(
         id: UInt64, identity: Identity, channel: any Channel, openedAt: Int64, limits: ConnectionStateMachine<ByteBuffer>.Limits,
-        accounts: ConnectionAccounts, slot: AdmissionSlot? = nil, resuming: Bool = false
+        accounts: ConnectionAccounts, slot: AdmissionSlot? = nil, resuming: Bool = false, transport: ConnectionTransport = .webSocket
     ) {
+        self.transport = transport
         self.id = id
         // Ids decoded from JSON live in heap storage; a copy of a short one fits in the String
         // itself (up to 15 UTF-8 bytes), which saves an allocation per connection.

@@ -27,6 +27,8 @@ final class SessionServices: Sendable {
     let metrics: GatewayMetrics
     let clock: WallClock
     private let acks = NodeCounter("herald_acks_total")
+    /// The node's Server-Sent Events connections, for the dispatcher's encoding.
+    let serverSentEvents = ServerSentEventsDemand()
     private let shards: [ObjectIdentifier: Shard]
 
     init(

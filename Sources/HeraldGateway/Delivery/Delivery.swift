@@ -26,6 +26,9 @@ struct Delivery: Sendable {
     var expiresAt: Int64?
     /// The record's Kafka timestamp (Unix milliseconds), for the delivery latency.
     var timestamp: Int64 = 0
+    /// The frame's JSON as Server-Sent Event data lines, shared by every SSE connection; encoded only
+    /// while the node has one (`ServerSentEventsDemand`).
+    var serverSentEvent: ByteBuffer? = nil
 
     /// Reads a record of the events topic: its stream from key and headers, its frame encoded once.
     /// `nil` when it expired by `now`; throws when it is not a Herald record.

@@ -37,6 +37,8 @@ struct Dispatcher: Sendable {
     var repeats: RepeatedPublishes? = nil
     /// The node's acknowledged pushes waiting for delivery: told as each batch reaches the shards.
     var backlog: DeliveryBacklog? = nil
+    /// Whether any connection of the node reads Server-Sent Events: then each record is encoded for them too.
+    var serverSentEvents: ServerSentEventsDemand? = nil
     /// One warning per partition per 10 s about misrouted records; the metric counts every one.
     let misroutedLog = LogThrottle(intervalMillis: 10_000)
 
@@ -137,10 +139,11 @@ struct Dispatcher: Sendable {
         deliveries.reserveCapacity(records.count)
         var nextOffsets: [Int32: Int64] = [:]
         let allocator = ByteBufferAllocator()
+        let encodeEvents = serverSentEvents?.isWanted ?? false
         for record in records {
             nextOffsets[record.partition] = max(nextOffsets[record.partition] ?? 0, record.offset + 1)
             do {
-                guard let delivery = try Delivery(record, now: now, allocator: allocator) else {
+                guard var delivery = try Delivery(record, now: now, allocator: allocator) else {
                     counters.expired.add(1, ordering: .relaxed)
                     // Expired records are rare: decoding the envelope again for its kind costs nothing much.
                     metrics.dropped((try? record.heraldEnvelope())?.stream.kind ?? .user, .expired)
@@ -156,6 +159,9 @@ struct Dispatcher: Sendable {
                 // In force before the batch is delivered, so a kicked client that reconnects at once is refused.
                 if case .disconnect(let before?) = delivery.action, case .user(let user) = delivery.stream {
                     revocations?.revoke(user: user, before: before, now: now)
+                }
+                if encodeEvents, case .frame(let frame) = delivery.action {
+                    delivery.serverSentEvent = ServerSentEvent.dataLines(ofTextFrame: frame, allocator: allocator)
                 }
                 deliveries.append(delivery)
             } catch {

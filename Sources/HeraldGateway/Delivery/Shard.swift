@@ -174,6 +174,7 @@ public actor Shard {
 
     private func write(_ frame: ByteBuffer, of delivery: Delivery, to connection: Connection, now: Int64) {
         guard delivery.exclude != connection.id else { return }
+        let frame = connection.transport.bytes(of: frame, delivery)
         let kind = delivery.stream.kind.index
         switch connection.lifecycle.offer(frame, stream: delivery.stream, offset: delivery.offset, now: now) {
         case .write:

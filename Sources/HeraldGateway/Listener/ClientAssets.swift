@@ -5,6 +5,8 @@ enum ClientAssets {
     static let heraldJS = ##"""
 // Herald's browser client: one WebSocket to Herald, reconnected with jittered backoff, resumed from a
 // cursor kept per stream, so an app sees every message of its streams once, in order, across drops.
+// Where a WebSocket cannot be opened (a proxy that drops upgrades, a runtime without WebSocket), it
+// falls back to Server-Sent Events on /v1/sse: the same messages, cursor and close codes, receive only.
 // A dependency-free ES module (PROTOCOL.md: the wire contract). Herald serves it at /herald.js.
 //
 //   import { connect } from "/herald.js";
@@ -113,8 +115,14 @@ export class CursorStore {
  * Events (`addEventListener`): `state` ({state}), `welcome` (the welcome frame), `message` ({stream,
  * offset, id, data, encoding}) and `message:STREAM` for one stream, `resync` (the server could not
  * replay: {reason}; fetch the current state from your backend), `error` (an error frame or a
- * transport error: {code, message}), `close` ({code, reason, action}).
+ * transport error: {code, message}), `close` ({code, reason, action}), `transport` ({transport}: an
+ * attempt uses another transport than the one before, `"websocket"` or `"sse"`).
  * States: `connecting`, `open`, `reconnecting`, `closed`.
+ *
+ * `options.transport`: `"auto"` (default: each attempt tries a WebSocket, and if it fails before it
+ * opens, an event stream at once), `"websocket"` or `"sse"`. Over SSE the
+ * connection only receives: `publish`, `subscribe`, `unsubscribe` and `ack` return false (channels
+ * given to `subscribe` are followed from the next reconnect).
  */
 export class HeraldConnection extends EventTarget {
   constructor(url, options = {}) {
@@ -125,6 +133,8 @@ export class HeraldConnection extends EventTarget {
     this.channels = [...(options.channels ?? [])];
     this.store = options.cursorStore ?? new CursorStore(options.storage);
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    this.EventSource = options.EventSource ?? globalThis.EventSource;
+    this.transport = options.transport === "sse" ? "sse" : "websocket";
     this.setTimer = options.setTimeout ?? ((fn, ms) => setTimeout(fn, ms));
     this.random = options.random ?? Math.random;
     this.backoff = { base: options.backoffBase ?? 500, cap: options.backoffCap ?? 30000 };
@@ -183,6 +193,11 @@ export class HeraldConnection extends EventTarget {
   /** The URL of the next connection attempt (token, channels, cursor and epoch as query parameters). */
   connectionURL(token) {
     const url = new URL(this.url, globalThis.location?.href ?? undefined);
+    if (this.transport === "sse") {
+      // The same node, the same parameters: ws(s)://host/v1/ws becomes http(s)://host/v1/sse.
+      url.protocol = url.protocol === "wss:" ? "https:" : url.protocol === "ws:" ? "http:" : url.protocol;
+      url.pathname = url.pathname.replace(/\/v1\/ws$/, "/v1/sse");
+    }
     url.searchParams.set("token", token);
     if (this.channels.length > 0) url.searchParams.set("channels", this.channels.join(","));
     if (this.epoch && Object.keys(this.positions).length > 0) {
@@ -193,7 +208,7 @@ export class HeraldConnection extends EventTarget {
   }
 
   #send(frame) {
-    if (!this.socket || this.socket.readyState !== 1) return false;
+    if (this.transport === "sse" || !this.socket || this.socket.readyState !== 1) return false;
     this.socket.send(JSON.stringify(frame));
     return true;
   }
@@ -204,12 +219,18 @@ export class HeraldConnection extends EventTarget {
     return typeof source === "string" ? source : await source();
   }
 
-  async #connect() {
+  /** One attempt; `fallbackToken`: the same attempt again over an event stream, with its token. */
+  async #connect(fallbackToken = null) {
     if (this.stopped) return;
+    const transport = fallbackToken !== null || this.options.transport === "sse" ? "sse" : "websocket";
+    if (transport !== this.transport) {
+      this.transport = transport;
+      this.#emit("transport", { transport });
+    }
     this.#setState(this.attempt === 0 && !this.epoch ? "connecting" : "reconnecting");
-    let token;
+    let token = fallbackToken;
     try {
-      token = await this.#token();
+      if (token === null) token = await this.#token();
     } catch (error) {
       this.#emit("error", { code: "token", message: String(error) });
       return this.#retry("resume");
@@ -217,23 +238,76 @@ export class HeraldConnection extends EventTarget {
     if (this.stopped) return;
     this.token = token;
     this.#loadCursor(token);
+    if (this.transport === "sse") return this.#connectEventStream(token);
     let socket;
     try {
       socket = new this.WebSocket(this.connectionURL(token));
     } catch (error) {
       this.#emit("error", { code: "transport", message: String(error) });
+      if (this.#mayFallBack()) return this.#connect(token);
       return this.#retry("resume");
     }
     this.socket = socket;
-    socket.onmessage = (event) => this.#frame(event.data);
+    let opened = false;
+    socket.onopen = () => { opened = true; };
+    socket.onmessage = (event) => {
+      opened = true;
+      this.#frame(event.data);
+    };
     socket.onclose = (event) => {
       if (this.socket !== socket) return;
       this.socket = null;
+      // Never opened: no WebSocket gets through here; the event stream may.
+      if (!opened && !this.stopped && this.#mayFallBack()) return this.#connect(token);
       const action = closeAction(event.code);
       this.#emit("close", { code: event.code, reason: event.reason, action });
       if (!this.stopped) this.#retry(action);
     };
     socket.onerror = () => this.#emit("error", { code: "transport", message: "the WebSocket failed" });
+  }
+
+  /** Whether an attempt whose WebSocket failed may try an event stream (allowed, and available). */
+  #mayFallBack() {
+    return (this.options.transport ?? "auto") === "auto" && typeof this.EventSource === "function";
+  }
+
+  /**
+   * One event stream. The client reconnects itself, as over a WebSocket (a fresh token, the cursor in
+   * the URL, jittered backoff), rather than letting EventSource retry the old URL every few seconds.
+   */
+  #connectEventStream(token) {
+    let source;
+    try {
+      source = new this.EventSource(this.connectionURL(token));
+    } catch (error) {
+      this.#emit("error", { code: "transport", message: String(error) });
+      return this.#retry("resume");
+    }
+    this.socket = source;
+    const end = (code, reason) => {
+      if (this.socket !== source) return;
+      this.socket = null;
+      source.close();
+      const action = closeAction(code);
+      this.#emit("close", { code, reason, action });
+      if (!this.stopped) this.#retry(action);
+    };
+    source.onmessage = (event) => this.#frame(event.data);
+    // The server's last event: the close code and reason a WebSocket close frame would carry.
+    source.addEventListener("close", (event) => {
+      let close = {};
+      try {
+        close = JSON.parse(event.data);
+      } catch {
+        // Not Herald's close event: treat it as a dropped stream.
+      }
+      end(typeof close.code === "number" ? close.code : 1006, typeof close.reason === "string" ? close.reason : "");
+    });
+    source.onerror = () => {
+      if (this.socket !== source) return;
+      this.#emit("error", { code: "transport", message: "the event stream failed" });
+      end(1006, "");
+    };
   }
 
   #retry(action) {
@@ -383,8 +457,14 @@ export interface HeraldOptions {
   cursorStore?: CursorStore;
   /** The cursor's storage key. Default: per host, user and device. */
   storageKey?: string;
-  /** For tests: a WebSocket constructor, a timer and a random source. */
+  /**
+   * `"auto"` (default): each attempt tries a WebSocket and, if it fails before it opens, Server-Sent
+   * Events on /v1/sse at once. `"websocket"` or `"sse"`: that one only. An event stream only receives.
+   */
+  transport?: "auto" | "websocket" | "sse";
+  /** For tests: WebSocket and EventSource constructors, a timer and a random source. */
   WebSocket?: typeof WebSocket;
+  EventSource?: typeof EventSource;
   setTimeout?: (callback: () => void, milliseconds: number) => unknown;
   random?: () => number;
 }
@@ -417,6 +497,8 @@ export interface HeraldEventMap {
   /** Kafka took the publish sent with `id`; with `sync`, its copy's position in the user's stream. */
   published: CustomEvent<{ id: string; stream?: "u"; offset?: number }>;
   close: CustomEvent<{ code: number; reason: string; action: CloseAction }>;
+  /** An attempt uses another transport than the one before. */
+  transport: CustomEvent<{ transport: "websocket" | "sse" }>;
 }
 
 export class HeraldConnection extends EventTarget {
@@ -424,8 +506,11 @@ export class HeraldConnection extends EventTarget {
   readonly state: ConnectionState;
   readonly positions: Record<string, number>;
   readonly epoch: string | null;
+  /** The transport of the current (or last) attempt. */
+  readonly transport: "websocket" | "sse";
   open(): this;
   close(): void;
+  /** `publish`, `subscribe`, `unsubscribe` and `ack` return false over an event stream (receive only). */
   publish(data: unknown, options?: { sync?: boolean; id?: string }): boolean;
   subscribe(channel: string, options?: { offset?: number }): boolean;
   unsubscribe(channel: string): boolean;

@@ -15,13 +15,17 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
 
     private let state: HandshakeState
     private let site: PublicSite
+    /// Opens `GET /v1/sse` as an event stream: true when it did (the handler is gone then), false when
+    /// the handshake was refused (the refusal is in `state`).
+    private let eventStream: ((any Channel, HTTPRequestHead) -> EventLoopFuture<Bool>)?
     private var head: HTTPRequestHead?
     private var body: ByteBuffer?
     private var answered = false
 
-    init(state: HandshakeState, site: PublicSite) {
+    init(state: HandshakeState, site: PublicSite, eventStream: ((any Channel, HTTPRequestHead) -> EventLoopFuture<Bool>)? = nil) {
         self.state = state
         self.site = site
+        self.eventStream = eventStream
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -58,7 +62,23 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
             return
         }
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-        if path == GatewayPaths.websocket {
+        if path == GatewayPaths.serverSentEvents, head.method == .GET, let eventStream {
+            eventStream(context.channel, head).assumeIsolated().whenComplete { [self] result in
+                switch result {
+                case .success(true): break
+                case .success(false):
+                    guard case .refused(let refusal) = state.outcome else { return context.close(promise: nil) }
+                    respond(context, .error(refusal.status, refusal.code.description, refusal.message), retryAfter: refusal.retryAfter)
+                case .failure:
+                    // The pipeline may be half changed over to the stream: no HTTP answer can be trusted.
+                    context.channel.close(promise: nil)
+                }
+            }
+            return
+        }
+        if path == GatewayPaths.serverSentEvents {
+            respond(context, .error(.badRequest, HandshakeRefusal.Code.badRequest.description, "\(GatewayPaths.serverSentEvents) takes GET only (an EventSource)"))
+        } else if path == GatewayPaths.websocket {
             respond(context, .error(.badRequest, HandshakeRefusal.Code.badRequest.description, "GET \(GatewayPaths.websocket) must be a WebSocket upgrade (RFC 6455)"))
         } else {
             respond(context, .error(.notFound, HandshakeRefusal.Code.notFound.description, "no such endpoint: \(path)"))
@@ -106,4 +126,5 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
 enum GatewayPaths {
     static let websocket = "/v1/ws"
     static let echo = "/v1/echo"
+    static let serverSentEvents = "/v1/sse"
 }

@@ -9,14 +9,14 @@ import NIOWebSocket
 /// The public port: accepts TCP, decides each handshake before the upgrade (admission, origin, token,
 /// channels) and hands upgraded channels to the frame rules and a `SessionHandler` on their loop.
 final class WebSocketListener: Sendable {
-    private let configuration: GatewayConfiguration
+    let configuration: GatewayConfiguration
     private let admission: Admission
     private let sources: SourceLimiter
     private let tokens: TokenVerifier
-    private let connectionLimits: ConnectionStateMachine<ByteBuffer>.Limits
-    private let accounts: ConnectionAccounts
+    let connectionLimits: ConnectionStateMachine<ByteBuffer>.Limits
+    let accounts: ConnectionAccounts
     private let metrics: GatewayMetrics
-    private let sessions: SessionServices
+    let sessions: SessionServices
     private let site: PublicSite
     private let group: any EventLoopGroup
 
@@ -77,7 +77,7 @@ final class WebSocketListener: Sendable {
         )
         let encoder = HTTPResponseEncoder()
         let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
-        let fallback = HTTPFallbackHandler(state: state, site: site)
+        let fallback = HTTPFallbackHandler(state: state, site: site) { [self] channel, head in self.openEventStream(channel, head, state) }
         let upgradeHandler = HTTPServerUpgradeHandler(
             upgraders: [upgrader], httpEncoder: encoder, extraHTTPHandlers: [decoder, fallback], upgradeCompletionHandler: { _ in }
         )
@@ -98,10 +98,20 @@ final class WebSocketListener: Sendable {
         guard path == GatewayPaths.websocket else {
             return loop.makeSucceededFuture(nil)
         }
-        func refuse(_ refusal: HandshakeRefusal) -> EventLoopFuture<HTTPHeaders?> {
+        return decide(channel, head, query: query, cursor: query["cursor"], epoch: query["epoch"], state).map { $0 ? HTTPHeaders() : nil }
+    }
+
+    /// Decides a connection's handshake, for a WebSocket upgrade and a Server-Sent Events request alike:
+    /// true when accepted (`state` then holds the identity and the admission slot), false when refused
+    /// (`state` holds the refusal to answer with).
+    func decide(
+        _ channel: any Channel, _ head: HTTPRequestHead, query: [String: String], cursor: String?, epoch: String?, _ state: HandshakeState
+    ) -> EventLoopFuture<Bool> {
+        let loop = channel.eventLoop
+        func refuse(_ refusal: HandshakeRefusal) -> EventLoopFuture<Bool> {
             metrics.refused(refusal.code.name)
             state.outcome = .refused(refusal)
-            return loop.makeSucceededFuture(nil)
+            return loop.makeSucceededFuture(false)
         }
         let allowed = configuration.allowedOrigins
         if !allowed.isEmpty, let origin = head.headers.first(name: "Origin"), !allowed.contains(origin) {
@@ -111,7 +121,7 @@ final class WebSocketListener: Sendable {
             return refuse(HandshakeRefusal(.missingToken, "a token is required: Authorization: Bearer <token> or ?token="))
         }
         let channels = (query["channels"] ?? "").split(separator: ",").map(String.init).filter { !$0.isEmpty }
-        let resumeRequest = Self.resumeRequest(cursor: query["cursor"], epoch: query["epoch"], nodeEpoch: sessions.epoch)
+        let resumeRequest = Self.resumeRequest(cursor: cursor, epoch: epoch, nodeEpoch: sessions.epoch)
         // Cheap refusals first; the accept budget is spent only on a handshake whose token holds, so
         // tokenless or forged handshakes cannot crowd out real clients.
         if let refusal = admission.precheck() {
@@ -146,7 +156,7 @@ final class WebSocketListener: Sendable {
             var outcome = outcome
             if case .accepted = outcome {
                 // The client may have hung up while its token was verified: then nothing is admitted.
-                guard channel.isActive else { return nil }
+                guard channel.isActive else { return false }
                 switch admission.admit() {
                 case .success(let slot): state.slot = slot
                 case .failure(let refusal): outcome = .refused(refusal)
@@ -155,9 +165,9 @@ final class WebSocketListener: Sendable {
             state.outcome = outcome
             guard case .accepted = outcome else {
                 if case .refused(let refusal) = outcome { metrics.refused(refusal.code.name) }
-                return nil
+                return false
             }
-            return HTTPHeaders()
+            return true
         }
     }
 

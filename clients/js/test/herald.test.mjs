@@ -215,3 +215,97 @@ test("a publish with an id is answered: published, or an error naming the id", a
   ]);
   assert.equal(connection.positions.u, 1, "published does not move the cursor: the copy excludes this session");
 });
+
+/** An EventSource double: records the URL, lets the test play the server's event stream. */
+class FakeEventSource {
+  static opened = [];
+  constructor(url) {
+    this.url = url;
+    this.readyState = 1;
+    this.listeners = {};
+    this.closed = false;
+    FakeEventSource.opened.push(this);
+  }
+  addEventListener(type, fn) { (this.listeners[type] ??= []).push(fn); }
+  close() { this.closed = true; this.readyState = 2; }
+  serverFrame(frame) { this.onmessage?.({ data: JSON.stringify(frame) }); }
+  serverClose(code, reason = "") { for (const fn of this.listeners.close ?? []) fn({ data: JSON.stringify({ type: "close", code, reason }) }); }
+  fail() { this.readyState = 2; this.onerror?.({}); }
+}
+
+test("a WebSocket that fails before it opens: the same attempt opens /v1/sse with the same parameters", async () => {
+  FakeEventSource.opened = [];
+  let asked = 0;
+  const { connection, timers, events } = harness({
+    channels: ["news"], EventSource: FakeEventSource, token: () => { asked += 1; return token("alice", "phone"); },
+  });
+  const transports = [];
+  connection.addEventListener("transport", (e) => transports.push(e.detail.transport));
+  connection.open();
+  await tick();
+  FakeSocket.opened[0].serverClose(1006); // never opened: a proxy that drops upgrades
+  await tick();
+  assert.equal(timers.length, 0, "no backoff before the fallback");
+  const source = FakeEventSource.opened[0];
+  const url = new URL(source.url);
+  assert.equal(url.protocol, "http:");
+  assert.equal(url.pathname, "/v1/sse");
+  assert.equal(url.searchParams.get("channels"), "news");
+  assert.equal(url.searchParams.get("token"), new URL(FakeSocket.opened[0].url).searchParams.get("token"));
+  assert.equal(asked, 1, "the fallback is the same attempt: the token function is not asked again");
+  assert.deepEqual(transports, ["sse"]);
+
+  source.serverFrame({ type: "welcome", node: "n1", session: "s", epoch: "c.4", positions: { u: 10, "*": 5, "c:news": -1 } });
+  source.serverFrame({ type: "message", stream: "u", offset: 11, data: { a: 1 } });
+  assert.equal(connection.state, "open");
+  assert.deepEqual(events.filter((e) => e.type === "message").map((e) => e.offset), [11]);
+  assert.equal(connection.publish({ x: 1 }), false, "an event stream only receives");
+  assert.equal(connection.ack("u", 11), false);
+
+  // The server's close event carries the close code: 4008 resumes, from the cursor, WebSocket first.
+  source.serverClose(4008, "slow consumer");
+  assert.ok(source.closed, "the client ends the EventSource itself: no native retry of the old URL");
+  assert.deepEqual(events.filter((e) => e.type === "close").map((e) => [e.code, e.action]), [[4008, "resume"]]);
+  assert.equal(timers.length, 1);
+  timers[0].fn();
+  await tick();
+  assert.equal(FakeSocket.opened.length, 2, "each attempt tries a WebSocket first");
+  FakeSocket.opened[1].serverClose(1006);
+  await tick();
+  const again = new URL(FakeEventSource.opened[1].url);
+  assert.equal(again.searchParams.get("cursor"), "*:5,c:news:-1,u:11");
+  assert.equal(again.searchParams.get("epoch"), "c.4");
+
+  // 4003 over the event stream stops, as over a WebSocket.
+  FakeEventSource.opened[1].serverClose(4003, "kicked");
+  assert.equal(connection.state, "closed");
+  assert.equal(timers.length, 1);
+});
+
+test("transport: a failed event stream is retried with backoff; websocket never falls back; sse never tries a WebSocket", async () => {
+  FakeEventSource.opened = [];
+  const auto = harness({ EventSource: FakeEventSource });
+  auto.connection.open();
+  await tick();
+  FakeSocket.opened[0].serverClose(1006);
+  await tick();
+  FakeEventSource.opened[0].fail();
+  assert.equal(auto.connection.state, "reconnecting");
+  assert.equal(auto.timers.length, 1);
+
+  FakeEventSource.opened = [];
+  const only = harness({ EventSource: FakeEventSource, transport: "websocket" });
+  only.connection.open();
+  await tick();
+  FakeSocket.opened[0].serverClose(1006);
+  await tick();
+  assert.equal(FakeEventSource.opened.length, 0);
+  assert.equal(only.timers.length, 1);
+
+  const sse = harness({ EventSource: FakeEventSource, transport: "sse" });
+  sse.connection.open();
+  await tick();
+  assert.equal(FakeSocket.opened.length, 0);
+  assert.equal(FakeEventSource.opened.length, 1);
+  assert.match(FakeEventSource.opened[0].url, /^http:\/\/herald\.test\/v1\/sse\?/);
+});
