@@ -1,5 +1,5 @@
 import Foundation
-import HeraldCore
+public import HeraldCore
 public import HeraldKafka
 public import Logging
 import NIOCore
@@ -25,11 +25,29 @@ public struct PushService: Sendable {
     let idempotency = IdempotencyCache()
     /// Where Kafka's own reasons go: an API caller is told only that Kafka did not acknowledge.
     let logger: Logger
+    /// Where this node's live path saw the first copy of a message id in a stream (partition and
+    /// offset), if it remembers it: a push retried through this node after its first try went
+    /// through another is answered with the first answer and produces nothing.
+    public typealias SeenCopies = @Sendable (_ stream: HeraldStream, _ id: String) -> KafkaDelivery?
+    let seenCopies: SeenCopies?
 
-    public init(producer: KafkaProducer, topic: String, logger: Logger = Logger(label: "herald.api")) {
+    public init(producer: KafkaProducer, topic: String, logger: Logger = Logger(label: "herald.api"), seenCopies: SeenCopies? = nil) {
         self.producer = producer
         self.topic = topic
         self.logger = logger
+        self.seenCopies = seenCopies
+    }
+
+    /// The first answer to a push with `id`, rebuilt from the copies the node saw, when it saw one
+    /// in every target stream (else the push is produced, and the nodes drop the repeated copies).
+    func answerFromSeenCopies(_ request: PushRequest, id: String) -> PushOutcome? {
+        guard let seenCopies else { return nil }
+        var results: [PushResult] = []
+        for stream in request.streams {
+            guard let seen = seenCopies(stream, id) else { return nil }
+            results.append(PushResult(stream: stream.wireName, key: stream.kafkaKey, partition: seen.partition, offset: seen.offset))
+        }
+        return PushOutcome(id: id, results: results)
     }
 
     /// The 503 a caller sees when Kafka did not acknowledge: what happened and what to do, without
@@ -70,6 +88,7 @@ public struct PushService: Sendable {
 
         var outcomes = [PushOutcome?](repeating: nil, count: requests.count)
         var owned: [(index: Int, id: String)] = []
+        var seen: [(key: IdempotencyCache.Key, outcome: PushOutcome?)] = []
         var claimed = zip(keyed, claims).makeIterator()
         var nextClaim = claimed.next()
         for (index, request) in requests.enumerated() {
@@ -81,9 +100,16 @@ public struct PushService: Sendable {
             nextClaim = claimed.next()
             switch claim {
             case .answered(let outcome): outcomes[index] = outcome
-            case .owner: owned.append((index, id))
+            case .owner:
+                if let outcome = answerFromSeenCopies(request, id: id) {
+                    outcomes[index] = outcome
+                    seen.append((IdempotencyCache.Key(client: client, id: id), outcome))
+                } else {
+                    owned.append((index, id))
+                }
             }
         }
+        idempotency.finish(seen)
 
         let (records, slots) = self.records(for: owned.map { (requests[$0.index], $0.id, $0.index) })
         let deliveries = await producer.send(records)

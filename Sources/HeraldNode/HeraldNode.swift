@@ -23,6 +23,8 @@ public final class HeraldNode: Sendable {
     public let tokens: TokenVerifier
     public let group: MultiThreadedEventLoopGroup
     private let consumer: KafkaLiveConsumer
+    /// Follows the cursors topic from its beginning, when the node has one.
+    private let cursorsConsumer: KafkaLiveConsumer?
     private let admin: KafkaAdmin
     private let replayReader: KafkaReplayReader
     private let serviceGroup: ServiceGroup
@@ -48,17 +50,24 @@ public final class HeraldNode: Sendable {
         let producer = try KafkaProducer(configuration: configuration.producer, logger: logger)
         let consumer = try KafkaLiveConsumer(configuration: consumerConfiguration, logger: logger)
         let replayReader = try KafkaReplayReader(configuration: configuration.replayReader, logger: logger)
+        var cursorsConsumer: KafkaLiveConsumer? = nil
+        if let topic = configuration.cursorsTopic {
+            var cursors = KafkaLiveConsumerConfiguration(kafka: configuration.consumer.kafka, topic: topic)
+            cursors.start = .beginning
+            cursorsConsumer = try KafkaLiveConsumer(configuration: cursors, logger: logger)
+        }
         return try await HeraldNode(
             configuration: configuration, topology: topology, tokens: tokens, admin: admin, producer: producer,
-            consumer: consumer, replayReader: replayReader, metrics: metrics, logger: logger
+            consumer: consumer, cursorsConsumer: cursorsConsumer, replayReader: replayReader, metrics: metrics, logger: logger
         )
     }
 
     private init(
         configuration: NodeConfiguration, topology: TopicTopology, tokens: TokenVerifier, admin: KafkaAdmin,
-        producer: KafkaProducer, consumer: KafkaLiveConsumer, replayReader: KafkaReplayReader,
+        producer: KafkaProducer, consumer: KafkaLiveConsumer, cursorsConsumer: KafkaLiveConsumer?, replayReader: KafkaReplayReader,
         metrics: NodeMetrics?, logger: Logger
     ) async throws {
+        self.cursorsConsumer = cursorsConsumer
         self.configuration = configuration
         self.tokens = tokens
         self.admin = admin
@@ -69,6 +78,9 @@ public final class HeraldNode: Sendable {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoopThreads)
         self.group = group
         let developmentTools = try await Self.developmentTools(configuration, producer: producer)
+        let cursors = configuration.cursorsTopic.map {
+            DeviceCursors(topic: $0, producer: producer, store: StoredCursors(capacity: configuration.storedCursors), logger: logger)
+        }
         let gateway = Gateway(
             configuration: configuration.gateway, topology: topology, consumer: consumer, admin: admin, tokens: tokens,
             group: group, logger: logger, replayReader: replayReader,
@@ -76,7 +88,7 @@ public final class HeraldNode: Sendable {
                 producer: producer, upstreamTopic: configuration.upstreamTopic, eventsTopic: configuration.eventsTopic,
                 nodeID: configuration.nodeID
             ),
-            developmentTools: developmentTools, clock: configuration.clock
+            developmentTools: developmentTools, clock: configuration.clock, cursors: cursors
         )
         self.gateway = gateway
         let apiPort = AnnouncedPort()
@@ -97,13 +109,31 @@ public final class HeraldNode: Sendable {
         )
         let configuredAPIPort = configuration.api.port
         let controlPlane = try ControlPlane.application(
-            configuration: configuration.api, push: PushService(producer: producer, topic: configuration.eventsTopic, logger: logger), node: hooks,
+            configuration: configuration.api, push: PushService(
+                producer: producer, topic: configuration.eventsTopic, logger: logger,
+                seenCopies: { stream, id in
+                    gateway.repeatedMessages.firstOffset(of: id, in: stream).map {
+                        KafkaDelivery(partition: stream.partition(partitionCount: gateway.topology.partitionCount), offset: $0)
+                    }
+                }
+            ),
+            node: hooks,
             logger: logger, onServerRunning: { channel in apiPort.announce(channel.localAddress?.port ?? configuredAPIPort) }
         )
+        var cursorServices: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let cursors, let cursorsConsumer {
+            // Stopped before the producer (connections closed in the drain commit their cursors
+            // through it) and after the data plane.
+            cursorServices = [
+                .init(service: CursorFeed(cursors: cursors, consumer: cursorsConsumer), serviceName: "cursor-feed"),
+                .init(service: cursorsConsumer, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "kafka-cursors-consumer"),
+            ]
+        }
         serviceGroup = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [
                     .init(service: producer, serviceName: "kafka-producer"),
+                ] + cursorServices + [
                     // The consumer stops reading when the data plane stops taking batches at the end of
                     // its drain, and ends in its own turn (a service that ended out of order would fail
                     // the group).
