@@ -230,7 +230,7 @@ struct NoLossTests {
                 } else {
                     // Straight to Kafka, as a business service with its own producer would.
                     let stream: HeraldStream = target < 7 ? .user(user) : target < 9 ? .channel("news") : .broadcast
-                    let record = HeraldRecord(stream: stream)
+                    let record = HeraldRecord(stream: stream, id: "kafka-\(random.next() % 1_000_000_000)")
                     let delivery = try await node.produce(record, payload)
                     let key = if case .user(let name) = stream { "u:" + name } else { stream.wireName }
                     acknowledged[key, default: []].append(delivery.offset)
