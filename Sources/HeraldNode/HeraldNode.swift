@@ -115,7 +115,8 @@ public final class HeraldNode: Sendable {
                     gateway.repeatedMessages.firstOffset(of: id, in: stream).map {
                         KafkaDelivery(partition: stream.partition(partitionCount: gateway.topology.partitionCount), offset: $0)
                     }
-                }
+                },
+                apiKeys: configuration.api.apiKeys
             ),
             node: hooks,
             logger: logger, onServerRunning: { channel in apiPort.announce(channel.localAddress?.port ?? configuredAPIPort) }

@@ -19,7 +19,7 @@ struct CommonOptions: ParsableArguments {
     @Option(help: "The upstream topic (client publishes). Env: HERALD_UPSTREAM_TOPIC. Default: herald.upstream.")
     var upstreamTopic: String?
 
-    @Option(help: "The compacted topic of devices' committed cursors (acks); \"\" for none (acks only counted). Env: HERALD_CURSORS_TOPIC. Default: herald.cursors.")
+    @Option(help: "The compacted topic of devices' committed cursors (acks); none: no device cursors (acks only counted). Env: HERALD_CURSORS_TOPIC. Default: herald.cursors.")
     var cursorsTopic: String?
 
     @Option(help: "Extra librdkafka properties, key=value,key=value (e.g. security.protocol=SSL). Env: HERALD_KAFKA_PROPERTIES.")
@@ -60,7 +60,7 @@ struct CommonOptions: ParsableArguments {
             kafkaBrokers: value(kafkaBrokers, "HERALD_KAFKA_BROKERS"),
             eventsTopic: value(eventsTopic, "HERALD_EVENTS_TOPIC") ?? "herald.events",
             upstreamTopic: value(upstreamTopic, "HERALD_UPSTREAM_TOPIC") ?? "herald.upstream",
-            cursorsTopic: (value(cursorsTopic, "HERALD_CURSORS_TOPIC") ?? "herald.cursors").nonEmpty,
+            cursorsTopic: (value(cursorsTopic, "HERALD_CURSORS_TOPIC") ?? "herald.cursors").unlessNone,
             kafkaProperties: properties,
             logLevel: level,
             environment: environment
@@ -135,6 +135,6 @@ struct ResolvedOptions {
 }
 
 extension String {
-    /// nil for the empty string (a setting given as "" to turn something off).
-    fileprivate var nonEmpty: String? { isEmpty ? nil : self }
+    /// nil for `none` (a topic setting that turns its feature off; an empty setting is an unset one).
+    fileprivate var unlessNone: String? { self == "none" ? nil : self }
 }

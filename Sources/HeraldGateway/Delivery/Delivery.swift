@@ -44,7 +44,7 @@ struct Delivery: Sendable {
         partition = record.partition
         offset = record.offset
         exclude = envelope.exclude.flatMap(Connection.parseSessionID)
-        messageID = envelope.id
+        messageID = envelope.deduplicationKey
         expiresAt = envelope.expiresAt
         timestamp = record.timestamp
     }

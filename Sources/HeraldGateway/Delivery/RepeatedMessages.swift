@@ -1,7 +1,8 @@
 public import HeraldCore
 import Synchronization
 
-/// Messages a stream carries a second time: the same `herald-id` in the same stream again. A push
+/// Messages a stream carries a second time: the same `herald-id` (within its `herald-id-scope`, the
+/// API key that pushed it; `HeraldRecord.deduplicationKey`) in the same stream again. A push
 /// retried with its id through another node (whose idempotency memory does not know it), a client's
 /// retried `sync` publish, a producer's retry outside Herald: Kafka may hold both copies, and each
 /// device must receive the message once. Every node reads a partition in offset order, so each keeps
