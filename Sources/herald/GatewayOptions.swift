@@ -77,10 +77,10 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "Most messages one resume replays (more: recovered:false, too-many). Env: HERALD_REPLAY_LIMIT. Default: 10000.")
     var replayLimit: Int?
 
-    @Option(help: "Message ids remembered per stream to drop a retried copy (about 50 bytes each). Env: HERALD_MESSAGE_ID_MEMORY. Default: 262144.")
+    @Option(help: "Message ids remembered per stream to drop a retried copy (about 71 bytes each). Env: HERALD_MESSAGE_ID_MEMORY. Default: 262144.")
     var messageIdMemory: Int?
 
-    @Option(help: "Devices whose committed cursor the node keeps (about 250 bytes each). Env: HERALD_STORED_CURSORS. Default: 100000.")
+    @Option(help: "Devices whose committed cursor the node keeps (about 220 bytes each). Env: HERALD_STORED_CURSORS. Default: 100000.")
     var storedCursors: Int?
 
     @Option(help: "Most bytes one resume replays (more: recovered:false, too-many). Env: HERALD_REPLAY_MAX_BYTES. Default: 4194304.")

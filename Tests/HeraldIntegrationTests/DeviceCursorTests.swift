@@ -119,7 +119,7 @@ struct DeviceCursorTests {
         #expect(dropped >= 2, "each node dropped at least order-3's second copy: \(dropped)")
     }
 
-    @Test("a device acks, its storage is cleared, it reconnects to another node with only its token, and receives exactly what it had not acked, once, in order")
+    @Test("a device acks, its storage is cleared, it reconnects to another node with only its token, and receives exactly what it had not acked, once, in order; a node started later knows the position too")
     func storedCursorOnAnotherNode() async throws {
         let kafka = try HeraldProcess(["kafka", "--embedded-partitions", "4", "--log-level", "warning"])
         defer { kafka.stop() }
@@ -176,5 +176,21 @@ struct DeviceCursorTests {
         let other = try await connect("laptop", to: b)
         #expect(other.welcome.recovered == nil, "\(other.welcome)")
         #expect(try await metric("herald_stored_cursor_resumes_total", apiPort: b.apiPort) == 1)
+        back.session.close()
+        _ = try await back.closeCode()
+
+        // A node started after all this reads the cursors topic from its beginning: the device, still
+        // without storage, resumes there from the same position (its session on B acked nothing more).
+        let c = try await ClusterNode.start("node-c", bootstrap: bootstrap, environment: [:])
+        defer { c.process.stop() }
+        try await eventually("node C read the cursors topic") {
+            try await metric("herald_cursor_records_read_total", apiPort: c.apiPort) >= 1
+        }
+        let onC = try await connect("phone", to: c)
+        #expect(onC.welcome.recovered == true && onC.welcome.source == "stored-cursor", "\(onC.welcome)")
+        #expect(onC.welcome.positions["u"] == offsets[2], "\(onC.welcome)")
+        var again: [Int64] = []
+        for _ in 0..<4 { again.append(try await onC.nextMessage().offset) }
+        #expect(again == Array(offsets[3...]) + [live], "from Kafka on a node that was not there")
     }
 }

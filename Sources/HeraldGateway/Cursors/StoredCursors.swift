@@ -5,8 +5,8 @@ import Synchronization
 /// topic), bounded: at most `capacity` devices, the one first stored longest ago forgotten first
 /// (a forgotten device's next commit stores it again). A forgotten device that connects without a cursor
 /// starts live, as one that never acked does. One entry holds the user and device ids, the epoch
-/// and the cursor's entries: about 250 bytes for short ids and three streams, so the default of
-/// 100,000 devices is about 25 MiB.
+/// and the cursor's entries: measured, 217 bytes for short ids and three streams, so 22 MB for the
+/// default of 100,000 devices.
 public final class StoredCursors: Sendable {
     public static let defaultCapacity = 100_000
 
