@@ -27,12 +27,45 @@ public struct PushService: Sendable {
     let logger: Logger
     /// What this node acknowledged and has not delivered yet: past its bound, pushes wait (503).
     let backlog: DeliveryBacklog?
+    /// Where this node's live path saw the first copy of a message id in a stream (partition and
+    /// offset), if it remembers it: a push retried through this node after its first try went
+    /// through another is answered with the first answer and produces nothing.
+    public typealias SeenCopies = @Sendable (_ stream: HeraldStream, _ id: String) -> KafkaDelivery?
+    let seenCopies: SeenCopies?
+    /// Per API key (by index), the `herald-id-scope` of its pushes: a digest of the key, the same on
+    /// every node, so a retry through another node is recognised and another key's id is not.
+    let idScopes: [String]
 
-    public init(producer: KafkaProducer, topic: String, backlog: DeliveryBacklog? = nil, logger: Logger = Logger(label: "herald.api")) {
+    public init(
+        producer: KafkaProducer, topic: String, backlog: DeliveryBacklog? = nil, logger: Logger = Logger(label: "herald.api"), seenCopies: SeenCopies? = nil,
+        apiKeys: [String] = []
+    ) {
         self.producer = producer
         self.topic = topic
         self.backlog = backlog
         self.logger = logger
+        self.seenCopies = seenCopies
+        // 32 bits of murmur2 distinguish a deployment's few keys; they do not reveal a random key.
+        self.idScopes = apiKeys.map { String(UInt32(bitPattern: Murmur2.hash(Array($0.utf8))), radix: 16) }
+    }
+
+    func idScope(client: Int) -> String? {
+        idScopes.indices.contains(client) ? idScopes[client] : nil
+    }
+
+    /// The first answer to a push with `id`, rebuilt from the copies the node saw, when it saw one
+    /// in every target stream (else the push is produced, and the nodes drop the repeated copies).
+    func answerFromSeenCopies(_ request: PushRequest, id: String, client: Int) -> PushOutcome? {
+        guard let seenCopies else { return nil }
+        var envelope = HeraldRecord(stream: .broadcast, id: id)
+        envelope.idScope = idScope(client: client)
+        guard let key = envelope.deduplicationKey else { return nil }
+        var results: [PushResult] = []
+        for stream in request.streams {
+            guard let seen = seenCopies(stream, key) else { return nil }
+            results.append(PushResult(stream: stream.wireName, key: stream.kafkaKey, partition: seen.partition, offset: seen.offset))
+        }
+        return PushOutcome(id: id, results: results)
     }
 
     static func nowMillis() -> Int64 { Int64((Date().timeIntervalSince1970 * 1_000).rounded()) }
@@ -82,6 +115,7 @@ public struct PushService: Sendable {
 
         var outcomes = [PushOutcome?](repeating: nil, count: requests.count)
         var owned: [(index: Int, id: String)] = []
+        var seen: [(key: IdempotencyCache.Key, outcome: PushOutcome?)] = []
         var claimed = zip(keyed, claims).makeIterator()
         var nextClaim = claimed.next()
         for (index, request) in requests.enumerated() {
@@ -93,11 +127,18 @@ public struct PushService: Sendable {
             nextClaim = claimed.next()
             switch claim {
             case .answered(let outcome): outcomes[index] = outcome
-            case .owner: owned.append((index, id))
+            case .owner:
+                if let outcome = answerFromSeenCopies(request, id: id, client: client) {
+                    outcomes[index] = outcome
+                    seen.append((IdempotencyCache.Key(client: client, id: id), outcome))
+                } else {
+                    owned.append((index, id))
+                }
             }
         }
+        idempotency.finish(seen)
 
-        let (records, slots) = self.records(for: owned.map { (requests[$0.index], $0.id, $0.index) })
+        let (records, slots) = self.records(for: owned.map { (requests[$0.index], $0.id, $0.index) }, client: client)
         let deliveries = await producer.send(records)
         var failure: KafkaError? = nil
         var results: [Int: [PushResult]] = [:]
@@ -130,16 +171,18 @@ public struct PushService: Sendable {
 
     /// One record per target stream of each push. A push's payload is copied into one buffer that all
     /// its records share (a ByteBuffer is a reference to its storage), never once per target.
-    func records(for pushes: [(request: PushRequest, id: String, index: Int)]) -> ([KafkaOutgoingRecord], [(index: Int, stream: HeraldStream)]) {
+    func records(for pushes: [(request: PushRequest, id: String, index: Int)], client: Int = -1) -> ([KafkaOutgoingRecord], [(index: Int, stream: HeraldStream)]) {
+        let scope = idScope(client: client)
         var records: [KafkaOutgoingRecord] = []
         var slots: [(index: Int, stream: HeraldStream)] = []
         records.reserveCapacity(pushes.reduce(0) { $0 + $1.request.targetCount })
         for (request, id, index) in pushes {
             let value = ByteBuffer(bytes: request.payload)
             for stream in request.streams {
-                let envelope = HeraldRecord(
+                var envelope = HeraldRecord(
                     stream: stream, id: id, contentType: request.contentType, exclude: request.exclude, expiresAt: request.expiresAt
                 )
+                envelope.idScope = scope
                 records.append(KafkaOutgoingRecord(
                     topic: topic, key: Array(envelope.key.utf8), value: value,
                     headers: envelope.headers.map { KafkaHeader(name: $0.name, value: $0.value) }

@@ -46,6 +46,9 @@ public final class ResumingConnection: Sendable {
         var stopped = false
         var session: HeraldSession?
         var task: Task<Void, Never>?
+        /// The last offset per stream not acked yet, and whether an ack is scheduled.
+        var unacked: [String: Int64] = [:]
+        var ackScheduled = false
     }
 
     public let events: AsyncStream<Event>
@@ -55,12 +58,16 @@ public final class ResumingConnection: Sendable {
     private let channels: [String]
     private let policy: ReconnectPolicy
     private let state: Mutex<MutableState>
+    private let ackInterval: Duration?
 
     /// `cursor`: one saved from an earlier session (`cursor` below), to resume from at once.
+    /// `ackInterval`: how often at most the last message of each stream is acked, so the node commits
+    /// the device's position (a `device` token then resumes from it without a cursor); nil: no acks.
     public init(
         client: HeraldClient, channels: [String] = [], policy: ReconnectPolicy = ReconnectPolicy(), cursor: Cursor? = nil,
-        token: @escaping @Sendable () async throws -> String
+        ackInterval: Duration? = .seconds(1), token: @escaping @Sendable () async throws -> String
     ) {
+        self.ackInterval = ackInterval
         (events, continuation) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .unbounded)
         self.client = client
         self.token = token
@@ -106,6 +113,28 @@ public final class ResumingConnection: Sendable {
         continuation.finish()
     }
 
+    /// Acks the stream's last offset within the ack interval, with the others waiting then.
+    private func scheduleAck(_ stream: String, _ offset: Int64) {
+        guard let ackInterval else { return }
+        let start = state.withLock { state -> Bool in
+            state.unacked[stream] = offset
+            guard !state.ackScheduled else { return false }
+            state.ackScheduled = true
+            return true
+        }
+        guard start else { return }
+        Task {
+            try? await Task.sleep(for: ackInterval)
+            let (session, pending) = state.withLock { state in
+                state.ackScheduled = false
+                defer { state.unacked = [:] }
+                return (state.session, state.unacked)
+            }
+            // Without a session they are dropped: the node committed what it had when the socket closed.
+            for (stream, offset) in pending.sorted(by: { $0.key < $1.key }) { session?.ack(stream: stream, offset: offset) }
+        }
+    }
+
     /// One connection, from the handshake to its end; returns what to do next.
     private func connectOnce(onWelcome: () -> Void) async -> CloseAction {
         let session: HeraldSession
@@ -135,6 +164,8 @@ public final class ResumingConnection: Sendable {
             case .welcome(let welcome):
                 onWelcome()
                 state.withLock { state in
+                    // Acks of an earlier socket are not this one's to send.
+                    state.unacked = [:]
                     var positions = state.cursor?.positions ?? [:]
                     if welcome.recovered == false { positions = [:] }
                     positions.merge(welcome.positions) { _, new in new }
@@ -150,7 +181,10 @@ public final class ResumingConnection: Sendable {
                     state.cursor?.positions[message.stream] = message.offset
                     return true
                 }
-                if fresh { continuation.yield(.message(message)) }
+                if fresh {
+                    scheduleAck(message.stream, message.offset)
+                    continuation.yield(.message(message))
+                }
             case .error(let code, let message):
                 continuation.yield(.error(code: code, message: message))
             case .published(let id, let stream, let offset):

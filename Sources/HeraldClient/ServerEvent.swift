@@ -21,6 +21,8 @@ public enum ServerEvent: Sendable, Equatable {
         public var positions: [String: Int64]
         public var recovered: Bool?
         public var reason: String?
+        /// `stored-cursor`: the node resumed from the device's committed cursor (the client sent none).
+        public var source: String? = nil
     }
 
     public struct Message: Sendable, Equatable {
@@ -45,7 +47,7 @@ public enum ServerEvent: Sendable, Equatable {
             return .welcome(Welcome(
                 node: object["node"] as? String ?? "", session: object["session"] as? String ?? "",
                 epoch: object["epoch"] as? String ?? "", positions: positions,
-                recovered: object["recovered"] as? Bool, reason: object["reason"] as? String
+                recovered: object["recovered"] as? Bool, reason: object["reason"] as? String, source: object["source"] as? String
             ))
         case "message":
             guard let stream = object["stream"] as? String, let offset = (object["offset"] as? NSNumber)?.int64Value,

@@ -16,6 +16,9 @@ public struct HeraldHeader: Hashable, Sendable {
 
     public static let kind = "herald-kind"
     public static let id = "herald-id"
+    /// Whose id `herald-id` is (the push API writes a digest of the API key): ids of different
+    /// scopes are different messages, even in one stream.
+    public static let idScope = "herald-id-scope"
     public static let contentType = "herald-content-type"
     public static let exclude = "herald-exclude"
     public static let expiresAt = "herald-expires-at"

@@ -18,6 +18,8 @@ public struct HeraldRecord: Hashable, Sendable {
     public var control: HeraldControl?
     /// On a `disconnect` control record: Unix milliseconds before which the user's tokens are refused.
     public var revokeBefore: Int64?
+    /// Whose `id` it is (`herald-id-scope`): the push API's digest of the API key that pushed it.
+    public var idScope: String? = nil
 
     public init(
         stream: HeraldStream,
@@ -49,12 +51,21 @@ public struct HeraldRecord: Hashable, Sendable {
         case .channel, .broadcast: headers.append(HeraldHeader(name: HeraldHeader.kind, string: stream.kind.rawValue))
         }
         if let id { headers.append(HeraldHeader(name: HeraldHeader.id, string: id)) }
+        if let idScope { headers.append(HeraldHeader(name: HeraldHeader.idScope, string: idScope)) }
         if let contentType { headers.append(HeraldHeader(name: HeraldHeader.contentType, string: contentType.rawValue)) }
         if let exclude { headers.append(HeraldHeader(name: HeraldHeader.exclude, string: exclude)) }
         if let expiresAt { headers.append(HeraldHeader(name: HeraldHeader.expiresAt, string: String(expiresAt))) }
         if let control { headers.append(HeraldHeader(name: HeraldHeader.control, string: control.rawValue)) }
         if let revokeBefore { headers.append(HeraldHeader(name: HeraldHeader.revokeBefore, string: String(revokeBefore))) }
         return headers
+    }
+
+    /// What identifies the message among the copies of one stream: its id within its scope. A later
+    /// record of the stream with the same key is a repeat of it (docs/protocol.md §2).
+    public var deduplicationKey: String? {
+        guard let id else { return nil }
+        guard let idScope else { return id }
+        return idScope + "\u{1F}" + id
     }
 
     public func isExpired(atUnixMillis now: Int64) -> Bool {
@@ -88,6 +99,11 @@ public struct HeraldRecord: Hashable, Sendable {
                     throw HeraldRecordError(.invalidHeader, "herald-id is not valid UTF-8")
                 }
                 record.id = value
+            case HeraldHeader.idScope:
+                guard let value = header.stringValue else {
+                    throw HeraldRecordError(.invalidHeader, "herald-id-scope is not valid UTF-8")
+                }
+                record.idScope = value
             case HeraldHeader.contentType:
                 guard let value = header.stringValue, let parsed = HeraldContentType(rawValue: value) else {
                     throw HeraldRecordError(

@@ -53,10 +53,14 @@ public enum ServerMessage {
         }
     }
 
-    /// The `welcome` frame, always a connection's first.
+    /// The welcome's `source` when the resume came from the device's committed cursor, not the client's.
+    public static let storedCursorSource = "stored-cursor"
+
+    /// The `welcome` frame, always a connection's first. `source` says where a resume's cursor came
+    /// from when the client did not send it (`storedCursorSource`).
     public static func welcome(
         node: String, session: String, epoch: String, positions: [(stream: String, offset: Int64)],
-        recovered: Bool? = nil, reason: String? = nil
+        recovered: Bool? = nil, reason: String? = nil, source: String? = nil
     ) -> ByteBuffer {
         ServerFrame.build(.text) { buffer in
             buffer.writeStaticString(#"{"type":"welcome","node":"#)
@@ -79,6 +83,10 @@ public enum ServerMessage {
             if let reason {
                 buffer.writeStaticString(#","reason":"#)
                 buffer.writeJSONString(reason)
+            }
+            if let source {
+                buffer.writeStaticString(#","source":"#)
+                buffer.writeJSONString(source)
             }
             buffer.writeInteger(UInt8(ascii: "}"))
         }

@@ -39,7 +39,7 @@ public final class Gateway: Service, Sendable {
         configuration: GatewayConfiguration, topology: TopicTopology, consumer: KafkaLiveConsumer, admin: KafkaAdmin,
         tokens: TokenVerifier, group: any EventLoopGroup, logger: Logger,
         replayReader: KafkaReplayReader? = nil, upstream: UpstreamPublisher? = nil, developmentTools: DevelopmentTools? = nil,
-        backlog: DeliveryBacklog? = nil, clock: WallClock = .system
+        backlog: DeliveryBacklog? = nil, clock: WallClock = .system, cursors: DeviceCursors? = nil
     ) {
         self.backlog = backlog
         self.configuration = configuration
@@ -63,7 +63,7 @@ public final class Gateway: Service, Sendable {
         )
         let replay = ReplayService(
             window: window, reader: replayReader, limit: configuration.replayLimit, maxBytes: configuration.replayMaxBytes,
-            stats: replayStats, clock: clock
+            stats: replayStats, clock: clock, repeats: RepeatedMessages(capacity: configuration.messageIDMemory)
         )
         sessions = SessionServices(
             nodeID: configuration.nodeID, epoch: topology.epoch,
@@ -78,7 +78,7 @@ public final class Gateway: Service, Sendable {
                     maxMessageBytes: configuration.maxMessageBytes
                 )))
             },
-            metrics: metrics, clock: clock, shards: shards
+            metrics: metrics, clock: clock, shards: shards, cursors: cursors
         )
         let registry = self.registry
         site = PublicSite(
@@ -109,6 +109,11 @@ public final class Gateway: Service, Sendable {
         }
         return nil
     }
+
+    /// Message ids remembered per stream, to drop retried copies (`RepeatedMessages`).
+    public var repeatedMessages: RepeatedMessages { sessions.replay.repeats }
+    /// The node's stored device cursors, when it has a cursors topic.
+    public var deviceCursors: DeviceCursors? { sessions.cursors }
 
     /// The hot window's size now: records and bytes (0 before the gateway runs).
     public var hotWindowSize: (records: Int, bytes: Int) { (window.entryCount, window.byteCount) }

@@ -36,6 +36,8 @@ public struct GatewayConfiguration: Sendable {
     public var hotWindowBytes = 64 * 1024 * 1024
     /// Most messages one resume replays; more is `recovered:false` with reason `too-many`.
     public var replayLimit = 10_000
+    /// (stream, message id) pairs remembered to drop a retried copy of a message (`RepeatedMessages`).
+    public var messageIDMemory = RepeatedMessages.defaultCapacity
     /// Most bytes of frames one resume replays; more is `recovered:false` with reason `too-many`.
     public var replayMaxBytes = 4 * 1024 * 1024
     /// A replay not read by then is given up: `recovered:false` with reason `too-many`.

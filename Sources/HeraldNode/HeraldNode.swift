@@ -23,6 +23,8 @@ public final class HeraldNode: Sendable {
     public let tokens: TokenVerifier
     public let group: MultiThreadedEventLoopGroup
     public let consumer: KafkaLiveConsumer
+    /// Follows the cursors topic from its beginning, when the node has one.
+    private let cursorsConsumer: KafkaLiveConsumer?
     private let admin: KafkaAdmin
     private let replayReader: KafkaReplayReader
     private let serviceGroup: ServiceGroup
@@ -54,17 +56,24 @@ public final class HeraldNode: Sendable {
         }
         let consumer = try KafkaLiveConsumer(configuration: consumerConfiguration, logger: logger)
         let replayReader = try KafkaReplayReader(configuration: configuration.replayReader, logger: logger)
+        var cursorsConsumer: KafkaLiveConsumer? = nil
+        if let topic = configuration.cursorsTopic {
+            var cursors = KafkaLiveConsumerConfiguration(kafka: configuration.consumer.kafka, topic: topic)
+            cursors.start = .beginning
+            cursorsConsumer = try KafkaLiveConsumer(configuration: cursors, logger: logger)
+        }
         return try await HeraldNode(
             configuration: configuration, topology: topology, tokens: tokens, admin: admin, producer: producer,
-            consumer: consumer, replayReader: replayReader, metrics: metrics, logger: logger
+            consumer: consumer, cursorsConsumer: cursorsConsumer, replayReader: replayReader, metrics: metrics, logger: logger
         )
     }
 
     private init(
         configuration: NodeConfiguration, topology: TopicTopology, tokens: TokenVerifier, admin: KafkaAdmin,
-        producer: KafkaProducer, consumer: KafkaLiveConsumer, replayReader: KafkaReplayReader,
+        producer: KafkaProducer, consumer: KafkaLiveConsumer, cursorsConsumer: KafkaLiveConsumer?, replayReader: KafkaReplayReader,
         metrics: NodeMetrics?, logger: Logger
     ) async throws {
+        self.cursorsConsumer = cursorsConsumer
         self.configuration = configuration
         self.tokens = tokens
         self.admin = admin
@@ -76,6 +85,9 @@ public final class HeraldNode: Sendable {
         self.group = group
         let developmentTools = try await Self.developmentTools(configuration, producer: producer)
         let backlog = DeliveryBacklog(maxAgeMillis: configuration.api.limits.maxDeliveryDelayMillis)
+        let cursors = configuration.cursorsTopic.map {
+            DeviceCursors(topic: $0, producer: producer, store: StoredCursors(capacity: configuration.storedCursors), logger: logger)
+        }
         let gateway = Gateway(
             configuration: configuration.gateway, topology: topology, consumer: consumer, admin: admin, tokens: tokens,
             group: group, logger: logger, replayReader: replayReader,
@@ -83,7 +95,7 @@ public final class HeraldNode: Sendable {
                 producer: producer, upstreamTopic: configuration.upstreamTopic, eventsTopic: configuration.eventsTopic,
                 nodeID: configuration.nodeID
             ),
-            developmentTools: developmentTools, backlog: backlog, clock: configuration.clock
+            developmentTools: developmentTools, backlog: backlog, clock: configuration.clock, cursors: cursors
         )
         self.gateway = gateway
         let apiPort = AnnouncedPort()
@@ -104,13 +116,32 @@ public final class HeraldNode: Sendable {
         )
         let configuredAPIPort = configuration.api.port
         let controlPlane = try ControlPlane.application(
-            configuration: configuration.api, push: PushService(producer: producer, topic: configuration.eventsTopic, backlog: backlog, logger: logger), node: hooks,
+            configuration: configuration.api, push: PushService(
+                producer: producer, topic: configuration.eventsTopic, backlog: backlog, logger: logger,
+                seenCopies: { stream, id in
+                    gateway.repeatedMessages.firstOffset(of: id, in: stream).map {
+                        KafkaDelivery(partition: stream.partition(partitionCount: gateway.topology.partitionCount), offset: $0)
+                    }
+                },
+                apiKeys: configuration.api.apiKeys
+            ),
+            node: hooks,
             logger: logger, onServerRunning: { channel in apiPort.announce(channel.localAddress?.port ?? configuredAPIPort) }
         )
+        var cursorServices: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let cursors, let cursorsConsumer {
+            // Stopped before the producer (connections closed in the drain commit their cursors
+            // through it) and after the data plane.
+            cursorServices = [
+                .init(service: CursorFeed(cursors: cursors, consumer: cursorsConsumer), serviceName: "cursor-feed"),
+                .init(service: cursorsConsumer, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "kafka-cursors-consumer"),
+            ]
+        }
         serviceGroup = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [
                     .init(service: producer, serviceName: "kafka-producer"),
+                ] + cursorServices + [
                     // The consumer stops reading when the data plane stops taking batches at the end of
                     // its drain, and ends in its own turn (a service that ended out of order would fail
                     // the group).

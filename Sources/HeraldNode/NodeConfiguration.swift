@@ -10,6 +10,11 @@ public struct NodeConfiguration: Sendable {
     public var nodeID: String
     public var eventsTopic = "herald.events"
     public var upstreamTopic = "herald.upstream"
+    /// The compacted topic of devices' committed cursors (`DeviceCursors`); nil: acks are only
+    /// counted and a device without a cursor starts live.
+    public var cursorsTopic: String? = nil
+    /// Devices whose committed cursor the node keeps (`StoredCursors`).
+    public var storedCursors = StoredCursors.defaultCapacity
     public var producer: KafkaProducerConfiguration
     /// The live consumer; its start position decides where the node's topology begins each partition.
     public var consumer: KafkaLiveConsumerConfiguration

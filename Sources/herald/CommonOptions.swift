@@ -19,6 +19,9 @@ struct CommonOptions: ParsableArguments {
     @Option(help: "The upstream topic (client publishes). Env: HERALD_UPSTREAM_TOPIC. Default: herald.upstream.")
     var upstreamTopic: String?
 
+    @Option(help: "The compacted topic of devices' committed cursors (acks); none: no device cursors (acks only counted). Env: HERALD_CURSORS_TOPIC. Default: herald.cursors.")
+    var cursorsTopic: String?
+
     @Option(help: "Extra librdkafka properties, key=value,key=value (e.g. security.protocol=SSL). Env: HERALD_KAFKA_PROPERTIES.")
     var kafkaProperties: String?
 
@@ -57,6 +60,7 @@ struct CommonOptions: ParsableArguments {
             kafkaBrokers: value(kafkaBrokers, "HERALD_KAFKA_BROKERS"),
             eventsTopic: value(eventsTopic, "HERALD_EVENTS_TOPIC") ?? "herald.events",
             upstreamTopic: value(upstreamTopic, "HERALD_UPSTREAM_TOPIC") ?? "herald.upstream",
+            cursorsTopic: (value(cursorsTopic, "HERALD_CURSORS_TOPIC") ?? "herald.cursors").unlessNone,
             kafkaProperties: properties,
             logLevel: level,
             environment: environment
@@ -108,11 +112,16 @@ struct ResolvedOptions {
     var kafkaBrokers: String?
     var eventsTopic: String
     var upstreamTopic: String
+    /// nil: the node keeps no device cursors.
+    var cursorsTopic: String?
     var kafkaProperties: [String: String]
     var logLevel: Logger.Level
     /// The `HERALD_*` settings every other option reads: the process environment over the
     /// configuration file.
     var environment: [String: String]
+
+    /// Every topic Herald uses: what the embedded Kafka creates and `herald topics` shows.
+    var topics: [String] { [eventsTopic, upstreamTopic] + (cursorsTopic.map { [$0] } ?? []) }
 
     func kafka(bootstrapServers: String, clientID: String) -> KafkaConfiguration {
         KafkaConfiguration(bootstrapServers: bootstrapServers, clientID: clientID, extraProperties: kafkaProperties)
@@ -123,4 +132,9 @@ struct ResolvedOptions {
         logger.logLevel = logLevel
         return logger
     }
+}
+
+extension String {
+    /// nil for `none` (a topic setting that turns its feature off; an empty setting is an unset one).
+    fileprivate var unlessNone: String? { self == "none" ? nil : self }
 }

@@ -14,7 +14,7 @@ struct ConfigurationFile {
 
     /// Every key a file may hold: the options that have a `HERALD_*` variable.
     static let keys: Set<String> = [
-        "kafka-brokers", "kafka-properties", "kafka-properties-file", "events-topic", "upstream-topic", "log-level", "log-format",
+        "kafka-brokers", "kafka-properties", "kafka-properties-file", "events-topic", "upstream-topic", "cursors-topic", "log-level", "log-format",
         "embedded-brokers", "embedded-partitions",
         "port", "host", "jwt-secret", "jwt-secret-file", "jwt-public-keys", "jwt-audience", "jwt-issuer", "allowed-origins",
         "max-connections", "accept-rate", "user-connection-limit", "outbound-cap", "hot-window-seconds", "hot-window-bytes",
@@ -24,7 +24,7 @@ struct ConfigurationFile {
         "api-idle-timeout", "jwt-max-lifetime", "revocation-horizon", "max-push-records", "max-push-record-bytes", "push-rate", "push-max-delivery-delay",
         "outbound-hard-limit", "slow-consumer-seconds", "replay-deadline-seconds", "replay-max-bytes", "replay-readers",
         "source-handshakes-in-flight", "source-handshake-rate", "client-message-rate", "publish-rate", "publish-bytes-rate",
-        "tls-cert-file", "tls-key-file", "api-tls-cert-file", "api-tls-key-file", "api-tls-client-ca-file",
+        "message-id-memory", "stored-cursors", "tls-cert-file", "tls-key-file", "api-tls-cert-file", "api-tls-key-file", "api-tls-client-ca-file",
     ]
 
     /// The switches: JSON true or false.

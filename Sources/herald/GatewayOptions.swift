@@ -77,6 +77,12 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "Most messages one resume replays (more: recovered:false, too-many). Env: HERALD_REPLAY_LIMIT. Default: 10000.")
     var replayLimit: Int?
 
+    @Option(help: "Message ids remembered per stream to drop a retried copy (about 71 bytes each). Env: HERALD_MESSAGE_ID_MEMORY. Default: 262144.")
+    var messageIdMemory: Int?
+
+    @Option(help: "Devices whose committed cursor the node keeps (about 220 bytes each). Env: HERALD_STORED_CURSORS. Default: 100000.")
+    var storedCursors: Int?
+
     @Option(help: "Most bytes one resume replays (more: recovered:false, too-many). Env: HERALD_REPLAY_MAX_BYTES. Default: 4194304.")
     var replayMaxBytes: Int?
 
@@ -127,6 +133,10 @@ struct GatewayOptions: ParsableArguments {
         configuration.outboundHardLimitBytes = try number(outboundHardLimit, "HERALD_OUTBOUND_HARD_LIMIT") ?? 8 * 1024 * 1024
         configuration.slowConsumerWindow = try Self.duration(number(slowConsumerSeconds, "HERALD_SLOW_CONSUMER_SECONDS") ?? 5, "the slow-consumer window")
         configuration.replayMaxBytes = try number(replayMaxBytes, "HERALD_REPLAY_MAX_BYTES") ?? 4 * 1024 * 1024
+        configuration.messageIDMemory = try number(messageIdMemory, "HERALD_MESSAGE_ID_MEMORY") ?? RepeatedMessages.defaultCapacity
+        guard (1...100_000_000).contains(configuration.messageIDMemory) else {
+            throw ValidationError("the message id memory must be 1 to 100000000 ids, not \(configuration.messageIDMemory)")
+        }
         configuration.replayDeadline = try Self.duration(number(replayDeadlineSeconds, "HERALD_REPLAY_DEADLINE_SECONDS") ?? 10, "the replay deadline")
         guard configuration.outboundCapBytes >= 1_024 else { throw ValidationError("the outbound cap must be at least 1024 bytes") }
         guard configuration.outboundHardLimitBytes >= configuration.outboundCapBytes else {
@@ -149,6 +159,13 @@ struct GatewayOptions: ParsableArguments {
         guard configuration.replayLimit >= 1 else { throw ValidationError("the replay limit must be at least 1") }
         guard configuration.perUserConnectionLimit >= 1 else { throw ValidationError("the per-user connection limit must be at least 1") }
         return configuration
+    }
+
+    /// How many devices' committed cursors the node keeps.
+    func storedCursorCount(environment: [String: String]) throws -> Int {
+        let count = try Settings(environment: environment).number(storedCursors, "HERALD_STORED_CURSORS") ?? StoredCursors.defaultCapacity
+        guard (1...100_000_000).contains(count) else { throw ValidationError("the stored cursors must be 1 to 100000000 devices, not \(count)") }
+        return count
     }
 
     /// How many partitions the replay reader reads at once.

@@ -73,7 +73,7 @@ struct ServeCommand: AsyncParsableCommand {
         if let brokers = options.kafkaBrokers {
             bootstrap = brokers
         } else {
-            let started = try embedded.start(topics: [options.eventsTopic, options.upstreamTopic], logger: logger, environment: environment)
+            let started = try embedded.start(topics: options.topics, logger: logger, environment: environment)
             cluster = started
             bootstrap = started.bootstrapServers
         }
@@ -85,6 +85,8 @@ struct ServeCommand: AsyncParsableCommand {
         )
         configuration.useEventsTopic(options.eventsTopic)
         configuration.upstreamTopic = options.upstreamTopic
+        configuration.cursorsTopic = options.cursorsTopic
+        configuration.storedCursors = try gateway.storedCursorCount(environment: environment)
         configuration.producer.lingerMilliseconds = try settings.number(kafkaLingerMs, "HERALD_KAFKA_LINGER_MS") ?? 1
         configuration.replayReader.readers = try gateway.replayReaderCount(environment: environment)
         configuration.gateway = gatewayConfiguration

@@ -58,7 +58,12 @@ struct TopicsCreateCommand: AsyncParsableCommand {
         guard let brokers = options.kafkaBrokers else {
             throw ValidationError("--kafka-brokers (or HERALD_KAFKA_BROKERS) is required: the cluster to create the topics on")
         }
-        let specs = try specs(topics: [options.eventsTopic, options.upstreamTopic])
+        var specs = try specs(topics: options.topics)
+        if let cursors = options.cursorsTopic, let index = specs.firstIndex(where: { $0.name == cursors }) {
+            // One record per device is kept (the last), for as long as the topic lives.
+            specs[index].config["cleanup.policy"] = "compact"
+            specs[index].config["retention.ms"] = nil
+        }
         let admin = try KafkaAdmin(
             kafka: options.kafka(bootstrapServers: brokers, clientID: "herald-topics"), logger: options.logger("herald.topics"),
             timeout: .seconds(timeoutSeconds)

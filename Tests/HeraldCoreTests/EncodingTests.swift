@@ -106,6 +106,11 @@ struct ServerMessageTests {
         #expect(welcome.json["recovered"] as? Bool == false && welcome.json["reason"] as? String == "expired")
         let plain = try decode(ServerMessage.welcome(node: "n", session: "s", epoch: "e", positions: []))
         #expect(plain.json["recovered"] == nil, "recovered only appears when a cursor was given")
+        #expect(plain.json["source"] == nil, "source only appears for a stored cursor")
+        let stored = try decode(ServerMessage.welcome(
+            node: "n", session: "s", epoch: "e", positions: [("u", 3)], recovered: true, source: ServerMessage.storedCursorSource
+        ))
+        #expect(stored.json["recovered"] as? Bool == true && stored.json["source"] as? String == "stored-cursor")
 
         let error = try decode(ServerMessage.error(code: "bad-request", message: "the frame has no \"type\""))
         #expect(error.json["code"] as? String == "bad-request" && error.json["message"] as? String == "the frame has no \"type\"")

@@ -39,6 +39,11 @@ final class SimulatedDevice {
     var received: [String: [Int64]] = [:]
     var resumes = 0
     var resumesOnSecondNode = 0
+    /// What it acked before its storage was cleared: it reconnects with its token alone and must
+    /// resume from there (the node's stored cursor).
+    var ackedBeforeClearing: [String: Int64]? = nil
+    var storedCursorResumes = 0
+    var staleStoredCursors = 0
 
     init(user: String, name: String, overEventStream: Bool = false) {
         self.user = user
@@ -120,6 +125,45 @@ final class SimulatedDevice {
         return resuming
     }
 
+    /// Acks everything it has, then loses its storage (a new tab, a reinstalled app): the next connect
+    /// carries no cursor.
+    func ackAndClearStorage() {
+        // An event stream cannot send frames: only WebSocket devices ack.
+        guard let connection = connection as? TestConnection else { return }
+        for (stream, offset) in cursor.sorted(by: { $0.key < $1.key }) { connection.session.ack(stream: stream, offset: offset) }
+        ackedBeforeClearing = cursor
+    }
+
+    /// Connects with its token alone after its storage was cleared: the welcome must be a recovered
+    /// resume from the stored cursor, at what it acked. The commit reaches the nodes a moment after
+    /// the close (through Kafka for another node), so a welcome at an older stored position (or
+    /// none yet) is closed and the connect tried again; what it received beyond its ack is gone with
+    /// its storage, and must arrive again.
+    func connectFromStoredCursor(port: Int, token: String, group: any EventLoopGroup, context: String) async throws {
+        guard let acked = ackedBeforeClearing else { throw TestFailure("\(user)/\(name) never acked") }
+        let client = HeraldClient(host: "127.0.0.1", port: port, group: group)
+        for _ in 0..<200 {
+            let connection = try await TestConnection.open(try await client.connect(token: token, channels: ["news"]))
+            let welcome = connection.welcome
+            if welcome.recovered == true, welcome.source == "stored-cursor", welcome.positions == acked {
+                for (stream, offsets) in received { received[stream] = offsets.filter { $0 <= acked[stream] ?? -1 } }
+                cursor = acked
+                epoch = welcome.epoch
+                ackedBeforeClearing = nil
+                storedCursorResumes += 1
+                resumes += 1
+                self.connection = connection
+                return
+            }
+            #expect(welcome.recovered != false, "\(context): \(user)/\(name) stored cursor not recovered: \(welcome.reason ?? "-")")
+            staleStoredCursors += 1
+            connection.session.close()
+            _ = try await connection.closeCode()
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TestFailure("\(context): \(user)/\(name) never resumed from its stored cursor \(acked)")
+    }
+
     /// Reads what has arrived; returns the close event if the connection ended.
     func pumpReportingClose() async throws -> ServerEvent? {
         guard let connection else { return nil }
@@ -158,7 +202,7 @@ struct NoLossTests {
         let seed = UInt64(ProcessInfo.processInfo.environment["HERALD_TEST_SEED"] ?? "") ?? 20_261_129
         var random = SplitMix64(state: seed)
         // A small hot window on the first node, so that its resumes come from memory and from Kafka.
-        try await GatewayHarness.run(configure: { $0.hotWindowBytes = 8 * 1024 }) { node in
+        try await GatewayHarness.run(configure: { $0.hotWindowBytes = 8 * 1024 }, cursorsTopic: "herald.cursors") { node in
             // The second node is a real `herald serve` process on the same Kafka, so its own hot
             // window starts empty: resumes there read older positions from Kafka.
             let second = try HeraldProcess(
@@ -168,6 +212,8 @@ struct NoLossTests {
             )
             defer { second.stop() }
             let secondPort = Int(try await second.waitFor(#"port=(\d+) \[\w+\] WebSocket listener open"#))!
+            let secondAPIPort = Int(try await second.waitFor(#"(?:Server started and listening on|listening on) [^:]*:(\d+)"#))!
+            var retried = (answeredFirst: 0, producedAgain: 0, kafkaCopies: 0)
 
             let users = (0..<6).map { "user\($0)" }
             // Each user's browser reads Server-Sent Events: both transports share every record and position.
@@ -178,6 +224,11 @@ struct NoLossTests {
 
             func connect(_ device: SimulatedDevice, port: Int) async throws {
                 let token = try await node.token(device.user, device: device.name, channels: ["news"])
+                if device.ackedBeforeClearing != nil {
+                    try await device.connectFromStoredCursor(port: port, token: token, group: node.group, context: "seed \(seed)")
+                    if port == secondPort { device.resumesOnSecondNode += 1 }
+                    return
+                }
                 if try await device.connect(port: port, token: token, group: node.group, context: "seed \(seed)"), port == secondPort {
                     device.resumesOnSecondNode += 1
                 }
@@ -188,11 +239,26 @@ struct NoLossTests {
                 let target = Int.random(in: 0..<10, using: &random)
                 let user = users.randomElement(using: &random)!
                 if Bool.random(using: &random) {
-                    // Through the HTTP API.
+                    // Through the HTTP API, through either node; a push with an id is sometimes retried
+                    // through the other node (as behind a load balancer), which may produce it again:
+                    // the devices are owed the first copy only.
                     let to = target < 7 ? #"{"users":["\#(user)"]}"# : target < 9 ? #"{"channels":["news"]}"# : #"{"all":true}"#
-                    let response = try await api(node.apiPort, "POST", "/v1/push", body: #"{"to":\#(to),"data":\#(payload)}"#)
+                    let withID = Int.random(in: 0..<3, using: &random) == 0
+                    let id = withID ? #","id":"push-\#(random.next() % 1_000_000_000)""# : ""
+                    let body = #"{"to":\#(to),"data":\#(payload)\#(id)}"#
+                    let ports = Bool.random(using: &random) ? (node.apiPort, secondAPIPort) : (secondAPIPort, node.apiPort)
+                    let response = try await api(ports.0, "POST", "/v1/push", body: body)
                     guard response.status == 202, let results = response.json["results"] as? [[String: Any]] else {
                         throw TestFailure("push failed: \(response.status) \(response.body)")
+                    }
+                    if withID, Bool.random(using: &random) {
+                        let retry = try await api(ports.1, "POST", "/v1/push", body: body)
+                        guard retry.status == 202 else { throw TestFailure("retried push failed: \(retry.status) \(retry.body)") }
+                        if retry.json["results"] as? NSArray == response.json["results"] as? NSArray {
+                            retried.answeredFirst += 1
+                        } else {
+                            retried.producedAgain += 1
+                        }
                     }
                     for result in results {
                         let stream = result["stream"] as! String
@@ -202,9 +268,15 @@ struct NoLossTests {
                 } else {
                     // Straight to Kafka, as a business service with its own producer would.
                     let stream: HeraldStream = target < 7 ? .user(user) : target < 9 ? .channel("news") : .broadcast
-                    let delivery = try await node.produce(HeraldRecord(stream: stream), payload)
+                    let record = HeraldRecord(stream: stream, id: "kafka-\(random.next() % 1_000_000_000)")
+                    let delivery = try await node.produce(record, payload)
                     let key = if case .user(let name) = stream { "u:" + name } else { stream.wireName }
                     acknowledged[key, default: []].append(delivery.offset)
+                    if Int.random(in: 0..<5, using: &random) == 0 {
+                        // A producer's retry: the same herald-id again, never to be delivered.
+                        try await node.produce(record, payload)
+                        retried.kafkaCopies += 1
+                    }
                 }
             }
 
@@ -215,6 +287,7 @@ struct NoLossTests {
                     try await push()
                 } else if roll < 80 {
                     if let device = devices.filter({ $0.connection != nil }).randomElement(using: &random) {
+                        if !device.overEventStream, Int.random(in: 0..<3, using: &random) == 0 { device.ackAndClearStorage() }
                         try await device.disconnect()
                     }
                 } else if let device = devices.filter({ $0.connection == nil }).randomElement(using: &random) {
@@ -249,9 +322,14 @@ struct NoLossTests {
             let onSecond = devices.map(\.resumesOnSecondNode).reduce(0, +)
             let overStreams = devices.filter(\.overEventStream).map(\.resumes).reduce(0, +)
             #expect(overStreams >= 5, "seed \(seed): the run resumed event streams through Last-Event-ID (\(overStreams))")
+            let stored = devices.map(\.storedCursorResumes).reduce(0, +)
+            let stale = devices.map(\.staleStoredCursors).reduce(0, +)
+            #expect(stored >= 5, "seed \(seed): the run exercised stored-cursor reconnects (\(stored))")
+            #expect(retried.answeredFirst + retried.producedAgain >= 5 && retried.kafkaCopies >= 5, "seed \(seed): the run retried pushes \(retried)")
             #expect(resumes >= 20 && onSecond >= 5, "seed \(seed): the run exercised resumes (\(resumes), \(onSecond) on the second node)")
             #expect(checked > 300, "seed \(seed): \(checked) deliveries checked")
             print("no-loss seed \(seed): \(checked) deliveries checked, \(resumes) resumes (\(onSecond) on the second node, \(overStreams) over SSE), " +
+                  "\(stored) from stored cursors (\(stale) welcomes before the commit arrived, tried again), retried pushes \(retried), " +
                   "first node served \(node.gateway.replayStats.servedFromWindow) from its window and \(node.gateway.replayStats.servedFromKafka) from Kafka")
         }
     }

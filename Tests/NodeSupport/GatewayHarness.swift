@@ -70,11 +70,14 @@ package struct GatewayHarness {
         developmentTools: Bool = false,
         consumer configureConsumer: (inout KafkaLiveConsumerConfiguration) -> Void = { _ in },
         replay configureReplay: (inout KafkaReplayReaderConfiguration) -> Void = { _ in },
+        cursorsTopic: String? = nil,
         _ body: (GatewayHarness) async throws -> T
     ) async throws -> T {
         let topic = "herald.events"
         let cluster = try EmbeddedKafkaCluster(
-            topics: [KafkaTopicSpec(name: topic, partitions: 4), KafkaTopicSpec(name: upstreamTopic, partitions: 2)], logger: testLogger
+            topics: [KafkaTopicSpec(name: topic, partitions: 4), KafkaTopicSpec(name: upstreamTopic, partitions: 2)]
+                + (cursorsTopic.map { [KafkaTopicSpec(name: $0, partitions: 2)] } ?? []),
+            logger: testLogger
         )
         defer { cluster.shutdown() }
         var tokens = TokenConfiguration(hmacSecret: testSecret)
@@ -84,6 +87,7 @@ package struct GatewayHarness {
         )
         configuration.useEventsTopic(topic)
         configuration.upstreamTopic = upstreamTopic
+        configuration.cursorsTopic = cursorsTopic
         configuration.producer.deliveryTimeoutMilliseconds = producerTimeoutMilliseconds
         configuration.producer.flushTimeoutMilliseconds = 2_000
         configureConsumer(&configuration.consumer)

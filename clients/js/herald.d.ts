@@ -36,6 +36,12 @@ export interface HeraldOptions {
   /** Backoff base and cap in milliseconds. Defaults: 500 and 30,000. */
   backoffBase?: number;
   backoffCap?: number;
+  /**
+   * Milliseconds between acks: the client acks the last message of each stream at most this often,
+   * so the node commits the device's position (a token with a `device` claim then resumes from it
+   * without a stored cursor). 0: no automatic acks. Default: 1,000.
+   */
+  ackInterval?: number;
   /** Where cursors live. Default: localStorage when available, else memory. */
   storage?: CursorStorage | null;
   cursorStore?: CursorStore;
@@ -69,6 +75,8 @@ export interface HeraldWelcome {
   positions: Record<string, number>;
   recovered?: boolean;
   reason?: "expired" | "ahead" | "epoch" | "too-many" | "malformed";
+  /** "stored-cursor": the node resumed from the device's committed cursor (the client sent none). */
+  source?: "stored-cursor";
 }
 
 export interface HeraldEventMap {

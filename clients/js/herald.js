@@ -141,6 +141,11 @@ export class HeraldConnection extends EventTarget {
     this.stopped = false;
     this.token = null;
     this.storageKey = null;
+    // Acks: the last offset per stream not acked yet, sent together at most once per interval, so
+    // the node can commit the device's position (a new tab or a cleared store resumes from it).
+    this.ackInterval = options.ackInterval ?? 1000;
+    this.unacked = {};
+    this.ackTimer = false;
   }
 
   /** Opens the connection (once); `connect()` calls it. */
@@ -181,8 +186,27 @@ export class HeraldConnection extends EventTarget {
     return this.#send({ type: "unsubscribe", channel });
   }
 
+  /** Tells the node the device has the messages of `stream` up to `offset` (sent for you, throttled, unless `ackInterval` is 0). */
   ack(stream, offset) {
     return this.#send({ type: "ack", stream, offset });
+  }
+
+  #scheduleAck(stream, offset) {
+    if (!(this.ackInterval > 0)) return;
+    this.unacked[stream] = offset;
+    if (this.ackTimer) return;
+    this.ackTimer = true;
+    this.setTimer(() => this.#flushAcks(), this.ackInterval);
+  }
+
+  #flushAcks() {
+    this.ackTimer = false;
+    const pending = this.unacked;
+    this.unacked = {};
+    for (const [stream, offset] of Object.entries(pending)) {
+      // A closed socket drops them: the node committed the position it had when the socket closed.
+      this.ack(stream, offset);
+    }
   }
 
   /** The URL of the next connection attempt (token, channels, cursor and epoch as query parameters). */
@@ -351,6 +375,8 @@ export class HeraldConnection extends EventTarget {
     switch (frame.type) {
       case "welcome":
         this.attempt = 0;
+        // Acks of an earlier socket are not this one's to send.
+        this.unacked = {};
         this.epoch = frame.epoch;
         // Recovered: the cursor's positions (the replay follows). Not recovered, or no cursor: live
         // from the node's positions.
@@ -369,6 +395,7 @@ export class HeraldConnection extends EventTarget {
         if (last !== undefined && frame.offset <= last) return;
         this.positions[frame.stream] = frame.offset;
         this.#save();
+        this.#scheduleAck(frame.stream, frame.offset);
         const detail = { stream: frame.stream, offset: frame.offset, id: frame.id, data: frame.data, encoding: frame.encoding };
         this.#emit("message", detail);
         this.#emit(`message:${frame.stream}`, detail);

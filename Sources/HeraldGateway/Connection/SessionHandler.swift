@@ -34,12 +34,19 @@ final class SessionHandler: ChannelInboundHandler {
     private var pendingReplay: UInt16 = 0
     private var invalidMessages: UInt8 = 0
     private var slowDowns: UInt8 = 0
+    /// Where this device is current, committed as its stored cursor; nil for a connection without a
+    /// `device` claim (or a node without a cursors topic).
+    private var acked: AckedPositions?
 
     init(connection: Connection, services: SessionServices) {
         self.connection = connection
         self.services = services
         self.rules = WebSocketFrameRules(maxMessageBytes: services.settings.maxMessageBytes)
         self.publishes = PublishQueue()
+        if services.cursors != nil, let device = connection.deviceID, device.utf8.count <= DeviceCursorRecord.maxIDBytes,
+           connection.userID.utf8.count <= DeviceCursorRecord.maxIDBytes {
+            acked = AckedPositions()
+        }
     }
 
     private var now: Int64 { services.clock.nowMillis() }
@@ -53,7 +60,7 @@ final class SessionHandler: ChannelInboundHandler {
             replaced.channel.eventLoop.execute { replaced.close(.replaced) }
         }
         var following = initialChannels
-        if case .cursor(let cursor) = resume {
+        if case .cursor(let cursor, _) = resume {
             following += cursor.channels.filter { !following.contains($0) }
         }
         let connection = self.connection
@@ -61,18 +68,18 @@ final class SessionHandler: ChannelInboundHandler {
         switch resume {
         case .none:
             connection.send(welcome(positions), now: now)
-        case .failed(let reason):
+        case .failed(let reason, let stored):
             services.replay.notRecovered(reason)
-            connection.send(welcome(positions, recovered: false, reason: reason), now: now)
-        case .cursor(let cursor):
-            startResume(from: cursor, positions: positions)
+            connection.send(welcome(positions, recovered: false, reason: reason, stored: stored), now: now)
+        case .cursor(let cursor, let stored):
+            startResume(from: cursor, positions: positions, stored: stored)
         }
     }
 
     /// Replays what the cursor says the device missed; the lifecycle holds live records meanwhile (the
     /// connection was made resuming). The welcome goes out when the outcome is known, then the replay,
     /// then what was held.
-    private func startResume(from cursor: ResumeCursor, positions: [(stream: HeraldStream, offset: Int64)]) {
+    private func startResume(from cursor: ResumeCursor, positions: [(stream: HeraldStream, offset: Int64)], stored: Bool) {
         let shard = self.shard
         var requests: [StreamReplay] = []
         var ahead: [HeraldStream: Int64] = [:]
@@ -90,11 +97,11 @@ final class SessionHandler: ChannelInboundHandler {
             switch outcome {
             case .recovered(let frames):
                 decision = connection.lifecycle.replayArrived(
-                    first: welcome(resumed, recovered: true), replay: frames.flatMap { $0 }, skip: ahead, now: now
+                    first: welcome(resumed, recovered: true, stored: stored), replay: frames.flatMap { $0 }, skip: ahead, now: now
                 )
             case .failed(let reason):
                 decision = connection.lifecycle.replayArrived(
-                    first: welcome(positions, recovered: false, reason: reason), replay: [], skip: [:], now: now
+                    first: welcome(positions, recovered: false, reason: reason, stored: stored), replay: [], skip: [:], now: now
                 )
             case .unavailable:
                 decision = .replayUnavailable
@@ -175,13 +182,43 @@ final class SessionHandler: ChannelInboundHandler {
         then(outcome)
     }
 
+    /// The welcome, built once per connection when it is sent; its positions are where the device's
+    /// acks start from.
     private func welcome(
-        _ positions: [(stream: HeraldStream, offset: Int64)], recovered: Bool? = nil, reason: RecoveryFailure? = nil
+        _ positions: [(stream: HeraldStream, offset: Int64)], recovered: Bool? = nil, reason: RecoveryFailure? = nil, stored: Bool = false
     ) -> ByteBuffer {
-        ServerMessage.welcome(
+        acked?.welcomed(positions)
+        return ServerMessage.welcome(
             node: services.nodeID, session: connection.sessionID, epoch: services.epoch,
-            positions: positions.map { ($0.stream.wireName, $0.offset) }, recovered: recovered, reason: reason?.rawValue
+            positions: positions.map { ($0.stream.wireName, $0.offset) }, recovered: recovered, reason: reason?.rawValue,
+            source: stored ? ServerMessage.storedCursorSource : nil
         )
+    }
+
+    /// An ack moves this device's position in a stream the connection follows (an ack of another
+    /// stream is counted and changes nothing); the position is committed within the commit interval.
+    private func acknowledge(_ name: String, offset: Int64) {
+        guard let cursors = services.cursors, acked != nil else { return }
+        let stream: HeraldStream
+        switch name {
+        case "u": stream = .user(connection.userID)
+        case "*": stream = .broadcast
+        case _ where name.hasPrefix("c:") && connection.subscriptions.contains(String(name.dropFirst(2))):
+            stream = .channel(String(name.dropFirst(2)))
+        default: return
+        }
+        guard acked?.ack(stream, offset: offset) == true, acked?.commitScheduled == false else { return }
+        acked?.commitScheduled = true
+        connection.channel.eventLoop.assumeIsolated().scheduleTask(in: .init(cursors.commitInterval)) { [self] in
+            acked?.commitScheduled = false
+            commitCursor()
+        }
+    }
+
+    private func commitCursor() {
+        guard let cursors = services.cursors, let device = connection.deviceID, acked?.isDirty == true,
+              let cursor = acked?.takeCommit() else { return }
+        cursors.commit(user: connection.userID, device: device, epoch: services.epoch, cursor: cursor)
     }
 
     // MARK: Socket events
@@ -243,8 +280,9 @@ final class SessionHandler: ChannelInboundHandler {
     private func handle(_ message: ClientMessage) {
         let connection = self.connection
         switch message {
-        case .ack:
+        case .ack(let stream, let offset):
             services.countAck()
+            acknowledge(stream, offset: offset)
         case .subscribe(let channel, let offset):
             guard connection.allowedChannels.contains(channel) else {
                 return refuse(code: "channel-not-allowed", "the token does not grant channel \(channel)")
@@ -256,6 +294,7 @@ final class SessionHandler: ChannelInboundHandler {
             subscribe(channel, from: offset)
         case .unsubscribe(let channel):
             shard.assumeIsolated { $0.unsubscribe(connection, from: channel) }
+            acked?.forget(.channel(channel))
         case .publish(let data, let sync, let id):
             guard let publishing = services.publishing else {
                 return tell(code: "unsupported", "this node has no upstream topic to publish to", id: id)
@@ -336,6 +375,7 @@ final class SessionHandler: ChannelInboundHandler {
         )
         services.shard(for: context.eventLoop).assumeIsolated { $0.unregister(connection) }
         services.registry.remove(connection)
+        commitCursor()
         context.fireChannelInactive()
     }
 

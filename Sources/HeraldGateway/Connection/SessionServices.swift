@@ -26,6 +26,8 @@ final class SessionServices: Sendable {
     let publishing: Publishing?
     let metrics: GatewayMetrics
     let clock: WallClock
+    /// Where devices' acks are committed and their stored cursors found; nil without a cursors topic.
+    let cursors: DeviceCursors?
     private let acks = NodeCounter("herald_acks_total")
     /// The node's Server-Sent Events connections, for the dispatcher's encoding.
     let serverSentEvents = ServerSentEventsDemand()
@@ -33,8 +35,9 @@ final class SessionServices: Sendable {
 
     init(
         nodeID: String, epoch: String, settings: Settings, registry: SessionRegistry, replay: ReplayService,
-        publishing: Publishing?, metrics: GatewayMetrics, clock: WallClock, shards: [Shard]
+        publishing: Publishing?, metrics: GatewayMetrics, clock: WallClock, shards: [Shard], cursors: DeviceCursors? = nil
     ) {
+        self.cursors = cursors
         self.nodeID = nodeID
         self.epoch = epoch
         self.settings = settings

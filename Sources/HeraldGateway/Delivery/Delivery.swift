@@ -19,9 +19,9 @@ struct Delivery: Sendable {
     var action: Action
     /// The connection (by id) that must not receive it.
     var exclude: UInt64?
-    /// The `herald-id` of a record that excludes a session (a `sync` publish), by which a client's
-    /// retry of it is recognised (`RepeatedPublishes`).
-    var syncID: String? = nil
+    /// The record's `herald-id`, by which a retried copy of it in the same stream is recognised
+    /// (`RepeatedMessages`).
+    var messageID: String? = nil
     /// Unix milliseconds; `nil` never expires.
     var expiresAt: Int64?
     /// The record's Kafka timestamp (Unix milliseconds), for the delivery latency.
@@ -47,7 +47,7 @@ struct Delivery: Sendable {
         partition = record.partition
         offset = record.offset
         exclude = envelope.exclude.flatMap(Connection.parseSessionID)
-        if envelope.exclude != nil { syncID = envelope.id }
+        messageID = envelope.deduplicationKey
         expiresAt = envelope.expiresAt
         timestamp = record.timestamp
     }

@@ -33,8 +33,8 @@ struct Dispatcher: Sendable {
     /// Kicks with `revoke=true`, from any node: recorded before the batch carrying them is delivered,
     /// so that a kicked client that reconnects at once is refused.
     var revocations: RevocationList? = nil
-    /// Sync publishes seen, to drop a client's retry of one (shared with the replays).
-    var repeats: RepeatedPublishes? = nil
+    /// Message ids seen per stream, to drop a retried copy (shared with the replays).
+    var repeats: RepeatedMessages? = nil
     /// The node's acknowledged pushes waiting for delivery: told as each batch reaches the shards.
     var backlog: DeliveryBacklog? = nil
     /// Whether any connection of the node reads Server-Sent Events: then each record is encoded for them too.
@@ -151,9 +151,9 @@ struct Dispatcher: Sendable {
                 }
                 if let partitionCount, isMisrouted(delivery.stream, record, partitionCount: partitionCount, now: now) { continue }
                 // Before the hot window and the shards: neither live nor a replay from the window shows it.
-                if let repeats, let id = delivery.syncID, case .user(let user) = delivery.stream,
-                   repeats.isRepeat(user: user, id: id, offset: delivery.offset) {
-                    counters.repeated.increment()
+                if let repeats, let id = delivery.messageID, case .frame = delivery.action,
+                   repeats.isRepeat(delivery.stream, id: id, offset: delivery.offset) {
+                    counters.countRepeat(sync: delivery.exclude != nil)
                     continue
                 }
                 // In force before the batch is delivered, so a kicked client that reconnects at once is refused.
@@ -209,6 +209,9 @@ public final class DispatchCounters: Sendable {
     let skippedOffsets = NodeCounterFamily<Int32>("herald_kafka_skipped_offsets_total") { [("partition", String($0))] }
     /// Copies of a sync publish a client sent again (same user and id), dropped.
     let repeated = NodeCounter("herald_sync_publish_repeats_total")
+    /// Every copy of a message id repeated in its stream (pushes retried through another node, sync
+    /// publishes, producers' retries), dropped.
+    let deduplicated = NodeCounter("herald_messages_deduplicated_total")
 
     public init() {}
 
@@ -229,4 +232,11 @@ public final class DispatchCounters: Sendable {
     public var partitionGaps: Int { gaps.total }
     /// Copies of a sync publish a client sent again, dropped.
     public var repeatedSyncPublishes: Int { repeated.value }
+    /// Copies of a message id already seen in its stream, dropped (sync publishes among them).
+    public var deduplicatedMessages: Int { deduplicated.value }
+
+    func countRepeat(sync: Bool) {
+        deduplicated.increment()
+        if sync { repeated.increment() }
+    }
 }

@@ -146,6 +146,11 @@ export class HeraldConnection extends EventTarget {
     this.stopped = false;
     this.token = null;
     this.storageKey = null;
+    // Acks: the last offset per stream not acked yet, sent together at most once per interval, so
+    // the node can commit the device's position (a new tab or a cleared store resumes from it).
+    this.ackInterval = options.ackInterval ?? 1000;
+    this.unacked = {};
+    this.ackTimer = false;
   }
 
   /** Opens the connection (once); `connect()` calls it. */
@@ -186,8 +191,27 @@ export class HeraldConnection extends EventTarget {
     return this.#send({ type: "unsubscribe", channel });
   }
 
+  /** Tells the node the device has the messages of `stream` up to `offset` (sent for you, throttled, unless `ackInterval` is 0). */
   ack(stream, offset) {
     return this.#send({ type: "ack", stream, offset });
+  }
+
+  #scheduleAck(stream, offset) {
+    if (!(this.ackInterval > 0)) return;
+    this.unacked[stream] = offset;
+    if (this.ackTimer) return;
+    this.ackTimer = true;
+    this.setTimer(() => this.#flushAcks(), this.ackInterval);
+  }
+
+  #flushAcks() {
+    this.ackTimer = false;
+    const pending = this.unacked;
+    this.unacked = {};
+    for (const [stream, offset] of Object.entries(pending)) {
+      // A closed socket drops them: the node committed the position it had when the socket closed.
+      this.ack(stream, offset);
+    }
   }
 
   /** The URL of the next connection attempt (token, channels, cursor and epoch as query parameters). */
@@ -356,6 +380,8 @@ export class HeraldConnection extends EventTarget {
     switch (frame.type) {
       case "welcome":
         this.attempt = 0;
+        // Acks of an earlier socket are not this one's to send.
+        this.unacked = {};
         this.epoch = frame.epoch;
         // Recovered: the cursor's positions (the replay follows). Not recovered, or no cursor: live
         // from the node's positions.
@@ -374,6 +400,7 @@ export class HeraldConnection extends EventTarget {
         if (last !== undefined && frame.offset <= last) return;
         this.positions[frame.stream] = frame.offset;
         this.#save();
+        this.#scheduleAck(frame.stream, frame.offset);
         const detail = { stream: frame.stream, offset: frame.offset, id: frame.id, data: frame.data, encoding: frame.encoding };
         this.#emit("message", detail);
         this.#emit(`message:${frame.stream}`, detail);
@@ -452,6 +479,12 @@ export interface HeraldOptions {
   /** Backoff base and cap in milliseconds. Defaults: 500 and 30,000. */
   backoffBase?: number;
   backoffCap?: number;
+  /**
+   * Milliseconds between acks: the client acks the last message of each stream at most this often,
+   * so the node commits the device's position (a token with a `device` claim then resumes from it
+   * without a stored cursor). 0: no automatic acks. Default: 1,000.
+   */
+  ackInterval?: number;
   /** Where cursors live. Default: localStorage when available, else memory. */
   storage?: CursorStorage | null;
   cursorStore?: CursorStore;
@@ -485,6 +518,8 @@ export interface HeraldWelcome {
   positions: Record<string, number>;
   recovered?: boolean;
   reason?: "expired" | "ahead" | "epoch" | "too-many" | "malformed";
+  /** "stored-cursor": the node resumed from the device's committed cursor (the client sent none). */
+  source?: "stored-cursor";
 }
 
 export interface HeraldEventMap {

@@ -14,12 +14,13 @@ final class HandshakeState: @unchecked Sendable {
         case echo
     }
 
-    /// What the handshake asked to resume (the `cursor` and `epoch` query parameters).
+    /// What the handshake asked to resume (the `cursor` and `epoch` query parameters), or, with
+    /// `stored`, what the device's committed cursor resumes (`DeviceCursors`).
     enum ResumeRequest: Sendable {
         case none
         /// Known before any replay: a malformed cursor, or one from another epoch.
-        case failed(RecoveryFailure)
-        case cursor(ResumeCursor)
+        case failed(RecoveryFailure, stored: Bool = false)
+        case cursor(ResumeCursor, stored: Bool = false)
     }
 
     var outcome: Outcome = .pending

@@ -132,18 +132,23 @@ final class WebSocketListener: Sendable {
             return refuse(refusal)
         }
         let promise = loop.makePromise(of: HandshakeState.Outcome.self)
-        promise.completeWithTask { [tokens] in
+        promise.completeWithTask { [tokens, sessions] in
             do {
                 let identity = try await tokens.verify(token)
                 if let denied = channels.first(where: { !identity.channels.contains($0) }) {
                     return .refused(HandshakeRefusal(.channelNotAllowed, "the token does not grant channel \(denied)"))
                 }
-                let resume: HandshakeState.ResumeRequest
+                var resume: HandshakeState.ResumeRequest
                 switch resumeRequest {
                 case .success(let request): resume = request
                 case .failure(let refusal): return .refused(refusal)
                 }
-                if case .cursor(let cursor) = resume, let denied = cursor.channels.first(where: { !identity.channels.contains($0) }) {
+                if case .none = resume, let stored = sessions.cursors?.resumeRequest(
+                    user: identity.userID, device: identity.deviceID, granted: identity.channels, nodeEpoch: sessions.epoch
+                ) {
+                    resume = stored
+                }
+                if case .cursor(let cursor, _) = resume, let denied = cursor.channels.first(where: { !identity.channels.contains($0) }) {
                     return .refused(HandshakeRefusal(.cursorNotAllowed, "the cursor names channel \(denied), which the token does not grant"))
                 }
                 return .accepted(identity, channels: channels, resume: resume)
@@ -217,7 +222,7 @@ final class WebSocketListener: Sendable {
             return .success(.failed(.malformed))
         }
         guard epoch == nodeEpoch else { return .success(.failed(.epoch)) }
-        return .success(.cursor(parsed))
+        return .success(.cursor(parsed, stored: false))
     }
 
     static func bearerToken(_ headers: HTTPHeaders) -> String? {

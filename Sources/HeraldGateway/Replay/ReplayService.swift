@@ -33,12 +33,16 @@ final class ReplayService: Sendable {
     /// connection queue.
     let maxBytes: Int
     let stats: ReplayStats
-    /// Sync publishes the live path saw: a replay drops the copies it dropped.
-    let repeats = RepeatedPublishes()
+    /// Message ids the live path saw per stream: a replay drops the copies it dropped.
+    let repeats: RepeatedMessages
     private let kafka: SharedKafkaReads?
 
-    init(window: HotWindow, reader: KafkaReplayReader?, limit: Int, maxBytes: Int, stats: ReplayStats, clock: WallClock = .system) {
+    init(
+        window: HotWindow, reader: KafkaReplayReader?, limit: Int, maxBytes: Int, stats: ReplayStats, clock: WallClock = .system,
+        repeats: RepeatedMessages = RepeatedMessages()
+    ) {
         self.window = window
+        self.repeats = repeats
         self.limit = limit
         self.maxBytes = maxBytes
         self.stats = stats
@@ -118,15 +122,16 @@ final class ReplayService: Sendable {
                 return (Self.outcome(failure), false)
             case .success(let deliveries):
                 let stream = requests[index].stream
-                var syncIDs: Set<String> = []
+                var ids: Set<String> = []
                 for delivery in deliveries {
                     // Same key, but maybe another kind of stream (a user and a channel may share a name);
                     // control records are not messages. The frame is the one the shared read encoded.
                     guard delivery.stream == stream, case .frame(let frame) = delivery.action else { continue }
-                    // A client's retry of a sync publish: dropped as the live path dropped it, or as a
-                    // repeat within this replay when this node never saw the original.
-                    if let id = delivery.syncID, case .user(let user) = stream {
-                        guard syncIDs.insert(id).inserted, !repeats.isKnownRepeat(user: user, id: id, offset: delivery.offset) else { continue }
+                    // A retried copy of a message (a push through another node, a sync publish): dropped
+                    // as the live path dropped it, or as a repeat within this replay when this node
+                    // never saw the original.
+                    if let id = delivery.messageID {
+                        guard ids.insert(id).inserted, !repeats.isKnownRepeat(stream, id: id, offset: delivery.offset) else { continue }
                     }
                     guard delivery.exclude != connection else { continue }
                     frames[index].append(frame)

@@ -39,7 +39,7 @@ public struct UpstreamPublisher: Sendable {
             // The user's stream first, alone: if it fails, nothing was sent upstream either. Once it
             // landed, a failure of the upstream write makes the client send the publish again, and
             // that second copy in the user's stream has the same herald-id: the nodes drop it
-            // (`RepeatedPublishes`), so the other devices receive the message once.
+            // (`RepeatedMessages`), so the other devices receive the message once.
             let envelope = HeraldRecord(stream: .user(user), id: id, contentType: .json, exclude: session)
             let copy = KafkaOutgoingRecord(
                 topic: eventsTopic, key: key, value: value, headers: envelope.headers.map { KafkaHeader(name: $0.name, value: $0.value) }

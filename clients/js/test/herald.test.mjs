@@ -32,6 +32,8 @@ function harness(options = {}) {
     WebSocket: FakeSocket,
     setTimeout: (fn, ms) => timers.push({ fn, ms }),
     random: () => 0.5,
+    // The tests below count timers; automatic acks have their own test.
+    ackInterval: 0,
     storage: { getItem: (k) => storage.get(k) ?? null, setItem: (k, v) => storage.set(k, v), removeItem: (k) => storage.delete(k) },
     ...options,
   });
@@ -191,6 +193,38 @@ test("publish, subscribe with an offset, ack", async () => {
     { type: "subscribe", channel: "news", offset: 12 },
     { type: "ack", stream: "u", offset: 3 },
   ]);
+});
+
+test("acks: the last offset of each stream, at most once per interval, none after a new welcome", async () => {
+  const { connection, timers } = harness({ ackInterval: 1000 });
+  connection.open();
+  await tick();
+  const socket = FakeSocket.opened[0];
+  socket.serverFrame({ type: "welcome", node: "n1", session: "s", epoch: "e", positions: { u: 10, "*": 5 } });
+  socket.serverFrame({ type: "message", stream: "u", offset: 11, data: 1 });
+  socket.serverFrame({ type: "message", stream: "u", offset: 14, data: 2 });
+  socket.serverFrame({ type: "message", stream: "*", offset: 6, data: 3 });
+  assert.equal(timers.length, 1, "one timer for the three messages");
+  assert.equal(timers[0].ms, 1000);
+  assert.deepEqual(socket.sent, [], "nothing acked before the interval");
+  timers[0].fn();
+  assert.deepEqual(socket.sent, [{ type: "ack", stream: "u", offset: 14 }, { type: "ack", stream: "*", offset: 6 }]);
+  socket.serverFrame({ type: "message", stream: "u", offset: 15, data: 4 });
+  assert.equal(timers.length, 2, "the next message starts the next interval");
+  socket.serverFrame({ type: "welcome", node: "n1", session: "t", epoch: "e", positions: { u: 15, "*": 6 } });
+  timers[1].fn();
+  assert.equal(socket.sent.length, 2, "acks of before a welcome are not sent after it");
+});
+
+test("no automatic acks with ackInterval 0", async () => {
+  const { connection, timers } = harness({ ackInterval: 0 });
+  connection.open();
+  await tick();
+  const socket = FakeSocket.opened[0];
+  socket.serverFrame({ type: "welcome", node: "n1", session: "s", epoch: "e", positions: { u: 10 } });
+  socket.serverFrame({ type: "message", stream: "u", offset: 11, data: 1 });
+  assert.equal(timers.length, 0);
+  assert.deepEqual(socket.sent, []);
 });
 
 test("a publish with an id is answered: published, or an error naming the id", async () => {
