@@ -11,6 +11,8 @@ public enum ServerEvent: Sendable, Equatable {
     /// An `error` frame about the publish the client sent with `id` (`publish-failed`, `slow-down`, …):
     /// a retry should send the same id.
     case publishFailed(id: String, code: String, message: String)
+    /// The node accepted a `refresh`: the connection now expires at `expiresAt` (Unix milliseconds).
+    case refreshed(expiresAt: Int64)
     /// The connection ended, with the server's close code if it sent one.
     case closed(code: UInt16?, reason: String)
 
@@ -60,6 +62,9 @@ public enum ServerEvent: Sendable, Equatable {
             let code = object["code"] as? String ?? "", message = object["message"] as? String ?? ""
             if let id = object["id"] as? String { return .publishFailed(id: id, code: code, message: message) }
             return .error(code: code, message: message)
+        case "refreshed":
+            guard let expiresAt = (object["expires_at"] as? NSNumber)?.int64Value else { return nil }
+            return .refreshed(expiresAt: expiresAt)
         case "published":
             guard let id = object["id"] as? String else { return nil }
             return .published(id: id, stream: object["stream"] as? String, offset: (object["offset"] as? NSNumber)?.int64Value)

@@ -100,6 +100,16 @@ public enum ServerMessage {
         }
     }
 
+    /// A `refreshed` frame: the connection's new token was accepted; `expiresAt` is its `exp` in Unix
+    /// milliseconds (the push API's `expires_at` unit), from which on the connection is closed with 4009 unless it refreshes again.
+    public static func refreshed(expiresAt: Int64) -> ByteBuffer {
+        ServerFrame.build(.text) { buffer in
+            buffer.writeStaticString(#"{"type":"refreshed","expires_at":"#)
+            buffer.writeString(String(expiresAt))
+            buffer.writeInteger(UInt8(ascii: "}"))
+        }
+    }
+
     /// A `published` frame: Kafka acknowledged the publish the client named `id`. With `sync`, the
     /// position its copy took in the user's own stream (`stream` is then `u`), which the user's other
     /// devices receive it at.

@@ -44,6 +44,22 @@ export function cursorText(positions) {
     .join(",");
 }
 
+/** The `exp` claim of a JWT in Unix milliseconds, without verifying it; null without one. */
+export function tokenExpiry(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const exp = JSON.parse(atob(payload + "===".slice((payload.length + 3) % 4))).exp;
+    return typeof exp === "number" && Number.isFinite(exp) && exp > 0 ? exp * 1000 : null;
+  } catch {
+    return null;
+  }
+}
+
+/** How long before `exp` to refresh: a fifth of the time left, at least 1 s and at most 60 s. */
+export function refreshLead(remainingMs) {
+  return Math.min(60000, Math.max(1000, remainingMs / 5));
+}
+
 /** The `sub` and `device` claims of a JWT, without verifying it (the server does). */
 export function tokenIdentity(token) {
   try {
@@ -114,7 +130,9 @@ export class CursorStore {
 export class HeraldConnection extends EventTarget {
   constructor(url, options = {}) {
     super();
-    if (!options.token) throw new TypeError("connect(url, { token }) needs a token string or a function returning one");
+    if (!options.token && options.anonymous !== true) {
+      throw new TypeError("connect(url, { token }) needs a token string or a function returning one (or anonymous: true)");
+    }
     this.url = url;
     this.options = options;
     this.channels = [...(options.channels ?? [])];
@@ -152,8 +170,9 @@ export class HeraldConnection extends EventTarget {
    * 1 to 128 bytes), the node answers a `published` event once Kafka took it, or an `error` event
    * carrying the id: send it again with the same id, and the other devices still receive it once.
    */
-  publish(data, { sync = false, id } = {}) {
-    const frame = { type: "publish", data, sync };
+  publish(data, { sync = false, id, channel } = {}) {
+    // Into a channel (where its namespace allows it): every viewer of the channel receives it.
+    const frame = channel === undefined ? { type: "publish", data, sync } : { type: "publish", channel, data };
     if (id !== undefined) frame.id = id;
     return this.#send(frame);
   }
@@ -178,7 +197,7 @@ export class HeraldConnection extends EventTarget {
   /** The URL of the next connection attempt (token, channels, cursor and epoch as query parameters). */
   connectionURL(token) {
     const url = new URL(this.url, globalThis.location?.href ?? undefined);
-    url.searchParams.set("token", token);
+    if (token) url.searchParams.set("token", token);
     if (this.channels.length > 0) url.searchParams.set("channels", this.channels.join(","));
     if (this.epoch && Object.keys(this.positions).length > 0) {
       url.searchParams.set("cursor", cursorText(this.positions));
@@ -195,6 +214,7 @@ export class HeraldConnection extends EventTarget {
 
   /** A token function is asked before every attempt, so a reconnect never presents a stale token. */
   async #token() {
+    if (this.options.anonymous === true) return "";
     const source = this.options.token;
     return typeof source === "string" ? source : await source();
   }
@@ -220,7 +240,7 @@ export class HeraldConnection extends EventTarget {
       return this.#retry("resume");
     }
     this.socket = socket;
-    socket.onmessage = (event) => this.#frame(event.data);
+    socket.onmessage = (event) => this.#frame(event.data, socket);
     socket.onclose = (event) => {
       if (this.socket !== socket) return;
       this.socket = null;
@@ -267,7 +287,32 @@ export class HeraldConnection extends EventTarget {
     }
   }
 
-  #frame(text) {
+  /**
+   * With a token function, asks it for a new token shortly before the current one's `exp` and hands it
+   * to the node in a `refresh`: the connection stays open past the old `exp` (no 4009, no reconnect).
+   * A function that returns no later `exp` ends the refreshing; the node then closes with 4009.
+   */
+  #scheduleRefresh(socket) {
+    if (typeof this.options.token !== "function") return;
+    const expiry = tokenExpiry(this.token);
+    if (expiry === null) return;
+    const remaining = expiry - Date.now();
+    this.setTimer(async () => {
+      if (this.socket !== socket || this.stopped) return;
+      let fresh;
+      try {
+        fresh = await this.#token();
+      } catch (error) {
+        return this.#emit("error", { code: "token", message: String(error) });
+      }
+      const next = tokenExpiry(fresh);
+      if (this.socket !== socket || next === null || next <= expiry) return;
+      this.token = fresh;
+      this.#send({ type: "refresh", token: fresh });
+    }, Math.max(0, remaining - refreshLead(remaining)));
+  }
+
+  #frame(text, socket) {
     let frame;
     try {
       frame = JSON.parse(text);
@@ -288,6 +333,11 @@ export class HeraldConnection extends EventTarget {
         this.#save();
         this.#setState("open");
         this.#emit("welcome", frame);
+        this.#scheduleRefresh(socket);
+        break;
+      case "refreshed":
+        this.#emit("refreshed", { expiresAt: frame.expires_at });
+        this.#scheduleRefresh(socket);
         break;
       case "message": {
         const last = this.positions[frame.stream];

@@ -26,13 +26,20 @@ final class SessionServices: Sendable {
     let publishing: Publishing?
     let metrics: GatewayMetrics
     let clock: WallClock
+    /// Who may follow and publish into which channel (`subscribe`, a channel `publish`, a refresh).
+    let namespaces: ChannelNamespaces
+    /// Verifies a `refresh`'s new token as a handshake's is verified.
+    let tokens: TokenVerifier
     private let acks = NodeCounter("herald_acks_total")
     private let shards: [ObjectIdentifier: Shard]
 
     init(
         nodeID: String, epoch: String, settings: Settings, registry: SessionRegistry, replay: ReplayService,
-        publishing: Publishing?, metrics: GatewayMetrics, clock: WallClock, shards: [Shard]
+        publishing: Publishing?, metrics: GatewayMetrics, clock: WallClock, shards: [Shard], namespaces: ChannelNamespaces,
+        tokens: TokenVerifier
     ) {
+        self.namespaces = namespaces
+        self.tokens = tokens
         self.nodeID = nodeID
         self.epoch = epoch
         self.settings = settings

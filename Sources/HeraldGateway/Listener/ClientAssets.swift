@@ -49,6 +49,22 @@ export function cursorText(positions) {
     .join(",");
 }
 
+/** The `exp` claim of a JWT in Unix milliseconds, without verifying it; null without one. */
+export function tokenExpiry(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const exp = JSON.parse(atob(payload + "===".slice((payload.length + 3) % 4))).exp;
+    return typeof exp === "number" && Number.isFinite(exp) && exp > 0 ? exp * 1000 : null;
+  } catch {
+    return null;
+  }
+}
+
+/** How long before `exp` to refresh: a fifth of the time left, at least 1 s and at most 60 s. */
+export function refreshLead(remainingMs) {
+  return Math.min(60000, Math.max(1000, remainingMs / 5));
+}
+
 /** The `sub` and `device` claims of a JWT, without verifying it (the server does). */
 export function tokenIdentity(token) {
   try {
@@ -119,7 +135,9 @@ export class CursorStore {
 export class HeraldConnection extends EventTarget {
   constructor(url, options = {}) {
     super();
-    if (!options.token) throw new TypeError("connect(url, { token }) needs a token string or a function returning one");
+    if (!options.token && options.anonymous !== true) {
+      throw new TypeError("connect(url, { token }) needs a token string or a function returning one (or anonymous: true)");
+    }
     this.url = url;
     this.options = options;
     this.channels = [...(options.channels ?? [])];
@@ -157,8 +175,9 @@ export class HeraldConnection extends EventTarget {
    * 1 to 128 bytes), the node answers a `published` event once Kafka took it, or an `error` event
    * carrying the id: send it again with the same id, and the other devices still receive it once.
    */
-  publish(data, { sync = false, id } = {}) {
-    const frame = { type: "publish", data, sync };
+  publish(data, { sync = false, id, channel } = {}) {
+    // Into a channel (where its namespace allows it): every viewer of the channel receives it.
+    const frame = channel === undefined ? { type: "publish", data, sync } : { type: "publish", channel, data };
     if (id !== undefined) frame.id = id;
     return this.#send(frame);
   }
@@ -183,7 +202,7 @@ export class HeraldConnection extends EventTarget {
   /** The URL of the next connection attempt (token, channels, cursor and epoch as query parameters). */
   connectionURL(token) {
     const url = new URL(this.url, globalThis.location?.href ?? undefined);
-    url.searchParams.set("token", token);
+    if (token) url.searchParams.set("token", token);
     if (this.channels.length > 0) url.searchParams.set("channels", this.channels.join(","));
     if (this.epoch && Object.keys(this.positions).length > 0) {
       url.searchParams.set("cursor", cursorText(this.positions));
@@ -200,6 +219,7 @@ export class HeraldConnection extends EventTarget {
 
   /** A token function is asked before every attempt, so a reconnect never presents a stale token. */
   async #token() {
+    if (this.options.anonymous === true) return "";
     const source = this.options.token;
     return typeof source === "string" ? source : await source();
   }
@@ -225,7 +245,7 @@ export class HeraldConnection extends EventTarget {
       return this.#retry("resume");
     }
     this.socket = socket;
-    socket.onmessage = (event) => this.#frame(event.data);
+    socket.onmessage = (event) => this.#frame(event.data, socket);
     socket.onclose = (event) => {
       if (this.socket !== socket) return;
       this.socket = null;
@@ -272,7 +292,32 @@ export class HeraldConnection extends EventTarget {
     }
   }
 
-  #frame(text) {
+  /**
+   * With a token function, asks it for a new token shortly before the current one's `exp` and hands it
+   * to the node in a `refresh`: the connection stays open past the old `exp` (no 4009, no reconnect).
+   * A function that returns no later `exp` ends the refreshing; the node then closes with 4009.
+   */
+  #scheduleRefresh(socket) {
+    if (typeof this.options.token !== "function") return;
+    const expiry = tokenExpiry(this.token);
+    if (expiry === null) return;
+    const remaining = expiry - Date.now();
+    this.setTimer(async () => {
+      if (this.socket !== socket || this.stopped) return;
+      let fresh;
+      try {
+        fresh = await this.#token();
+      } catch (error) {
+        return this.#emit("error", { code: "token", message: String(error) });
+      }
+      const next = tokenExpiry(fresh);
+      if (this.socket !== socket || next === null || next <= expiry) return;
+      this.token = fresh;
+      this.#send({ type: "refresh", token: fresh });
+    }, Math.max(0, remaining - refreshLead(remaining)));
+  }
+
+  #frame(text, socket) {
     let frame;
     try {
       frame = JSON.parse(text);
@@ -293,6 +338,11 @@ export class HeraldConnection extends EventTarget {
         this.#save();
         this.#setState("open");
         this.#emit("welcome", frame);
+        this.#scheduleRefresh(socket);
+        break;
+      case "refreshed":
+        this.#emit("refreshed", { expiresAt: frame.expires_at });
+        this.#scheduleRefresh(socket);
         break;
       case "message": {
         const last = this.positions[frame.stream];
@@ -351,6 +401,10 @@ export function closeAction(code: number): CloseAction;
 export function backoffDelay(attempt: number, options?: { base?: number; cap?: number; random?: () => number }): number;
 /** `u:1842,*:78,c:news:13` from `{ u: 1842, "*": 78, "c:news": 13 }`. */
 export function cursorText(positions: Record<string, number>): string;
+/** The token's `exp` in Unix milliseconds, unverified; null without one. */
+export function tokenExpiry(token: string): number | null;
+/** How long before `exp` the client refreshes: a fifth of the time left, 1 to 60 s. */
+export function refreshLead(remainingMs: number): number;
 /** The token's `sub` and `device` claims, unverified. */
 export function tokenIdentity(token: string): { user: string; device: string };
 
@@ -369,8 +423,13 @@ export class CursorStore {
 }
 
 export interface HeraldOptions {
-  /** A token, or a function returning one (asked before every connection attempt). */
-  token: string | (() => string | Promise<string>);
+  /**
+   * A token, or a function returning one: asked before every connection attempt, and shortly before
+   * the current token's `exp`, whose answer is sent in a `refresh` so the connection stays open.
+   */
+  token?: string | (() => string | Promise<string>);
+  /** Connect without a token: only channels of namespaces open to anonymous connections. */
+  anonymous?: boolean;
   /** Channels to subscribe to at connect (the token must grant them). */
   channels?: string[];
   /** Reconnect even after 4001 (replaced) or 4003 (kicked). Default: false. */
@@ -415,7 +474,9 @@ export interface HeraldEventMap {
   /** With `id`: the error is about the publish sent with that id (send it again with the same id). */
   error: CustomEvent<{ code: string; message: string; id?: string }>;
   /** Kafka took the publish sent with `id`; with `sync`, its copy's position in the user's stream. */
-  published: CustomEvent<{ id: string; stream?: "u"; offset?: number }>;
+  published: CustomEvent<{ id: string; stream?: string; offset?: number }>;
+  /** The node took the refreshed token: the connection now expires at `expiresAt` (Unix ms). */
+  refreshed: CustomEvent<{ expiresAt: number }>;
   close: CustomEvent<{ code: number; reason: string; action: CloseAction }>;
 }
 
@@ -426,7 +487,8 @@ export class HeraldConnection extends EventTarget {
   readonly epoch: string | null;
   open(): this;
   close(): void;
-  publish(data: unknown, options?: { sync?: boolean; id?: string }): boolean;
+  /** With `channel`: into that channel (where its namespace allows it), `sync` does not apply. */
+  publish(data: unknown, options?: { sync?: boolean; id?: string; channel?: string }): boolean;
   subscribe(channel: string, options?: { offset?: number }): boolean;
   unsubscribe(channel: string): boolean;
   ack(stream: string, offset: number): boolean;
