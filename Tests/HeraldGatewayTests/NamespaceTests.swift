@@ -117,6 +117,27 @@ struct NamespaceTests {
         }
     }
 
+    @Test("anonymous handshakes have their own accept rate: over it they are refused 503 with Retry-After, and handshakes with a token are not")
+    func anonymousAcceptRate() async throws {
+        try await GatewayHarness.run(configure: { configuration in
+            withNamespaces(&configuration)
+            configuration.anonymousAcceptsPerSecond = 1
+        }) { node in
+            var refused: HandshakeRejected?
+            // A bucket of one: within a few back-to-back handshakes one is over the rate.
+            for _ in 0..<5 where refused == nil {
+                do {
+                    _ = try await node.anonymous(channels: ["video:1"])
+                } catch let rejected as HandshakeRejected {
+                    refused = rejected
+                }
+            }
+            #expect(refused?.status == 503 && refused?.body.contains("rate-limited") == true, "\(refused?.body ?? "none refused")")
+            #expect(refused?.header("Retry-After") != nil)
+            for user in ["a", "b", "c"] { _ = try await node.connect(user) }
+        }
+    }
+
     @Test("any token follows a token namespace; a pattern grant NAMESPACE:* follows every channel of a pattern namespace, at connect, by subscribe and by cursor, and nowhere else")
     func tokenAndPatternGrants() async throws {
         try await GatewayHarness.run(configure: withNamespaces) { node in

@@ -124,8 +124,13 @@ final class WebSocketListener: Sendable {
                 if case .refused(let refusal) = outcome { return refuse(refusal) }
                 return loop.makeSucceededFuture(nil)
             }
-            // Draining and the node's cap hold for everyone; the anonymous cap and rate are their own.
+            // Draining and the node's cap hold for everyone; the anonymous cap and rate are their own,
+            // and one source's share of them is bounded like its token handshakes.
             if let refusal = admission.precheck() { return refuse(refusal) }
+            if sources.isActive, let source = channel.remoteAddress?.ipAddress {
+                if let refusal = sources.begin(source) { return refuse(refusal) }
+                sources.end(source)
+            }
             switch anonymousAdmission.admit() {
             case .success(let slot): state.slot = slot
             case .failure(let refusal): return refuse(refusal)
