@@ -32,6 +32,8 @@ public enum ServerEvent: Sendable, Equatable {
         /// `data` as JSON text (a JSON payload as sent, text as a JSON string, binary as base64 in a string).
         public var data: String
         public var encoding: String?
+        /// Who published it into its channel (`herald-user`), when a signed-in client did.
+        public var user: String? = nil
     }
 
     /// Parses one text frame; `nil` for a frame that is not a Herald server frame.
@@ -56,7 +58,7 @@ public enum ServerEvent: Sendable, Equatable {
             else { return nil }
             return .message(Message(
                 stream: stream, offset: offset, id: object["id"] as? String, data: String(decoding: data, as: UTF8.self),
-                encoding: object["encoding"] as? String
+                encoding: object["encoding"] as? String, user: object["user"] as? String
             ))
         case "error":
             let code = object["code"] as? String ?? "", message = object["message"] as? String ?? ""

@@ -172,6 +172,7 @@ struct NamespaceTests {
             alice.session.publish(json: #"{"comment":"nice"}"#, toChannel: "video:7", id: "c-1")
             let seen = try await viewer.nextMessage()
             #expect(seen.stream == "c:video:7" && seen.id == "c-1" && seen.data == #"{"comment":"nice"}"#)
+            #expect(seen.user == "alice", "viewers see who published it")
             #expect(try await other.nextMessage() == seen)
             var answer: ServerEvent?
             var own: ServerEvent.Message?
@@ -201,7 +202,7 @@ struct NamespaceTests {
             // Its own message and the answer come in either order (the answer waits for the upstream write too).
             var guestEvents: [ServerEvent] = []
             for _ in 0..<2 { guestEvents.append(try await guest.next()) }
-            #expect(guestEvents.contains { if case .message(let message) = $0 { message.id == "g-1" } else { false } }, "\(guestEvents)")
+            #expect(guestEvents.contains { if case .message(let message) = $0 { message.id == "g-1" && message.user == nil } else { false } }, "\(guestEvents)")
             #expect(guestEvents.contains { if case .published(id: "g-1", stream: "c:open:lobby", _) = $0 { true } else { false } }, "\(guestEvents)")
             let lobby = try await node.records(topic: node.topic, partitions: 4, key: "open:lobby", count: 1)
             #expect(lobby.count == 1 && lobby.first?.header(HeraldHeader.user) == nil)

@@ -62,6 +62,8 @@ export interface HeraldMessage {
   id?: string;
   data: unknown;
   encoding?: "base64";
+  /** Who published it into its channel (`herald-user`), when a signed-in client did. */
+  user?: string;
 }
 
 export interface HeraldWelcome {

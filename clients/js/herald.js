@@ -346,6 +346,7 @@ export class HeraldConnection extends EventTarget {
         this.positions[frame.stream] = frame.offset;
         this.#save();
         const detail = { stream: frame.stream, offset: frame.offset, id: frame.id, data: frame.data, encoding: frame.encoding };
+        if (frame.user !== undefined) detail.user = frame.user;
         this.#emit("message", detail);
         this.#emit(`message:${frame.stream}`, detail);
         break;

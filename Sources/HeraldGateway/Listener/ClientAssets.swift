@@ -351,6 +351,7 @@ export class HeraldConnection extends EventTarget {
         this.positions[frame.stream] = frame.offset;
         this.#save();
         const detail = { stream: frame.stream, offset: frame.offset, id: frame.id, data: frame.data, encoding: frame.encoding };
+        if (frame.user !== undefined) detail.user = frame.user;
         this.#emit("message", detail);
         this.#emit(`message:${frame.stream}`, detail);
         break;
@@ -454,6 +455,8 @@ export interface HeraldMessage {
   id?: string;
   data: unknown;
   encoding?: "base64";
+  /** Who published it into its channel (`herald-user`), when a signed-in client did. */
+  user?: string;
 }
 
 export interface HeraldWelcome {

@@ -256,3 +256,15 @@ test("anonymous: no token in the URL; publish into a channel sends the channel a
   assert.deepEqual(socket.sent.at(-1), { type: "publish", channel: "video:1", data: { comment: "hi" }, id: "c-1" });
   assert.throws(() => new HeraldConnection("ws://x/v1/ws", {}), /needs a token/);
 });
+
+test("a channel message's publisher reaches the app as user", async () => {
+  const { connection, events } = harness({ token: undefined, anonymous: true, channels: ["video:1"] });
+  connection.open();
+  await tick();
+  const socket = FakeSocket.opened[0];
+  socket.serverFrame({ type: "welcome", node: "n", session: "s", epoch: "e", positions: { "c:video:1": 4 } });
+  socket.serverFrame({ type: "message", stream: "c:video:1", offset: 5, id: "c-1", user: "alice", data: { comment: "hi" } });
+  assert.deepEqual(events.filter((e) => e.type === "message"), [
+    { type: "message", stream: "c:video:1", offset: 5, id: "c-1", data: { comment: "hi" }, encoding: undefined, user: "alice" },
+  ]);
+});
