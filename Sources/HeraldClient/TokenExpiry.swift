@@ -16,9 +16,10 @@ enum TokenExpiry {
         return Date(timeIntervalSince1970: exp)
     }
 
-    /// How long before `exp` to refresh: a fifth of the time left, at least 1 s and at most 60 s, so a
-    /// short token refreshes with time to spare and a long one does not refresh early for nothing.
+    /// How long before `exp` to refresh: half the time left, at least 1 s and at most 60 s, so a short
+    /// token refreshes with time to spare for a slow token function or node, and a long one does not
+    /// refresh early for nothing.
     static func lead(remaining: TimeInterval) -> TimeInterval {
-        min(60, max(1, remaining / 5))
+        min(60, max(1, remaining / 2))
     }
 }

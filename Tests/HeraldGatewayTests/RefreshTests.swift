@@ -10,22 +10,21 @@ struct RefreshTests {
     @Test("a connection refreshed before its exp stays open past it and receives everything; one of the same user that did not refresh closes with 4009")
     func refreshKeepsTheConnection() async throws {
         try await GatewayHarness.run { node in
-            let refreshed = try await TestConnection.open(try await node.client.connect(token: try await node.token("rita", device: "a", ttl: 3)))
-            let stale = try await TestConnection.open(try await node.client.connect(token: try await node.token("rita", device: "b", ttl: 3)))
+            let refreshed = try await TestConnection.open(try await node.client.connect(token: try await node.token("rita", device: "a", ttl: 6)))
+            let stale = try await TestConnection.open(try await node.client.connect(token: try await node.token("rita", device: "b", ttl: 6)))
             let before = Int64(Date().timeIntervalSince1970 * 1_000)
             refreshed.session.refresh(token: try await node.token("rita", device: "a", ttl: 600))
             guard case .refreshed(let expiresAt) = try await refreshed.next() else { throw TestFailure("the refresh was not answered refreshed") }
             #expect(expiresAt > before + 500_000 && expiresAt < before + 700_000, "the new token's exp, in milliseconds")
             var expected: [Int64] = []
             expected.append(try await node.produce(HeraldRecord(stream: .user("rita")), #"{"n":0}"#).offset)
-            #expect(try await stale.nextMessage().offset == expected[0])
-            #expect(try await stale.closeCode(within: .seconds(15)) == CloseCode.tokenExpired.rawValue, "4009 stays for a connection that does not refresh")
+            #expect(try await stale.closeCode(within: .seconds(30)) == CloseCode.tokenExpired.rawValue, "4009 stays for a connection that does not refresh")
             // By now the old exp has passed (the stale connection closed on it): the refreshed one goes on.
             for n in 1..<4 { expected.append(try await node.produce(HeraldRecord(stream: .user("rita")), #"{"n":\#(n)}"#).offset) }
             var received: [Int64] = []
             while received.count < expected.count { received.append(try await refreshed.nextMessage().offset) }
             #expect(received == expected)
-            #expect(Int64(Date().timeIntervalSince1970 * 1_000) > before + 3_000)
+            #expect(Int64(Date().timeIntervalSince1970 * 1_000) > before + 6_000)
             let pending = await refreshed.pending()
             #expect(pending.isEmpty, "\(pending)")
         }
@@ -34,7 +33,8 @@ struct RefreshTests {
     @Test("a refresh with another user's or device's token, an expired token or a bad signature is refused with an error naming it; the connection stays open under its old exp and nothing else closes")
     func refusedRefreshes() async throws {
         try await GatewayHarness.run { node in
-            let connection = try await TestConnection.open(try await node.client.connect(token: try await node.token("rita", device: "a", ttl: 6)))
+            // Long enough that the refusals and a message fit before the old exp on a loaded machine.
+            let connection = try await TestConnection.open(try await node.client.connect(token: try await node.token("rita", device: "a", ttl: 15)))
             let sibling = try await node.connect("rita", device: "b")
             let bystander = try await node.connect("mallory")
             let forger = try await TokenIssuer(hmacSecret: "another-secret-that-is-at-least-32-bytes")
@@ -53,7 +53,7 @@ struct RefreshTests {
             let message = try await node.produce(HeraldRecord(stream: .user("rita")), #"{"still":"open"}"#)
             #expect(try await connection.nextMessage().offset == message.offset)
             #expect(try await sibling.nextMessage().offset == message.offset)
-            #expect(try await connection.closeCode(within: .seconds(15)) == CloseCode.tokenExpired.rawValue, "the old exp still holds")
+            #expect(try await connection.closeCode(within: .seconds(40)) == CloseCode.tokenExpired.rawValue, "the old exp still holds")
             let fence = try await node.produce(HeraldRecord(stream: .broadcast), #"{"fence":true}"#)
             #expect(try await sibling.nextMessage().offset == fence.offset)
             #expect(try await bystander.nextMessage().offset == fence.offset)
@@ -78,10 +78,10 @@ struct RefreshTests {
         }
     }
 
-    @Test("ResumingConnection refreshes ahead of exp through its token function: with 3 s tokens it stays open and receives what comes later")
+    @Test("ResumingConnection refreshes ahead of exp through its token function: with 6 s tokens it stays open and receives what comes later")
     func swiftClientRefreshes() async throws {
         try await GatewayHarness.run { node in
-            let connection = ResumingConnection(client: node.client, token: { try await node.token("swifty", device: "mac", ttl: 3) })
+            let connection = ResumingConnection(client: node.client, token: { try await node.token("swifty", device: "mac", ttl: 6) })
             let inbox = Inbox<ResumingConnection.Event>()
             let reader = Task { for await event in connection.events { await inbox.append(event) } }
             defer { reader.cancel() }
@@ -95,7 +95,7 @@ struct RefreshTests {
                 return event
             }
             while true { if case .welcome = try await next() { break } }
-            try await Task.sleep(for: .seconds(7))
+            try await Task.sleep(for: .seconds(10))
             let late = try await node.produce(HeraldRecord(stream: .user("swifty")), #"{"late":true}"#)
             while true {
                 if case .message(let message) = try await next() {
@@ -103,7 +103,7 @@ struct RefreshTests {
                     break
                 }
             }
-            #expect(refreshes >= 2, "\(refreshes) refreshes in 7 s of 3 s tokens")
+            #expect(refreshes >= 2, "\(refreshes) refreshes in 10 s of 6 s tokens")
             for event in await inbox.drain() {
                 if case .closed = event { Issue.record("closed: \(event)") }
                 if case .welcome = event { Issue.record("reconnected: \(event)") }

@@ -23,7 +23,7 @@ struct ChannelPublishClusterTests {
 
         let viewerB = try await TestConnection.open(try await onB.connectAnonymously(channels: ["video:9"]))
         let viewerA = try await TestConnection.open(try await onA.connectAnonymously(channels: ["video:9"]))
-        let bobToken = try await issuer.token(user: "bob", expiresAt: Date().addingTimeInterval(3))
+        let bobToken = try await issuer.token(user: "bob", expiresAt: Date().addingTimeInterval(6))
         let bob = try await TestConnection.open(try await onB.connect(token: bobToken, channels: ["video:9"]))
         bob.session.refresh(token: try await issuer.token(user: "bob", expiresAt: Date().addingTimeInterval(600)))
         guard case .refreshed = try await bob.next() else { throw TestFailure("bob's refresh was not accepted") }
@@ -31,7 +31,7 @@ struct ChannelPublishClusterTests {
             try await onA.connect(token: try await issuer.token(user: "alice", expiresAt: Date().addingTimeInterval(600)), channels: ["video:9"])
         )
         // Past bob's first exp: his refreshed connection on node B still receives.
-        try await Task.sleep(for: .seconds(4))
+        try await Task.sleep(for: .seconds(7))
         alice.session.publish(json: #"{"comment":"first!"}"#, toChannel: "video:9", id: "c-1")
         for (name, viewer) in [("anonymous on B", viewerB), ("anonymous on A", viewerA), ("bob on B", bob)] {
             let message = try await viewer.nextMessage(within: .seconds(20))

@@ -11,7 +11,7 @@ export function backoffDelay(attempt: number, options?: { base?: number; cap?: n
 export function cursorText(positions: Record<string, number>): string;
 /** The token's `exp` in Unix milliseconds, unverified; null without one. */
 export function tokenExpiry(token: string): number | null;
-/** How long before `exp` the client refreshes: a fifth of the time left, 1 to 60 s. */
+/** How long before `exp` the client refreshes: half the time left, 1 to 60 s. */
 export function refreshLead(remainingMs: number): number;
 /** The token's `sub` and `device` claims, unverified. */
 export function tokenIdentity(token: string): { user: string; device: string };

@@ -55,9 +55,9 @@ export function tokenExpiry(token) {
   }
 }
 
-/** How long before `exp` to refresh: a fifth of the time left, at least 1 s and at most 60 s. */
+/** How long before `exp` to refresh: half the time left, at least 1 s and at most 60 s. */
 export function refreshLead(remainingMs) {
-  return Math.min(60000, Math.max(1000, remainingMs / 5));
+  return Math.min(60000, Math.max(1000, remainingMs / 2));
 }
 
 /** The `sub` and `device` claims of a JWT, without verifying it (the server does). */

@@ -60,9 +60,9 @@ export function tokenExpiry(token) {
   }
 }
 
-/** How long before `exp` to refresh: a fifth of the time left, at least 1 s and at most 60 s. */
+/** How long before `exp` to refresh: half the time left, at least 1 s and at most 60 s. */
 export function refreshLead(remainingMs) {
-  return Math.min(60000, Math.max(1000, remainingMs / 5));
+  return Math.min(60000, Math.max(1000, remainingMs / 2));
 }
 
 /** The `sub` and `device` claims of a JWT, without verifying it (the server does). */
@@ -404,7 +404,7 @@ export function backoffDelay(attempt: number, options?: { base?: number; cap?: n
 export function cursorText(positions: Record<string, number>): string;
 /** The token's `exp` in Unix milliseconds, unverified; null without one. */
 export function tokenExpiry(token: string): number | null;
-/** How long before `exp` the client refreshes: a fifth of the time left, 1 to 60 s. */
+/** How long before `exp` the client refreshes: half the time left, 1 to 60 s. */
 export function refreshLead(remainingMs: number): number;
 /** The token's `sub` and `device` claims, unverified. */
 export function tokenIdentity(token: string): { user: string; device: string };
