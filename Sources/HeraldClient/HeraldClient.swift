@@ -49,14 +49,32 @@ public struct HeraldClient: Sendable {
         token: String, channels: [String] = [], tokenInQuery: Bool = false, origin: String? = nil,
         sourceAddress: String? = nil, cursor: String? = nil, epoch: String? = nil, receiveBufferBytes: Int? = nil
     ) async throws -> HeraldSession {
+        try await open(
+            token: token, channels: channels, tokenInQuery: tokenInQuery, origin: origin, sourceAddress: sourceAddress, cursor: cursor,
+            epoch: epoch, receiveBufferBytes: receiveBufferBytes
+        )
+    }
+
+    /// Opens `/v1/ws` without a token: a node accepts it only where a channel namespace is open to
+    /// anonymous connections, and it follows only such channels (docs/protocol.md §5).
+    public func connectAnonymously(
+        channels: [String] = [], origin: String? = nil, cursor: String? = nil, epoch: String? = nil
+    ) async throws -> HeraldSession {
+        try await open(token: nil, channels: channels, tokenInQuery: false, origin: origin, sourceAddress: nil, cursor: cursor, epoch: epoch, receiveBufferBytes: nil)
+    }
+
+    private func open(
+        token: String?, channels: [String], tokenInQuery: Bool, origin: String?,
+        sourceAddress: String?, cursor: String?, epoch: String?, receiveBufferBytes: Int?
+    ) async throws -> HeraldSession {
         var query: [String] = []
         if !channels.isEmpty { query.append("channels=" + channels.joined(separator: ",")) }
         if let cursor { query.append("cursor=" + Self.encode(cursor)) }
         if let epoch { query.append("epoch=" + Self.encode(epoch)) }
         var headers: [(String, String)] = []
-        if tokenInQuery {
+        if let token, tokenInQuery {
             query.append("token=" + (token.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? token))
-        } else {
+        } else if let token {
             headers.append(("Authorization", "Bearer \(token)"))
         }
         if let origin { headers.append(("Origin", origin)) }
@@ -114,6 +132,18 @@ public struct HeraldSession: Sendable {
     /// same id reaches the other devices once.
     public func publish(json: String, sync: Bool = false, id: String? = nil) {
         connection.send(text: ClientMessage.publish(data: Array(json.utf8), sync: sync, id: id).text)
+    }
+
+    /// Publishes `json` into a channel, where its namespace allows clients to publish: every viewer
+    /// of the channel receives it, and the upstream topic too. With `id`, answered `.published`.
+    public func publish(json: String, toChannel channel: String, id: String? = nil) {
+        connection.send(text: ClientMessage.channelPublish(channel: channel, data: Array(json.utf8), id: id).text)
+    }
+
+    /// Hands the node a new token of the same user: answered `.refreshed` with its expiry, or an
+    /// `.error` naming why not (the connection then goes on under the old token).
+    public func refresh(token: String) {
+        connection.send(text: ClientMessage.refresh(token: token).text)
     }
 
     public func close() {

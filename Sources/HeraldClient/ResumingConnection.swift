@@ -7,7 +7,9 @@ import Synchronization
 /// It reconnects after a drop with full-jitter backoff, as the close code says (`ReconnectPolicy`).
 /// It keeps a cursor (the last offset of every stream it follows) and resumes from it on every
 /// reconnect, to any node, so its `events` carry each message of its streams once, in order. A token
-/// provider is asked before every attempt, so an expired token (4009) is replaced.
+/// provider is asked before every attempt, so an expired token (4009) is replaced, and ahead of the
+/// token's `exp` while connected: the new token goes to the node in a `refresh`, and the connection
+/// stays open past the old `exp`.
 public final class ResumingConnection: Sendable {
     public enum State: String, Sendable {
         case connecting, open, reconnecting, closed
@@ -24,6 +26,8 @@ public final class ResumingConnection: Sendable {
         case published(id: String, stream: String?, offset: Int64?)
         /// The publish sent with `id` failed; send it again with the same id.
         case publishFailed(id: String, code: String, message: String)
+        /// The node took a refreshed token: the connection now expires at `expiresAt` (Unix ms).
+        case refreshed(expiresAt: Int64)
         /// The connection ended; `action` says what happens next.
         case closed(code: UInt16?, action: CloseAction)
     }
@@ -138,10 +142,13 @@ public final class ResumingConnection: Sendable {
     /// One connection, from the handshake to its end; returns what to do next.
     private func connectOnce(onWelcome: () -> Void) async -> CloseAction {
         let session: HeraldSession
+        let expiry: Date?
         do {
             let cursor = state.withLock { $0.cursor }
+            let current = try await token()
+            expiry = TokenExpiry.of(current)
             session = try await client.connect(
-                token: try await token(), channels: channels, cursor: cursor.map(\.text), epoch: cursor?.epoch
+                token: current, channels: channels, cursor: cursor.map(\.text), epoch: cursor?.epoch
             )
         } catch let refused as HandshakeRejected {
             continuation.yield(.error(code: "handshake", message: "\(refused.status) \(refused.body)"))
@@ -159,6 +166,8 @@ public final class ResumingConnection: Sendable {
         state.withLock { $0.session = session }
         defer { state.withLock { $0.session = nil } }
         if isStopped { session.close() }
+        let refresher = Task { await self.refreshAhead(of: expiry, on: session) }
+        defer { refresher.cancel() }
         for await event in session.events {
             switch event {
             case .welcome(let welcome):
@@ -191,6 +200,8 @@ public final class ResumingConnection: Sendable {
                 continuation.yield(.published(id: id, stream: stream, offset: offset))
             case .publishFailed(let id, let code, let message):
                 continuation.yield(.publishFailed(id: id, code: code, message: message))
+            case .refreshed(let expiresAt):
+                continuation.yield(.refreshed(expiresAt: expiresAt))
             case .closed(let code, _):
                 let action = ReconnectPolicy.action(forClose: code)
                 continuation.yield(.closed(code: code, action: action))
@@ -198,5 +209,20 @@ public final class ResumingConnection: Sendable {
             }
         }
         return .resume
+    }
+
+    /// While the session lasts: shortly before the token's `exp`, asks the provider for a new token and
+    /// sends it in a `refresh`. A provider that hands back no later `exp` ends the refreshing: the node
+    /// then closes with 4009 at the old one, and the reconnect asks the provider again.
+    private func refreshAhead(of expiry: Date?, on session: HeraldSession) async {
+        var expiry = expiry
+        while let current = expiry, !Task.isCancelled {
+            let remaining = current.timeIntervalSinceNow
+            let wait = max(0, remaining - TokenExpiry.lead(remaining: remaining))
+            guard (try? await Task.sleep(for: .milliseconds(Int64(wait * 1_000)))) != nil else { return }
+            guard let fresh = try? await token(), let next = TokenExpiry.of(fresh), next > current else { return }
+            session.refresh(token: fresh)
+            expiry = next
+        }
     }
 }

@@ -11,6 +11,8 @@ public enum ServerEvent: Sendable, Equatable {
     /// An `error` frame about the publish the client sent with `id` (`publish-failed`, `slow-down`, …):
     /// a retry should send the same id.
     case publishFailed(id: String, code: String, message: String)
+    /// The node accepted a `refresh`: the connection now expires at `expiresAt` (Unix milliseconds).
+    case refreshed(expiresAt: Int64)
     /// The connection ended, with the server's close code if it sent one.
     case closed(code: UInt16?, reason: String)
 
@@ -32,6 +34,8 @@ public enum ServerEvent: Sendable, Equatable {
         /// `data` as JSON text (a JSON payload as sent, text as a JSON string, binary as base64 in a string).
         public var data: String
         public var encoding: String?
+        /// Who published it into its channel (`herald-user`), when a signed-in client did.
+        public var user: String? = nil
     }
 
     /// Parses one text frame; `nil` for a frame that is not a Herald server frame.
@@ -56,12 +60,15 @@ public enum ServerEvent: Sendable, Equatable {
             else { return nil }
             return .message(Message(
                 stream: stream, offset: offset, id: object["id"] as? String, data: String(decoding: data, as: UTF8.self),
-                encoding: object["encoding"] as? String
+                encoding: object["encoding"] as? String, user: object["user"] as? String
             ))
         case "error":
             let code = object["code"] as? String ?? "", message = object["message"] as? String ?? ""
             if let id = object["id"] as? String { return .publishFailed(id: id, code: code, message: message) }
             return .error(code: code, message: message)
+        case "refreshed":
+            guard let expiresAt = (object["expires_at"] as? NSNumber)?.int64Value else { return nil }
+            return .refreshed(expiresAt: expiresAt)
         case "published":
             guard let id = object["id"] as? String else { return nil }
             return .published(id: id, stream: object["stream"] as? String, offset: (object["offset"] as? NSNumber)?.int64Value)

@@ -11,6 +11,13 @@ public enum ClientMessage: Equatable, Sendable {
     case publish(data: [UInt8], sync: Bool, id: String? = nil)
     case subscribe(channel: String, offset: Int64?)
     case unsubscribe(channel: String)
+    /// `publish` with a `channel`: into that channel's stream, where its namespace allows it.
+    case channelPublish(channel: String, data: [UInt8], id: String? = nil)
+    /// A new token for the same user, to move the connection's expiry (docs/protocol.md §5).
+    case refresh(token: String)
+
+    /// The most bytes of a `refresh` token (a token is a few hundred bytes; the frame limit bounds it too).
+    public static let maxTokenBytes = 8 * 1024
 
     /// The most UTF-8 bytes of a publish `id`: it travels in every record's headers and frames.
     public static let maxPublishIDBytes = 128
@@ -52,6 +59,11 @@ public enum ClientMessage: Equatable, Sendable {
             guard let encoded = try? JSONSerialization.data(withJSONObject: data, options: [.fragmentsAllowed, .withoutEscapingSlashes]) else {
                 throw ClientMessageError("publish \"data\" cannot be encoded")
             }
+            if object["channel"] != nil {
+                // `sync` copies into the user's own stream; a channel's viewers already include the user's devices.
+                guard object["sync"] == nil else { throw ClientMessageError("publish into a channel takes no \"sync\"") }
+                return .channelPublish(channel: try channelName(object), data: Array(encoded), id: id)
+            }
             return .publish(data: Array(encoded), sync: sync, id: id)
         case "subscribe":
             let channel = try channelName(object)
@@ -63,6 +75,11 @@ public enum ClientMessage: Equatable, Sendable {
             return .subscribe(channel: channel, offset: offset)
         case "unsubscribe":
             return .unsubscribe(channel: try channelName(object))
+        case "refresh":
+            guard let token = object["token"] as? String, !token.isEmpty, token.utf8.count <= maxTokenBytes else {
+                throw ClientMessageError("refresh needs a \"token\" string of 1 to \(maxTokenBytes) bytes")
+            }
+            return .refresh(token: token)
         default:
             throw ClientMessageError("unknown frame type \"\(type)\"")
         }
@@ -94,6 +111,20 @@ public enum ClientMessage: Equatable, Sendable {
         case .unsubscribe(let channel):
             buffer.writeString(#"{"type":"unsubscribe","channel":"#)
             buffer.writeJSONString(channel)
+            buffer.writeString("}")
+        case .channelPublish(let channel, let data, let id):
+            buffer.writeString(#"{"type":"publish","channel":"#)
+            buffer.writeJSONString(channel)
+            buffer.writeString(#","data":"#)
+            buffer.writeBytes(data)
+            if let id {
+                buffer.writeString(#","id":"#)
+                buffer.writeJSONString(id)
+            }
+            buffer.writeString("}")
+        case .refresh(let token):
+            buffer.writeString(#"{"type":"refresh","token":"#)
+            buffer.writeJSONString(token)
             buffer.writeString("}")
         }
         return String(buffer: buffer)

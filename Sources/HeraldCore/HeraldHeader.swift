@@ -31,6 +31,10 @@ public struct HeraldHeader: Hashable, Sendable {
     public static let session = "herald-session"
     public static let device = "herald-device"
     public static let node = "herald-node"
+    /// On a record a client published into a channel: the publisher's user id (from its token).
+    public static let user = "herald-user"
+    /// On the upstream topic: the channel a client published into.
+    public static let channel = "herald-channel"
 }
 
 /// What a record's payload is, from `herald-content-type`.

@@ -20,6 +20,8 @@ public struct HeraldRecord: Hashable, Sendable {
     public var revokeBefore: Int64?
     /// Whose `id` it is (`herald-id-scope`): the push API's digest of the API key that pushed it.
     public var idScope: String? = nil
+    /// On a record a client published into a channel: the publisher's user id (`herald-user`).
+    public var user: String?
 
     public init(
         stream: HeraldStream,
@@ -28,9 +30,11 @@ public struct HeraldRecord: Hashable, Sendable {
         exclude: String? = nil,
         expiresAt: Int64? = nil,
         control: HeraldControl? = nil,
-        revokeBefore: Int64? = nil
+        revokeBefore: Int64? = nil,
+        user: String? = nil
     ) {
         self.revokeBefore = revokeBefore
+        self.user = user
         self.stream = stream
         self.id = id
         self.contentType = contentType
@@ -57,6 +61,7 @@ public struct HeraldRecord: Hashable, Sendable {
         if let expiresAt { headers.append(HeraldHeader(name: HeraldHeader.expiresAt, string: String(expiresAt))) }
         if let control { headers.append(HeraldHeader(name: HeraldHeader.control, string: control.rawValue)) }
         if let revokeBefore { headers.append(HeraldHeader(name: HeraldHeader.revokeBefore, string: String(revokeBefore))) }
+        if let user { headers.append(HeraldHeader(name: HeraldHeader.user, string: user)) }
         return headers
     }
 
@@ -127,6 +132,11 @@ public struct HeraldRecord: Hashable, Sendable {
                     throw HeraldRecordError(.invalidHeader, "herald-revoke-before must be Unix milliseconds as a non-negative decimal integer")
                 }
                 record.revokeBefore = millis
+            case HeraldHeader.user:
+                guard let value = header.stringValue, !value.isEmpty else {
+                    throw HeraldRecordError(.invalidHeader, "herald-user must be a non-empty UTF-8 user id")
+                }
+                record.user = value
             case HeraldHeader.expiresAt:
                 guard let value = header.stringValue, let millis = Int64(value) else {
                     throw HeraldRecordError(.invalidHeader, "herald-expires-at must be Unix milliseconds as a decimal integer")

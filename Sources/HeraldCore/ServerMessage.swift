@@ -5,13 +5,15 @@ public import NIOCore
 public enum ServerMessage {
     /// A `message` frame. The payload is embedded as JSON, as a JSON string, or as base64, following
     /// its content type (docs/protocol.md §1); JSON is embedded only if it really is JSON, so that a
-    /// producer's mislabelled record cannot break every client's parser.
+    /// producer's mislabelled record cannot break every client's parser. `user` is the record's
+    /// `herald-user`: who published it into a channel.
     public static func message(
         stream: String, offset: Int64, id: String?, payload: ByteBuffer, contentType: HeraldContentType?,
-        allocator: ByteBufferAllocator = ByteBufferAllocator()
+        user: String? = nil, allocator: ByteBufferAllocator = ByteBufferAllocator()
     ) -> ByteBuffer {
         let representation = Representation(payload: payload, declared: contentType)
-        let capacity = 64 + stream.utf8.count + (id?.utf8.count ?? 0) + payload.readableBytes * (representation == .base64 ? 2 : 1)
+        let capacity = 64 + stream.utf8.count + (id?.utf8.count ?? 0) + (user?.utf8.count ?? 0)
+            + payload.readableBytes * (representation == .base64 ? 2 : 1)
         return ServerFrame.build(.text, allocator: allocator, capacity: capacity) { buffer in
             buffer.writeStaticString(#"{"type":"message","stream":"#)
             buffer.writeJSONString(stream)
@@ -20,6 +22,10 @@ public enum ServerMessage {
             if let id {
                 buffer.writeStaticString(#","id":"#)
                 buffer.writeJSONString(id)
+            }
+            if let user {
+                buffer.writeStaticString(#","user":"#)
+                buffer.writeJSONString(user)
             }
             buffer.writeStaticString(#","data":"#)
             switch representation {
@@ -104,6 +110,16 @@ public enum ServerMessage {
                 buffer.writeStaticString(#","id":"#)
                 buffer.writeJSONString(id)
             }
+            buffer.writeInteger(UInt8(ascii: "}"))
+        }
+    }
+
+    /// A `refreshed` frame: the connection's new token was accepted; `expiresAt` is its `exp` in Unix
+    /// milliseconds (the push API's `expires_at` unit), from which on the connection is closed with 4009 unless it refreshes again.
+    public static func refreshed(expiresAt: Int64) -> ByteBuffer {
+        ServerFrame.build(.text) { buffer in
+            buffer.writeStaticString(#"{"type":"refreshed","expires_at":"#)
+            buffer.writeString(String(expiresAt))
             buffer.writeInteger(UInt8(ascii: "}"))
         }
     }

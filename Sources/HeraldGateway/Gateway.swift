@@ -15,6 +15,8 @@ public final class Gateway: Service, Sendable {
     public let topology: TopicTopology
     public let registry: SessionRegistry
     public let admission: Admission
+    /// Connections without a token: their own cap and accept rate (`anonymousMaxConnections`).
+    public let anonymousAdmission: Admission
     public let counters = DispatchCounters()
     public let replayStats = ReplayStats()
     public let outbound = OutboundStats()
@@ -52,6 +54,9 @@ public final class Gateway: Service, Sendable {
         self.logger = logger
         self.registry = SessionRegistry(perUserLimit: configuration.perUserConnectionLimit)
         self.admission = Admission(maxConnections: configuration.maxConnections, acceptsPerSecond: configuration.acceptsPerSecond)
+        self.anonymousAdmission = Admission(
+            maxConnections: configuration.anonymousMaxConnections, acceptsPerSecond: configuration.anonymousAcceptsPerSecond
+        )
         let metrics = self.metrics
         let shards = group.makeIterator().map { loop in
             Shard(eventLoop: loop, startOffsets: topology.startOffsets, partitionCount: topology.partitionCount, metrics: metrics, clock: clock)
@@ -78,7 +83,7 @@ public final class Gateway: Service, Sendable {
                     maxMessageBytes: configuration.maxMessageBytes
                 )))
             },
-            metrics: metrics, clock: clock, shards: shards, cursors: cursors
+            metrics: metrics, clock: clock, shards: shards, namespaces: configuration.namespaces, tokens: tokens, cursors: cursors
         )
         let registry = self.registry
         site = PublicSite(
@@ -121,7 +126,7 @@ public final class Gateway: Service, Sendable {
     /// Sets the gauges that are read rather than counted (connections, users, hot window, Kafka lag);
     /// called before each scrape.
     public func updateMetrics() {
-        metrics.connections.record(admission.openConnections)
+        metrics.connections.record(admission.openConnections + anonymousAdmission.openConnections)
         metrics.users.record(registry.userCount)
         let window = hotWindowSize
         metrics.hotWindowBytes.record(window.bytes)
@@ -135,7 +140,7 @@ public final class Gateway: Service, Sendable {
         let stats = replayStats
         let window = hotWindowSize
         return NodeStatus(
-            node: configuration.nodeID, connections: admission.openConnections, draining: admission.isDraining,
+            node: configuration.nodeID, connections: admission.openConnections + anonymousAdmission.openConnections, draining: admission.isDraining,
             resumes: .init(
                 recovered: stats.recoveredCount, fromWindow: stats.servedFromWindow, fromKafka: stats.servedFromKafka,
                 inFlight: stats.resumesInFlight, kafkaReads: stats.kafkaReadCount,
@@ -164,7 +169,7 @@ public final class Gateway: Service, Sendable {
         defer { timers.forEach { $0.cancel() } }
 
         let server = try await WebSocketListener(
-            configuration: configuration, admission: admission, tokens: tokens, outbound: outbound, metrics: metrics,
+            configuration: configuration, admission: admission, anonymousAdmission: anonymousAdmission, tokens: tokens, outbound: outbound, metrics: metrics,
             sessions: sessions, site: site, group: group
         ).bind(host: configuration.host, port: configuration.port)
         let port = server.localAddress?.port ?? configuration.port
@@ -220,6 +225,7 @@ public final class Gateway: Service, Sendable {
     /// reconnect to other nodes as a trickle, not a storm.
     private func drain(server: any Channel, shards: [Shard]) async {
         admission.startDraining()
+        anonymousAdmission.startDraining()
         let start = ContinuousClock.now
         logger.notice("draining", metadata: ["connections": "\(admission.openConnections)", "window": "\(configuration.drainDuration)"])
         try? await Task.sleep(for: configuration.drainDelay)

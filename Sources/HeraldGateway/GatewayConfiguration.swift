@@ -1,3 +1,4 @@
+public import HeraldCore
 import NIOCore
 
 /// The data plane's settings (ARCHITECTURE.md, "Limits and defaults").
@@ -55,6 +56,13 @@ public struct GatewayConfiguration: Sendable {
     /// `drainDelay`, and the connections are closed with 1012 in batches spread over the rest.
     public var drainDuration: Duration = .seconds(20)
     public var drainDelay: Duration = .seconds(3)
+    /// The channel namespaces: who may follow a channel, whether clients may publish into it, its
+    /// history length (docs/protocol.md §5). None configured: every channel needs a grant by name.
+    public var namespaces = ChannelNamespaces()
+    /// Connections without a token (accepted only when some namespace is open to them): their own cap
+    /// and accept rate, so anonymous readers cannot crowd out the users, nor the users them.
+    public var anonymousMaxConnections = 10_000
+    public var anonymousAcceptsPerSecond: Double = 200
     /// `--dev` only: serve `/v1/echo`, an unauthenticated echo endpoint for the Autobahn suite.
     public var echoEndpoint = false
     /// Message limit of the echo endpoint (Autobahn sends up to 16 MiB).

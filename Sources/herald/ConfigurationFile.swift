@@ -25,6 +25,7 @@ struct ConfigurationFile {
         "outbound-hard-limit", "slow-consumer-seconds", "replay-deadline-seconds", "replay-max-bytes", "replay-readers",
         "source-handshakes-in-flight", "source-handshake-rate", "client-message-rate", "publish-rate", "publish-bytes-rate",
         "message-id-memory", "stored-cursors", "tls-cert-file", "tls-key-file", "api-tls-cert-file", "api-tls-key-file", "api-tls-client-ca-file",
+        "namespaces", "anonymous-max-connections", "anonymous-accept-rate",
     ]
 
     /// The switches: JSON true or false.
@@ -63,6 +64,10 @@ struct ConfigurationFile {
                 }
                 continue
             }
+            if key == "namespaces", let namespaces = value as? [String: Any] {
+                file.settings[variable(for: key)] = try namespaceText(namespaces, path)
+                continue
+            }
             if let list = value as? [Any], ["api-keys", "allowed-origins", "jwt-public-keys", "kafka-brokers"].contains(key) {
                 let items = list.compactMap(scalar)
                 guard items.count == list.count, !items.contains(where: { $0.contains(",") }) else {
@@ -82,6 +87,31 @@ struct ConfigurationFile {
             file.settings[variable(for: key)] = text
         }
         return file
+    }
+
+    /// `"namespaces": {"video": {"subscribe": "anonymous", "publish": true, "history": 50}}` as the
+    /// text form `--namespaces` takes; `ChannelNamespaces.parse` checks the values.
+    private static func namespaceText(_ namespaces: [String: Any], _ path: String) throws -> String {
+        var entries: [String] = []
+        for (name, settings) in namespaces.sorted(by: { $0.key < $1.key }) {
+            guard let settings = settings as? [String: Any] else {
+                throw ValidationError("\(path): namespaces.\(name) must be an object of settings (subscribe, publish, history, user)")
+            }
+            var words = [name]
+            for (key, value) in settings.sorted(by: { $0.key < $1.key }) {
+                let text: String
+                if let flag = value as? Bool, ["publish", "user"].contains(key) {
+                    text = flag ? "true" : "false"
+                } else if let scalar = scalar(value), !scalar.contains(where: { $0 == ";" || $0.isWhitespace }) {
+                    text = scalar
+                } else {
+                    throw ValidationError("\(path): namespaces.\(name).\(key) must be a word, a number or a boolean")
+                }
+                words.append("\(key)=\(text)")
+            }
+            entries.append(words.joined(separator: " "))
+        }
+        return entries.joined(separator: "; ")
     }
 
     private static func scalar(_ value: Any) -> String? {

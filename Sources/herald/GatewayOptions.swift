@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import HeraldCore
 import HeraldGateway
 import HeraldKafka
 
@@ -98,6 +99,15 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "Seconds between SIGTERM (readiness fails at once) and closing the listener. Env: HERALD_DRAIN_DELAY_SECONDS. Default: 3.")
     var drainDelaySeconds: Double?
 
+    @Option(help: "Channel namespaces, separated by ';': NAME then subscribe=anonymous|token|grant|pattern, publish=true|false, history=N, user=true|false (e.g. 'video subscribe=anonymous publish history=50'). Env: HERALD_NAMESPACES. Default: none (every channel needs a grant by name).")
+    var namespaces: String?
+
+    @Option(help: "Most connections without a token this node holds (only with a namespace open to them). Env: HERALD_ANONYMOUS_MAX_CONNECTIONS. Default: 10000.")
+    var anonymousMaxConnections: Int?
+
+    @Option(help: "Handshakes without a token accepted per second. Env: HERALD_ANONYMOUS_ACCEPT_RATE. Default: 200.")
+    var anonymousAcceptRate: Double?
+
     @Option(help: "PEM certificate chain for TLS on the public port (wss:// and https://); reloaded when the file changes. Needs --tls-key-file. Env: HERALD_TLS_CERT_FILE. Default: plain TCP.")
     var tlsCertFile: String?
 
@@ -152,6 +162,17 @@ struct GatewayOptions: ParsableArguments {
             throw ValidationError("the drain delay must not be longer than the drain")
         }
         configuration.echoEndpoint = dev
+        do {
+            configuration.namespaces = try ChannelNamespaces.parse(value(namespaces, "HERALD_NAMESPACES") ?? "")
+        } catch {
+            throw ValidationError("HERALD_NAMESPACES (--namespaces): \(error.message)")
+        }
+        configuration.anonymousMaxConnections = try number(anonymousMaxConnections, "HERALD_ANONYMOUS_MAX_CONNECTIONS") ?? 10_000
+        configuration.anonymousAcceptsPerSecond = try number(anonymousAcceptRate, "HERALD_ANONYMOUS_ACCEPT_RATE") ?? 200
+        guard configuration.anonymousMaxConnections >= 0, configuration.anonymousAcceptsPerSecond.isFinite,
+              configuration.anonymousAcceptsPerSecond > 0 else {
+            throw ValidationError("the anonymous connection limit must be 0 or more and the anonymous accept rate more than 0")
+        }
         configuration.tls = try Self.tls(
             certificate: value(tlsCertFile, "HERALD_TLS_CERT_FILE"), key: value(tlsKeyFile, "HERALD_TLS_KEY_FILE"),
             clientCA: nil, flags: ("--tls-cert-file", "--tls-key-file"), port: "public"

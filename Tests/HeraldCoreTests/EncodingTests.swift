@@ -130,6 +130,13 @@ struct ServerMessageTests {
         #expect(plain.json["id"] == nil, "an error about no publish names none")
     }
 
+    @Test("refreshed carries the new expiry in Unix milliseconds")
+    func refreshed() throws {
+        let frame = try decode(ServerMessage.refreshed(expiresAt: 1_767_225_600_123))
+        #expect(frame.json["type"] as? String == "refreshed")
+        #expect((frame.json["expires_at"] as? NSNumber)?.int64Value == 1_767_225_600_123)
+    }
+
     @Test func closeFrames() {
         var close = ServerFrame.close(code: 4008, reason: String(repeating: "é", count: 100))
         let first = close.readInteger(as: UInt8.self)
@@ -172,6 +179,9 @@ struct ClientMessageTests {
         #"{"type":"publish"}"#, #"{"type":"publish","data":1,"sync":1}"#, #"{"type":"subscribe","channel":"n","offset":false}"#,
         #"{"type":"publish","data":1,"id":""}"#, #"{"type":"publish","data":1,"id":7}"#,
         #"{"type":"publish","data":1,"id":"\#(String(repeating: "x", count: 129))"}"#,
+        #"{"type":"publish","channel":"video:1","data":1,"sync":false}"#, #"{"type":"publish","channel":"","data":1}"#,
+        #"{"type":"publish","channel":7,"data":1}"#, #"{"type":"refresh"}"#, #"{"type":"refresh","token":""}"#,
+        #"{"type":"refresh","token":7}"#, #"{"type":"refresh","token":"\#(String(repeating: "x", count: 8 * 1024 + 1))"}"#,
     ])
     func refusedWithAMessage(_ text: String) {
         #expect {
@@ -192,6 +202,9 @@ struct ClientMessageTests {
             .publish(data: Array(#"{"draft":"a \"quote\""}"#.utf8), sync: true),
             .publish(data: Array("[1,2,3]".utf8), sync: false),
             .publish(data: Array("null".utf8), sync: true, id: awkward),
+            .channelPublish(channel: "video:" + awkward, data: Array(#"{"comment":"nice"}"#.utf8), id: "c-1"),
+            .channelPublish(channel: awkward, data: Array("1".utf8)),
+            .refresh(token: "eyJhbGciOiJIUzI1NiJ9.e30.sig"),
         ]
         for message in messages {
             #expect(try parse(message.text) == message, "\(message.text)")

@@ -19,6 +19,17 @@ struct HeraldRecordTests {
         #expect(decoded == original)
     }
 
+    @Test("a client's channel publish names its publisher in herald-user, which must be a non-empty UTF-8 user id")
+    func publisher() throws {
+        let original = HeraldRecord(stream: .channel("video:1"), id: "c-1", contentType: .json, user: "alice")
+        #expect(original.headers.contains(HeraldHeader(name: "herald-user", string: "alice")))
+        #expect(try HeraldRecord.decode(key: Array(original.key.utf8), headers: original.headers) == original)
+        let kind = HeraldHeader(name: HeraldHeader.kind, string: "channel")
+        for bad in [HeraldHeader(name: "herald-user", value: []), HeraldHeader(name: "herald-user", value: [0xFF])] {
+            #expect(throws: HeraldRecordError.self) { try HeraldRecord.decode(key: Array("video:1".utf8), headers: [kind, bad]) }
+        }
+    }
+
     @Test func userStreamCarriesNoKindHeader() {
         let headers = HeraldRecord(stream: .user("alice")).headers
         #expect(!headers.contains { $0.name == HeraldHeader.kind })

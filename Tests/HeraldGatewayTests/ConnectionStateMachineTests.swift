@@ -205,6 +205,23 @@ struct ConnectionStateMachineTests {
         #expect(idle.tick(now: 1_000, ping: true, missedPongLimit: 2) == .close(.tokenExpired))
     }
 
+    @Test("a refresh moves the expiry: records and ticks after the old exp go through until the new one; a closing connection or an expired token is not refreshed")
+    func refreshMovesExpiry() {
+        var refreshing = machine(expiresAt: 1_000)
+        let moved = refreshing.refreshed(expiresAt: 5_000, now: 900)
+        #expect(moved)
+        #expect(refreshing.expiresAt == 5_000)
+        #expect(live(&refreshing, 1, now: 1_000).1 == .write)
+        #expect(refreshing.tick(now: 4_999, ping: false, missedPongLimit: 2) == .none)
+        #expect(refreshing.tick(now: 5_000, ping: false, missedPongLimit: 2) == .close(.tokenExpired))
+        let afterClose = refreshing.refreshed(expiresAt: 9_000, now: 5_000)
+        #expect(!afterClose, "a 4009 sent is not taken back")
+        var late = machine(expiresAt: 1_000)
+        let expired = late.refreshed(expiresAt: 2_000, now: 2_000)
+        #expect(!expired, "a token already expired does not move the expiry")
+        #expect(late.expiresAt == 1_000)
+    }
+
     @Test("pings every tick; a client that answers none is dropped, one that sends anything is not")
     func missedPongs() {
         var machine = machine()

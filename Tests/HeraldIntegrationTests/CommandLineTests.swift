@@ -75,7 +75,8 @@ struct CommandLineTests {
             {"kafka-brokers": "\(bootstrap)", "port": \(filePort), "host": "127.0.0.1", "api-port": \(apiPort), "api-host": "127.0.0.1",
              "node-id": "from-file", "jwt-secret-file": "\(folder.appendingPathComponent("jwt-secret").path)",
              "api-keys-file": "\(folder.appendingPathComponent("api-keys").path)", "metrics": true,
-             "kafka-properties": {"client.rack": "rack,with,commas"}, "drain-seconds": 1, "drain-delay-seconds": 0}
+             "kafka-properties": {"client.rack": "rack,with,commas"}, "drain-seconds": 1, "drain-delay-seconds": 0,
+             "namespaces": {"video": {"subscribe": "anonymous", "publish": true, "history": 50}}, "anonymous-max-connections": 5}
             """
         try config.write(to: folder.appendingPathComponent("herald.json"), atomically: true, encoding: .utf8)
         let node = try HeraldProcess(
@@ -96,6 +97,33 @@ struct CommandLineTests {
         let connection = try await TestConnection.open(try await client.connect(token: token))
         #expect(connection.welcome.node == "from-env")
         connection.session.close()
+        // The namespaces came from the file's object form: a connection without a token follows video:1.
+        let anonymous = try await TestConnection.open(try await client.connectAnonymously(channels: ["video:1"]))
+        #expect(anonymous.welcome.positions.keys.sorted() == ["c:video:1"])
+        anonymous.session.close()
+    }
+
+    @Test("namespaces that cannot be meant, as a flag, a variable or a file's object, stop herald serve with a message naming the problem")
+    func namespaceErrors() throws {
+        let folder = try Self.folder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let herald = try heraldExecutable().path
+        let serve = [herald, "serve", "--kafka-brokers", "127.0.0.1:1", "--jwt-secret", testSecret, "--api-keys", testAPIKey]
+        let (flagStatus, flagOutput) = try run("/usr/bin/env", serve + ["--namespaces", "video subscribe=everyone"])
+        #expect(flagStatus != 0 && flagOutput.contains("subscribe must be anonymous, token, grant or pattern"), "\(flagOutput)")
+        let (envStatus, envOutput) = try run("/usr/bin/env", ["HERALD_NAMESPACES=video history=99999; chat"] + serve)
+        #expect(envStatus != 0 && envOutput.contains("HERALD_NAMESPACES") && envOutput.contains("history must be"), "\(envOutput)")
+        let file = folder.appendingPathComponent("herald.json")
+        for (text, expected) in [
+            (#"{"namespaces": {"video": {"colour": "red"}}}"#, #"unknown setting "colour""#),
+            (#"{"namespaces": {"video": {"subscribe": ["anonymous"]}}}"#, "namespaces.video.subscribe must be a word"),
+            (#"{"namespaces": {"video": "anonymous"}}"#, "namespaces.video must be an object"),
+            (#"{"anonymous-accept-rate": 0}"#, "anonymous accept rate"),
+        ] {
+            try text.write(to: file, atomically: true, encoding: .utf8)
+            let (status, output) = try run("/usr/bin/env", serve + ["--config", file.path])
+            #expect(status != 0 && output.contains(expected), "\(text): \(output)")
+        }
     }
 
     @Test("--kafka-properties-file passes a value with commas to librdkafka whole; --kafka-properties could not")

@@ -9,6 +9,10 @@ export function closeAction(code: number): CloseAction;
 export function backoffDelay(attempt: number, options?: { base?: number; cap?: number; random?: () => number }): number;
 /** `u:1842,*:78,c:news:13` from `{ u: 1842, "*": 78, "c:news": 13 }`. */
 export function cursorText(positions: Record<string, number>): string;
+/** The token's `exp` in Unix milliseconds, unverified; null without one. */
+export function tokenExpiry(token: string): number | null;
+/** How long before `exp` the client refreshes: half the time left, 1 to 60 s. */
+export function refreshLead(remainingMs: number): number;
 /** The token's `sub` and `device` claims, unverified. */
 export function tokenIdentity(token: string): { user: string; device: string };
 
@@ -27,8 +31,13 @@ export class CursorStore {
 }
 
 export interface HeraldOptions {
-  /** A token, or a function returning one (asked before every connection attempt). */
-  token: string | (() => string | Promise<string>);
+  /**
+   * A token, or a function returning one: asked before every connection attempt, and shortly before
+   * the current token's `exp`, whose answer is sent in a `refresh` so the connection stays open.
+   */
+  token?: string | (() => string | Promise<string>);
+  /** Connect without a token: only channels of namespaces open to anonymous connections. */
+  anonymous?: boolean;
   /** Channels to subscribe to at connect (the token must grant them). */
   channels?: string[];
   /** Reconnect even after 4001 (replaced) or 4003 (kicked). Default: false. */
@@ -65,6 +74,8 @@ export interface HeraldMessage {
   id?: string;
   data: unknown;
   encoding?: "base64";
+  /** Who published it into its channel (`herald-user`), when a signed-in client did. */
+  user?: string;
 }
 
 export interface HeraldWelcome {
@@ -87,7 +98,9 @@ export interface HeraldEventMap {
   /** With `id`: the error is about the publish sent with that id (send it again with the same id). */
   error: CustomEvent<{ code: string; message: string; id?: string }>;
   /** Kafka took the publish sent with `id`; with `sync`, its copy's position in the user's stream. */
-  published: CustomEvent<{ id: string; stream?: "u"; offset?: number }>;
+  published: CustomEvent<{ id: string; stream?: string; offset?: number }>;
+  /** The node took the refreshed token: the connection now expires at `expiresAt` (Unix ms). */
+  refreshed: CustomEvent<{ expiresAt: number }>;
   close: CustomEvent<{ code: number; reason: string; action: CloseAction }>;
   /** An attempt uses another transport than the one before. */
   transport: CustomEvent<{ transport: "websocket" | "sse" }>;
@@ -102,8 +115,9 @@ export class HeraldConnection extends EventTarget {
   readonly transport: "websocket" | "sse";
   open(): this;
   close(): void;
-  /** `publish`, `subscribe`, `unsubscribe` and `ack` return false over an event stream (receive only). */
-  publish(data: unknown, options?: { sync?: boolean; id?: string }): boolean;
+  /** `publish`, `subscribe`, `unsubscribe` and `ack` return false over an event stream (receive only).
+   *  With `channel`: into that channel (where its namespace allows it), `sync` does not apply. */
+  publish(data: unknown, options?: { sync?: boolean; id?: string; channel?: string }): boolean;
   subscribe(channel: string, options?: { offset?: number }): boolean;
   unsubscribe(channel: string): boolean;
   ack(stream: string, offset: number): boolean;

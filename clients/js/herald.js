@@ -46,6 +46,22 @@ export function cursorText(positions) {
     .join(",");
 }
 
+/** The `exp` claim of a JWT in Unix milliseconds, without verifying it; null without one. */
+export function tokenExpiry(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const exp = JSON.parse(atob(payload + "===".slice((payload.length + 3) % 4))).exp;
+    return typeof exp === "number" && Number.isFinite(exp) && exp > 0 ? exp * 1000 : null;
+  } catch {
+    return null;
+  }
+}
+
+/** How long before `exp` to refresh: half the time left, at least 1 s and at most 60 s. */
+export function refreshLead(remainingMs) {
+  return Math.min(60000, Math.max(1000, remainingMs / 2));
+}
+
 /** The `sub` and `device` claims of a JWT, without verifying it (the server does). */
 export function tokenIdentity(token) {
   try {
@@ -122,7 +138,9 @@ export class CursorStore {
 export class HeraldConnection extends EventTarget {
   constructor(url, options = {}) {
     super();
-    if (!options.token) throw new TypeError("connect(url, { token }) needs a token string or a function returning one");
+    if (!options.token && options.anonymous !== true) {
+      throw new TypeError("connect(url, { token }) needs a token string or a function returning one (or anonymous: true)");
+    }
     this.url = url;
     this.options = options;
     this.channels = [...(options.channels ?? [])];
@@ -167,8 +185,9 @@ export class HeraldConnection extends EventTarget {
    * 1 to 128 bytes), the node answers a `published` event once Kafka took it, or an `error` event
    * carrying the id: send it again with the same id, and the other devices still receive it once.
    */
-  publish(data, { sync = false, id } = {}) {
-    const frame = { type: "publish", data, sync };
+  publish(data, { sync = false, id, channel } = {}) {
+    // Into a channel (where its namespace allows it): every viewer of the channel receives it.
+    const frame = channel === undefined ? { type: "publish", data, sync } : { type: "publish", channel, data };
     if (id !== undefined) frame.id = id;
     return this.#send(frame);
   }
@@ -217,7 +236,7 @@ export class HeraldConnection extends EventTarget {
       url.protocol = url.protocol === "wss:" ? "https:" : url.protocol === "ws:" ? "http:" : url.protocol;
       url.pathname = url.pathname.replace(/\/v1\/ws$/, "/v1/sse");
     }
-    url.searchParams.set("token", token);
+    if (token) url.searchParams.set("token", token);
     if (this.channels.length > 0) url.searchParams.set("channels", this.channels.join(","));
     if (this.epoch && Object.keys(this.positions).length > 0) {
       url.searchParams.set("cursor", cursorText(this.positions));
@@ -234,6 +253,7 @@ export class HeraldConnection extends EventTarget {
 
   /** A token function is asked before every attempt, so a reconnect never presents a stale token. */
   async #token() {
+    if (this.options.anonymous === true) return "";
     const source = this.options.token;
     return typeof source === "string" ? source : await source();
   }
@@ -271,7 +291,7 @@ export class HeraldConnection extends EventTarget {
     socket.onopen = () => { opened = true; };
     socket.onmessage = (event) => {
       opened = true;
-      this.#frame(event.data);
+      this.#frame(event.data, socket);
     };
     socket.onclose = (event) => {
       if (this.socket !== socket) return;
@@ -365,7 +385,33 @@ export class HeraldConnection extends EventTarget {
     }
   }
 
-  #frame(text) {
+  /**
+   * With a token function, asks it for a new token shortly before the current one's `exp` and hands it
+   * to the node in a `refresh`: the connection stays open past the old `exp` (no 4009, no reconnect).
+   * A function that returns no later `exp` ends the refreshing; the node then closes with 4009.
+   */
+  #scheduleRefresh(socket) {
+    // An event stream cannot send a refresh: it ends with 4009 and reconnects with a fresh token.
+    if (this.transport === "sse" || typeof this.options.token !== "function") return;
+    const expiry = tokenExpiry(this.token);
+    if (expiry === null) return;
+    const remaining = expiry - Date.now();
+    this.setTimer(async () => {
+      if (this.socket !== socket || this.stopped) return;
+      let fresh;
+      try {
+        fresh = await this.#token();
+      } catch (error) {
+        return this.#emit("error", { code: "token", message: String(error) });
+      }
+      const next = tokenExpiry(fresh);
+      if (this.socket !== socket || next === null || next <= expiry) return;
+      this.token = fresh;
+      this.#send({ type: "refresh", token: fresh });
+    }, Math.max(0, remaining - refreshLead(remaining)));
+  }
+
+  #frame(text, socket) {
     let frame;
     try {
       frame = JSON.parse(text);
@@ -388,6 +434,11 @@ export class HeraldConnection extends EventTarget {
         this.#save();
         this.#setState("open");
         this.#emit("welcome", frame);
+        this.#scheduleRefresh(socket);
+        break;
+      case "refreshed":
+        this.#emit("refreshed", { expiresAt: frame.expires_at });
+        this.#scheduleRefresh(socket);
         break;
       case "message": {
         const last = this.positions[frame.stream];
@@ -397,6 +448,7 @@ export class HeraldConnection extends EventTarget {
         this.#save();
         this.#scheduleAck(frame.stream, frame.offset);
         const detail = { stream: frame.stream, offset: frame.offset, id: frame.id, data: frame.data, encoding: frame.encoding };
+        if (frame.user !== undefined) detail.user = frame.user;
         this.#emit("message", detail);
         this.#emit(`message:${frame.stream}`, detail);
         break;

@@ -50,6 +50,12 @@ public struct Identity: Sendable, Hashable {
     /// Unix milliseconds at which the token, and so the connection, expires.
     public var expiresAt: Int64
 
+    /// A connection without a token (only where a namespace allows them): no user, no grants, no
+    /// expiry. Its user id is empty, which no token can carry (`sub` must be 1 to 256 bytes).
+    public static let anonymous = Identity(userID: "", deviceID: nil, channels: [], expiresAt: .max)
+
+    public var isAnonymous: Bool { userID.isEmpty }
+
     public init(userID: String, deviceID: String?, channels: Set<String>, expiresAt: Int64) {
         self.userID = userID
         self.deviceID = deviceID

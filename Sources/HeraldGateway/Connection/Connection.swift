@@ -34,8 +34,9 @@ public final class Connection: @unchecked Sendable {
     public let openedAt: Int64
     /// Unix milliseconds: the token's `exp`. Nothing is delivered at or after it.
     public var expiresAt: Int64 { lifecycle.expiresAt }
-    /// Channels the token allows this connection to subscribe to.
-    let allowedChannels: Set<String>
+    /// Channels the token grants by name (the `channels` claim; a refresh replaces them). Whether the
+    /// connection may follow a channel is `ChannelNamespaces.mayFollow`'s decision, with these.
+    var allowedChannels: Set<String>
     private let accounts: ConnectionAccounts
 
     // Loop-confined state.
@@ -75,6 +76,9 @@ public final class Connection: @unchecked Sendable {
     }
 
     var isClosing: Bool { lifecycle.isClosing }
+
+    /// No token: the connection follows only channels of namespaces open to anonymous connections.
+    var isAnonymous: Bool { userID.isEmpty }
 
     /// Sends a message frame that is not a live record (the welcome, an `error` frame) in its place
     /// among the messages.

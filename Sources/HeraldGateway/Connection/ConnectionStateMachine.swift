@@ -116,8 +116,8 @@ struct ConnectionStateMachine<Frame: MeasuredFrame> {
 
     // Stored with the small fields together: an idle connection carries this whole value.
     let limits: Limits
-    /// Unix milliseconds: the token's `exp`. Nothing is delivered at or after it.
-    let expiresAt: Int64
+    /// Unix milliseconds: the token's `exp` (the last accepted refresh's). Nothing is delivered at or after it.
+    private(set) var expiresAt: Int64
     private var waiting: Backlog?
     private static var notStalled: Int64 { .min }
     private(set) var state: State = .live
@@ -269,6 +269,16 @@ struct ConnectionStateMachine<Frame: MeasuredFrame> {
         }
         state = .pacing
         return checkBudget(now: now)
+    }
+
+    // MARK: Token refresh
+
+    /// A refresh's new token was verified: the connection now expires at its `exp`. False when the
+    /// connection is already closing (a 4009 sent is not taken back) or the new token has expired too.
+    mutating func refreshed(expiresAt newExpiry: Int64, now: Int64) -> Bool {
+        guard !isClosing, newExpiry > now else { return false }
+        expiresAt = newExpiry
+        return true
     }
 
     // MARK: Closing

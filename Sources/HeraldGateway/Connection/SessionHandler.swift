@@ -37,6 +37,8 @@ final class SessionHandler: ChannelInboundHandler {
     /// Where this device is current, committed as its stored cursor; nil for a connection without a
     /// `device` claim (or a node without a cursors topic).
     private var acked: AckedPositions?
+    /// A `refresh` is being verified: another waits for its answer.
+    private var refreshing = false
 
     init(connection: Connection, services: SessionServices) {
         self.connection = connection
@@ -56,8 +58,11 @@ final class SessionHandler: ChannelInboundHandler {
     /// are arguments, not stored: every idle connection would carry them).
     func start(initialChannels: [String], resume: HandshakeState.ResumeRequest) {
         services.metrics.connectionsOpened.increment()
-        for replaced in services.registry.add(connection) {
-            replaced.channel.eventLoop.execute { replaced.close(.replaced) }
+        // Anonymous connections have no user: no per-user limit, presence or kick applies to them.
+        if !connection.isAnonymous {
+            for replaced in services.registry.add(connection) {
+                replaced.channel.eventLoop.execute { replaced.close(.replaced) }
+            }
         }
         var following = initialChannels
         if case .cursor(let cursor, _) = resume {
@@ -284,8 +289,9 @@ final class SessionHandler: ChannelInboundHandler {
             services.countAck()
             acknowledge(stream, offset: offset)
         case .subscribe(let channel, let offset):
-            guard connection.allowedChannels.contains(channel) else {
-                return refuse(code: "channel-not-allowed", "the token does not grant channel \(channel)")
+            guard services.namespaces.mayFollow(channel, grants: connection.allowedChannels, anonymous: connection.isAnonymous) else {
+                let reason = connection.isAnonymous ? "channel \(channel) is not open to connections without a token" : "the token does not grant channel \(channel)"
+                return refuse(code: "channel-not-allowed", reason)
             }
             guard let offset else {
                 _ = shard.assumeIsolated { $0.subscribe(connection, to: channel) }
@@ -296,29 +302,60 @@ final class SessionHandler: ChannelInboundHandler {
             shard.assumeIsolated { $0.unsubscribe(connection, from: channel) }
             acked?.forget(.channel(channel))
         case .publish(let data, let sync, let id):
-            guard let publishing = services.publishing else {
-                return tell(code: "unsupported", "this node has no upstream topic to publish to", id: id)
+            // Upstream and `sync` publishes are a user's: an anonymous connection has none.
+            guard !connection.isAnonymous else {
+                return refuse(code: "publish-not-allowed", "a connection without a token may publish only into a channel that allows it", id: id)
             }
-            guard publishing.limits.admit(connection.userID, bytes: data.count) else {
-                slowDowns &+= 1
-                if slowDowns > Self.slowDownLimit { return connection.close(.publishAbuse) }
-                return tell(code: "slow-down", "this user publishes more than its limit; this publish was dropped", id: id)
+            enqueuePublish(.init(data: data, sync: sync, id: id))
+        case .channelPublish(let channel, let data, let id):
+            if let refusal = services.namespaces.publishRefusal(channel, grants: connection.allowedChannels, anonymous: connection.isAnonymous) {
+                return refuse(code: "publish-not-allowed", refusal, id: id)
             }
-            slowDowns = 0
-            let maxWaiting = services.settings.maxQueuedPublishes
-            guard publishes.enqueue(.init(data: data, sync: sync, id: id), maxWaiting: maxWaiting) else {
-                return tell(code: "slow-down", "more than \(maxWaiting) publishes wait for Kafka; this one was dropped", id: id)
+            enqueuePublish(.init(data: data, sync: false, id: id, channel: channel))
+        case .refresh(let token):
+            guard !connection.isAnonymous else {
+                return refuse(code: "bad-request", "a connection without a token has none to refresh; connect with a token instead")
             }
-            publishNext()
+            guard !refreshing else {
+                return tell(code: "busy", "a refresh is still being verified; wait for its answer")
+            }
+            refresh(with: token)
         }
+    }
+
+    /// A publish within the user's limits (an anonymous connection's own) and the connection's queue.
+    private func enqueuePublish(_ publish: PublishQueue.Publish) {
+        let id = publish.id
+        let data = publish.data
+        guard let publishing = services.publishing else {
+            return tell(code: "unsupported", "this node has no upstream topic to publish to", id: id)
+        }
+        let limitKey = connection.isAnonymous ? "anonymous:" + connection.sessionID : connection.userID
+        guard publishing.limits.admit(limitKey, bytes: data.count) else {
+            slowDowns &+= 1
+            if slowDowns > Self.slowDownLimit { return connection.close(.publishAbuse) }
+            return tell(code: "slow-down", "this user publishes more than its limit; this publish was dropped", id: id)
+        }
+        slowDowns = 0
+        let maxWaiting = services.settings.maxQueuedPublishes
+        guard publishes.enqueue(publish, maxWaiting: maxWaiting) else {
+            return tell(code: "slow-down", "more than \(maxWaiting) publishes wait for Kafka; this one was dropped", id: id)
+        }
+        publishNext()
     }
 
     private func publishNext() {
         guard let upstream = services.publishing?.publisher, let next = publishes.next() else { return }
         let connection = self.connection
         let promise = connection.channel.eventLoop.makePromise(of: Result<Int64?, KafkaError>.self)
+        let user = connection.isAnonymous ? nil : connection.userID
         promise.completeWithTask {
-            await upstream.publish(
+            if let channel = next.channel {
+                return await upstream.publish(
+                    next.data, toChannel: channel, clientID: next.id, user: user, device: connection.deviceID, session: connection.sessionID
+                )
+            }
+            return await upstream.publish(
                 next.data, sync: next.sync, clientID: next.id, user: connection.userID, device: connection.deviceID, session: connection.sessionID
             )
         }
@@ -329,7 +366,8 @@ final class SessionHandler: ChannelInboundHandler {
             switch result {
             case .success(let synced):
                 if let id = next.id {
-                    connection.send(ServerMessage.published(id: id, stream: synced.map { _ in "u" }, offset: synced), now: now)
+                    let stream = next.channel.map { "c:" + $0 } ?? "u"
+                    connection.send(ServerMessage.published(id: id, stream: synced.map { _ in stream }, offset: synced), now: now)
                 }
             case .failure:
                 // Kafka's own words name brokers and topics: not for clients.
@@ -351,12 +389,44 @@ final class SessionHandler: ChannelInboundHandler {
     }
 
     /// Answers an invalid client message with an `error` frame; repeated abuse closes with 1008.
-    private func refuse(code: String, _ text: String) {
+    private func refuse(code: String, _ text: String, id: String? = nil) {
         invalidMessages += 1
         if invalidMessages > Self.invalidMessageLimit {
             return connection.close(.tooManyInvalidMessages)
         }
-        tell(code: code, text)
+        tell(code: code, text, id: id)
+    }
+
+    /// Verifies a `refresh`'s token off the loop, then lets `TokenRefresh` decide on the loop: the
+    /// connection's expiry moves and it is told `refreshed`, or the refusal is an `error` frame and the
+    /// connection goes on under its old token (expiring at its old `exp`).
+    private func refresh(with token: String) {
+        refreshing = true
+        let connection = self.connection
+        let tokens = services.tokens
+        let promise = connection.channel.eventLoop.makePromise(of: Result<Identity, HandshakeRefusal>.self)
+        promise.completeWithTask {
+            do throws(HandshakeRefusal) { return .success(try await tokens.verify(token)) } catch { return .failure(error) }
+        }
+        promise.futureResult.assumeIsolated().whenSuccess { [self] verified in
+            refreshing = false
+            guard connection.channel.isActive, !connection.isClosing else { return }
+            switch TokenRefresh.decide(verified, for: connection, now: now) {
+            case .refused(let code, let reason):
+                refuse(code: code, reason)
+            case .accepted(let identity):
+                guard connection.lifecycle.refreshed(expiresAt: identity.expiresAt, now: now) else { return }
+                connection.allowedChannels = identity.channels
+                // The new token may grant less: what it no longer allows is not followed any more.
+                let namespaces = services.namespaces
+                let dropped = connection.subscriptions.filter { !namespaces.mayFollow($0, grants: identity.channels, anonymous: false) }
+                for channel in dropped {
+                    shard.assumeIsolated { $0.unsubscribe(connection, from: channel) }
+                    tell(code: "channel-not-allowed", "the new token does not grant channel \(channel): it was unsubscribed")
+                }
+                connection.send(ServerMessage.refreshed(expiresAt: identity.expiresAt), now: now)
+            }
+        }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -374,7 +444,7 @@ final class SessionHandler: ChannelInboundHandler {
             clientCode: !ended.byServer && ended.code != 0 ? ended.code : nil
         )
         services.shard(for: context.eventLoop).assumeIsolated { $0.unregister(connection) }
-        services.registry.remove(connection)
+        if !connection.isAnonymous { services.registry.remove(connection) }
         commitCursor()
         context.fireChannelInactive()
     }

@@ -28,6 +28,10 @@ final class SessionServices: Sendable {
     let clock: WallClock
     /// Where devices' acks are committed and their stored cursors found; nil without a cursors topic.
     let cursors: DeviceCursors?
+    /// Who may follow and publish into which channel (`subscribe`, a channel `publish`, a refresh).
+    let namespaces: ChannelNamespaces
+    /// Verifies a `refresh`'s new token as a handshake's is verified.
+    let tokens: TokenVerifier
     private let acks = NodeCounter("herald_acks_total")
     /// The node's Server-Sent Events connections, for the dispatcher's encoding.
     let serverSentEvents = ServerSentEventsDemand()
@@ -35,9 +39,12 @@ final class SessionServices: Sendable {
 
     init(
         nodeID: String, epoch: String, settings: Settings, registry: SessionRegistry, replay: ReplayService,
-        publishing: Publishing?, metrics: GatewayMetrics, clock: WallClock, shards: [Shard], cursors: DeviceCursors? = nil
+        publishing: Publishing?, metrics: GatewayMetrics, clock: WallClock, shards: [Shard], namespaces: ChannelNamespaces,
+        tokens: TokenVerifier, cursors: DeviceCursors? = nil
     ) {
         self.cursors = cursors
+        self.namespaces = namespaces
+        self.tokens = tokens
         self.nodeID = nodeID
         self.epoch = epoch
         self.settings = settings

@@ -40,7 +40,7 @@ struct Delivery: Sendable {
         } else {
             action = .frame(ServerMessage.message(
                 stream: envelope.stream.wireName, offset: record.offset, id: envelope.id, payload: record.value,
-                contentType: envelope.contentType, allocator: allocator
+                contentType: envelope.contentType, user: envelope.user, allocator: allocator
             ))
         }
         stream = envelope.stream

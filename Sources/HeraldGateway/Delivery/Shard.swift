@@ -44,12 +44,13 @@ public actor Shard {
     /// follows, the offset it is current up to. Every record this shard delivers later is after them.
     func register(_ connection: Connection, channels: [String]) -> [(stream: HeraldStream, offset: Int64)] {
         connections[connection.id] = connection
-        connection.nextOfUser = byUser[connection.userID]
-        byUser[connection.userID] = connection
-        var positions: [(stream: HeraldStream, offset: Int64)] = [
-            (.user(connection.userID), position(of: .user(connection.userID))),
-            (.broadcast, position(of: .broadcast)),
-        ]
+        var positions: [(stream: HeraldStream, offset: Int64)] = []
+        // An anonymous connection has no user stream and reads no broadcast: only channels open to it.
+        if !connection.isAnonymous {
+            connection.nextOfUser = byUser[connection.userID]
+            byUser[connection.userID] = connection
+            positions = [(.user(connection.userID), position(of: .user(connection.userID))), (.broadcast, position(of: .broadcast))]
+        }
         for name in channels where subscribe(connection, to: name) {
             positions.append((.channel(name), position(of: .channel(name))))
         }
@@ -126,7 +127,7 @@ public actor Shard {
                 guard let recipients = byChannel[name] else { continue }
                 for connection in recipients.values { write(frame, of: delivery, to: connection, now: batch.now) }
             case .broadcast:
-                for connection in connections.values { write(frame, of: delivery, to: connection, now: batch.now) }
+                for connection in connections.values where !connection.isAnonymous { write(frame, of: delivery, to: connection, now: batch.now) }
             }
         }
         for (partition, next) in batch.nextOffsets where next > (nextOffsets[partition] ?? 0) {

@@ -51,6 +51,22 @@ export function cursorText(positions) {
     .join(",");
 }
 
+/** The `exp` claim of a JWT in Unix milliseconds, without verifying it; null without one. */
+export function tokenExpiry(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const exp = JSON.parse(atob(payload + "===".slice((payload.length + 3) % 4))).exp;
+    return typeof exp === "number" && Number.isFinite(exp) && exp > 0 ? exp * 1000 : null;
+  } catch {
+    return null;
+  }
+}
+
+/** How long before `exp` to refresh: half the time left, at least 1 s and at most 60 s. */
+export function refreshLead(remainingMs) {
+  return Math.min(60000, Math.max(1000, remainingMs / 2));
+}
+
 /** The `sub` and `device` claims of a JWT, without verifying it (the server does). */
 export function tokenIdentity(token) {
   try {
@@ -127,7 +143,9 @@ export class CursorStore {
 export class HeraldConnection extends EventTarget {
   constructor(url, options = {}) {
     super();
-    if (!options.token) throw new TypeError("connect(url, { token }) needs a token string or a function returning one");
+    if (!options.token && options.anonymous !== true) {
+      throw new TypeError("connect(url, { token }) needs a token string or a function returning one (or anonymous: true)");
+    }
     this.url = url;
     this.options = options;
     this.channels = [...(options.channels ?? [])];
@@ -172,8 +190,9 @@ export class HeraldConnection extends EventTarget {
    * 1 to 128 bytes), the node answers a `published` event once Kafka took it, or an `error` event
    * carrying the id: send it again with the same id, and the other devices still receive it once.
    */
-  publish(data, { sync = false, id } = {}) {
-    const frame = { type: "publish", data, sync };
+  publish(data, { sync = false, id, channel } = {}) {
+    // Into a channel (where its namespace allows it): every viewer of the channel receives it.
+    const frame = channel === undefined ? { type: "publish", data, sync } : { type: "publish", channel, data };
     if (id !== undefined) frame.id = id;
     return this.#send(frame);
   }
@@ -222,7 +241,7 @@ export class HeraldConnection extends EventTarget {
       url.protocol = url.protocol === "wss:" ? "https:" : url.protocol === "ws:" ? "http:" : url.protocol;
       url.pathname = url.pathname.replace(/\/v1\/ws$/, "/v1/sse");
     }
-    url.searchParams.set("token", token);
+    if (token) url.searchParams.set("token", token);
     if (this.channels.length > 0) url.searchParams.set("channels", this.channels.join(","));
     if (this.epoch && Object.keys(this.positions).length > 0) {
       url.searchParams.set("cursor", cursorText(this.positions));
@@ -239,6 +258,7 @@ export class HeraldConnection extends EventTarget {
 
   /** A token function is asked before every attempt, so a reconnect never presents a stale token. */
   async #token() {
+    if (this.options.anonymous === true) return "";
     const source = this.options.token;
     return typeof source === "string" ? source : await source();
   }
@@ -276,7 +296,7 @@ export class HeraldConnection extends EventTarget {
     socket.onopen = () => { opened = true; };
     socket.onmessage = (event) => {
       opened = true;
-      this.#frame(event.data);
+      this.#frame(event.data, socket);
     };
     socket.onclose = (event) => {
       if (this.socket !== socket) return;
@@ -370,7 +390,33 @@ export class HeraldConnection extends EventTarget {
     }
   }
 
-  #frame(text) {
+  /**
+   * With a token function, asks it for a new token shortly before the current one's `exp` and hands it
+   * to the node in a `refresh`: the connection stays open past the old `exp` (no 4009, no reconnect).
+   * A function that returns no later `exp` ends the refreshing; the node then closes with 4009.
+   */
+  #scheduleRefresh(socket) {
+    // An event stream cannot send a refresh: it ends with 4009 and reconnects with a fresh token.
+    if (this.transport === "sse" || typeof this.options.token !== "function") return;
+    const expiry = tokenExpiry(this.token);
+    if (expiry === null) return;
+    const remaining = expiry - Date.now();
+    this.setTimer(async () => {
+      if (this.socket !== socket || this.stopped) return;
+      let fresh;
+      try {
+        fresh = await this.#token();
+      } catch (error) {
+        return this.#emit("error", { code: "token", message: String(error) });
+      }
+      const next = tokenExpiry(fresh);
+      if (this.socket !== socket || next === null || next <= expiry) return;
+      this.token = fresh;
+      this.#send({ type: "refresh", token: fresh });
+    }, Math.max(0, remaining - refreshLead(remaining)));
+  }
+
+  #frame(text, socket) {
     let frame;
     try {
       frame = JSON.parse(text);
@@ -393,6 +439,11 @@ export class HeraldConnection extends EventTarget {
         this.#save();
         this.#setState("open");
         this.#emit("welcome", frame);
+        this.#scheduleRefresh(socket);
+        break;
+      case "refreshed":
+        this.#emit("refreshed", { expiresAt: frame.expires_at });
+        this.#scheduleRefresh(socket);
         break;
       case "message": {
         const last = this.positions[frame.stream];
@@ -402,6 +453,7 @@ export class HeraldConnection extends EventTarget {
         this.#save();
         this.#scheduleAck(frame.stream, frame.offset);
         const detail = { stream: frame.stream, offset: frame.offset, id: frame.id, data: frame.data, encoding: frame.encoding };
+        if (frame.user !== undefined) detail.user = frame.user;
         this.#emit("message", detail);
         this.#emit(`message:${frame.stream}`, detail);
         break;
@@ -452,6 +504,10 @@ export function closeAction(code: number): CloseAction;
 export function backoffDelay(attempt: number, options?: { base?: number; cap?: number; random?: () => number }): number;
 /** `u:1842,*:78,c:news:13` from `{ u: 1842, "*": 78, "c:news": 13 }`. */
 export function cursorText(positions: Record<string, number>): string;
+/** The token's `exp` in Unix milliseconds, unverified; null without one. */
+export function tokenExpiry(token: string): number | null;
+/** How long before `exp` the client refreshes: half the time left, 1 to 60 s. */
+export function refreshLead(remainingMs: number): number;
 /** The token's `sub` and `device` claims, unverified. */
 export function tokenIdentity(token: string): { user: string; device: string };
 
@@ -470,8 +526,13 @@ export class CursorStore {
 }
 
 export interface HeraldOptions {
-  /** A token, or a function returning one (asked before every connection attempt). */
-  token: string | (() => string | Promise<string>);
+  /**
+   * A token, or a function returning one: asked before every connection attempt, and shortly before
+   * the current token's `exp`, whose answer is sent in a `refresh` so the connection stays open.
+   */
+  token?: string | (() => string | Promise<string>);
+  /** Connect without a token: only channels of namespaces open to anonymous connections. */
+  anonymous?: boolean;
   /** Channels to subscribe to at connect (the token must grant them). */
   channels?: string[];
   /** Reconnect even after 4001 (replaced) or 4003 (kicked). Default: false. */
@@ -508,6 +569,8 @@ export interface HeraldMessage {
   id?: string;
   data: unknown;
   encoding?: "base64";
+  /** Who published it into its channel (`herald-user`), when a signed-in client did. */
+  user?: string;
 }
 
 export interface HeraldWelcome {
@@ -530,7 +593,9 @@ export interface HeraldEventMap {
   /** With `id`: the error is about the publish sent with that id (send it again with the same id). */
   error: CustomEvent<{ code: string; message: string; id?: string }>;
   /** Kafka took the publish sent with `id`; with `sync`, its copy's position in the user's stream. */
-  published: CustomEvent<{ id: string; stream?: "u"; offset?: number }>;
+  published: CustomEvent<{ id: string; stream?: string; offset?: number }>;
+  /** The node took the refreshed token: the connection now expires at `expiresAt` (Unix ms). */
+  refreshed: CustomEvent<{ expiresAt: number }>;
   close: CustomEvent<{ code: number; reason: string; action: CloseAction }>;
   /** An attempt uses another transport than the one before. */
   transport: CustomEvent<{ transport: "websocket" | "sse" }>;
@@ -545,8 +610,9 @@ export class HeraldConnection extends EventTarget {
   readonly transport: "websocket" | "sse";
   open(): this;
   close(): void;
-  /** `publish`, `subscribe`, `unsubscribe` and `ack` return false over an event stream (receive only). */
-  publish(data: unknown, options?: { sync?: boolean; id?: string }): boolean;
+  /** `publish`, `subscribe`, `unsubscribe` and `ack` return false over an event stream (receive only).
+   *  With `channel`: into that channel (where its namespace allows it), `sync` does not apply. */
+  publish(data: unknown, options?: { sync?: boolean; id?: string; channel?: string }): boolean;
   subscribe(channel: string, options?: { offset?: number }): boolean;
   unsubscribe(channel: string): boolean;
   ack(stream: string, offset: number): boolean;

@@ -44,7 +44,7 @@ extension WebSocketListener {
         if case .cursor = resume { resuming = true }
         let connection = Connection(
             id: UInt64.random(in: 1...UInt64.max), identity: identity, channel: channel, openedAt: sessions.clock.nowMillis(),
-            limits: connectionLimits, accounts: accounts, slot: slot, resuming: resuming, transport: .serverSentEvents
+            limits: connectionLimits, accounts: identity.isAnonymous ? anonymousAccounts : accounts, slot: slot, resuming: resuming, transport: .serverSentEvents
         )
         let pipeline = channel.pipeline.syncOperations
         // Bytes after the request (the decoder forwards what it holds when it leaves) go nowhere.

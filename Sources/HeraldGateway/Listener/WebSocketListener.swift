@@ -15,15 +15,20 @@ final class WebSocketListener: Sendable {
     private let tokens: TokenVerifier
     let connectionLimits: ConnectionStateMachine<ByteBuffer>.Limits
     let accounts: ConnectionAccounts
+    /// Connections without a token count against their own cap and accept rate.
+    let anonymousAdmission: Admission
+    let anonymousAccounts: ConnectionAccounts
     private let metrics: GatewayMetrics
     let sessions: SessionServices
     private let site: PublicSite
     private let group: any EventLoopGroup
 
     init(
-        configuration: GatewayConfiguration, admission: Admission, tokens: TokenVerifier, outbound: OutboundStats,
+        configuration: GatewayConfiguration, admission: Admission, anonymousAdmission: Admission, tokens: TokenVerifier, outbound: OutboundStats,
         metrics: GatewayMetrics, sessions: SessionServices, site: PublicSite, group: any EventLoopGroup
     ) {
+        self.anonymousAdmission = anonymousAdmission
+        self.anonymousAccounts = ConnectionAccounts(outbound: outbound, admission: anonymousAdmission)
         self.configuration = configuration
         self.admission = admission
         self.sources = SourceLimiter(.init(
@@ -117,11 +122,32 @@ final class WebSocketListener: Sendable {
         if !allowed.isEmpty, let origin = head.headers.first(name: "Origin"), !allowed.contains(origin) {
             return refuse(HandshakeRefusal(.originNotAllowed, "origin \(origin) is not allowed"))
         }
-        guard let token = Self.bearerToken(head.headers) ?? query["token"], !token.isEmpty else {
-            return refuse(HandshakeRefusal(.missingToken, "a token is required: Authorization: Bearer <token> or ?token="))
-        }
         let channels = (query["channels"] ?? "").split(separator: ",").map(String.init).filter { !$0.isEmpty }
         let resumeRequest = Self.resumeRequest(cursor: cursor, epoch: epoch, nodeEpoch: sessions.epoch)
+        let namespaces = configuration.namespaces
+        guard let token = Self.bearerToken(head.headers) ?? query["token"], !token.isEmpty else {
+            guard namespaces.allowsAnonymous else {
+                return refuse(HandshakeRefusal(.missingToken, "a token is required: Authorization: Bearer <token> or ?token="))
+            }
+            let outcome = Self.access(.anonymous, channels: channels, resume: resumeRequest, namespaces: namespaces)
+            guard case .accepted = outcome else {
+                if case .refused(let refusal) = outcome { return refuse(refusal) }
+                return loop.makeSucceededFuture(false)
+            }
+            // Draining and the node's cap hold for everyone; the anonymous cap and rate are their own,
+            // and one source's share of them is bounded like its token handshakes.
+            if let refusal = admission.precheck() { return refuse(refusal) }
+            if sources.isActive, let source = channel.remoteAddress?.ipAddress {
+                if let refusal = sources.begin(source) { return refuse(refusal) }
+                sources.end(source)
+            }
+            switch anonymousAdmission.admit() {
+            case .success(let slot): state.slot = slot
+            case .failure(let refusal): return refuse(refusal)
+            }
+            state.outcome = outcome
+            return loop.makeSucceededFuture(true)
+        }
         // Cheap refusals first; the accept budget is spent only on a handshake whose token holds, so
         // tokenless or forged handshakes cannot crowd out real clients.
         if let refusal = admission.precheck() {
@@ -135,23 +161,13 @@ final class WebSocketListener: Sendable {
         promise.completeWithTask { [tokens, sessions] in
             do {
                 let identity = try await tokens.verify(token)
-                if let denied = channels.first(where: { !identity.channels.contains($0) }) {
-                    return .refused(HandshakeRefusal(.channelNotAllowed, "the token does not grant channel \(denied)"))
-                }
-                var resume: HandshakeState.ResumeRequest
-                switch resumeRequest {
-                case .success(let request): resume = request
-                case .failure(let refusal): return .refused(refusal)
-                }
-                if case .none = resume, let stored = sessions.cursors?.resumeRequest(
+                var resume = resumeRequest
+                if case .success(.none) = resumeRequest, let stored = sessions.cursors?.resumeRequest(
                     user: identity.userID, device: identity.deviceID, granted: identity.channels, nodeEpoch: sessions.epoch
                 ) {
-                    resume = stored
+                    resume = .success(stored)
                 }
-                if case .cursor(let cursor, _) = resume, let denied = cursor.channels.first(where: { !identity.channels.contains($0) }) {
-                    return .refused(HandshakeRefusal(.cursorNotAllowed, "the cursor names channel \(denied), which the token does not grant"))
-                }
-                return .accepted(identity, channels: channels, resume: resume)
+                return Self.access(identity, channels: channels, resume: resume, namespaces: namespaces)
             } catch let refusal as HandshakeRefusal {
                 return .refused(refusal)
             }
@@ -197,7 +213,7 @@ final class WebSocketListener: Sendable {
             if case .cursor = resume { resuming = true }
             let connection = Connection(
                 id: UInt64.random(in: 1...UInt64.max), identity: identity, channel: channel, openedAt: sessions.clock.nowMillis(),
-                limits: connectionLimits, accounts: accounts, slot: slot, resuming: resuming
+                limits: connectionLimits, accounts: identity.isAnonymous ? anonymousAccounts : accounts, slot: slot, resuming: resuming
             )
             let session = SessionHandler(connection: connection, services: sessions)
             try pipeline.addHandler(session)
@@ -206,6 +222,36 @@ final class WebSocketListener: Sendable {
             slot?.release()
             channel.close(promise: nil)
         }
+    }
+
+    /// Whether the identity may follow what the handshake asks for: every channel of `channels=` and of
+    /// the cursor, by the namespaces' rules; an anonymous connection has no user stream and no
+    /// broadcast, so a cursor naming either is refused too. Nothing is subscribed or replayed on a refusal.
+    static func access(
+        _ identity: Identity, channels: [String], resume resumeRequest: Result<HandshakeState.ResumeRequest, HandshakeRefusal>,
+        namespaces: ChannelNamespaces
+    ) -> HandshakeState.Outcome {
+        let anonymous = identity.isAnonymous
+        func mayFollow(_ channel: String) -> Bool { namespaces.mayFollow(channel, grants: identity.channels, anonymous: anonymous) }
+        if let denied = channels.first(where: { !mayFollow($0) }) {
+            return .refused(HandshakeRefusal(
+                .channelNotAllowed, anonymous ? "channel \(denied) is not open to connections without a token" : "the token does not grant channel \(denied)"
+            ))
+        }
+        let resume: HandshakeState.ResumeRequest
+        switch resumeRequest {
+        case .success(let request): resume = request
+        case .failure(let refusal): return .refused(refusal)
+        }
+        if case .cursor(let cursor, _) = resume {
+            if anonymous, cursor.entries.contains(where: { $0.stream == .user || $0.stream == .broadcast }) {
+                return .refused(HandshakeRefusal(.cursorNotAllowed, "a connection without a token follows channels only; the cursor names u or *"))
+            }
+            if let denied = cursor.channels.first(where: { !mayFollow($0) }) {
+                return .refused(HandshakeRefusal(.cursorNotAllowed, "the cursor names channel \(denied), which this connection may not follow"))
+            }
+        }
+        return .accepted(identity, channels: channels, resume: resume)
     }
 
     /// Reads the `cursor` and `epoch` parameters. A cursor that names another user's stream is refused

@@ -6,6 +6,8 @@ struct PublishQueue {
         var sync: Bool
         /// The client's id for it, if it gave one: it is then answered `published` or named in the error.
         var id: String?
+        /// Set for a publish into a channel (its stream, then upstream); nil goes upstream only.
+        var channel: String? = nil
     }
 
     private var waiting: [Publish] = []

@@ -343,3 +343,56 @@ test("transport: a failed event stream is retried with backoff; websocket never 
   assert.equal(FakeEventSource.opened.length, 1);
   assert.match(FakeEventSource.opened[0].url, /^http:\/\/herald\.test\/v1\/sse\?/);
 });
+
+test("a token function is asked again shortly before exp, and the new token goes to the node in a refresh", async () => {
+  const now = Date.now();
+  const expiring = (sub, seconds) => {
+    const payload = Buffer.from(JSON.stringify({ sub, exp: (now + seconds * 1000) / 1000 })).toString("base64url");
+    return `eyJhbGciOiJIUzI1NiJ9.${payload}.sig`;
+  };
+  let calls = 0;
+  const { connection, timers, events } = harness({ token: async () => expiring("alice", 10 * ++calls) });
+  connection.addEventListener("refreshed", (e) => events.push({ type: "refreshed", ...e.detail }));
+  connection.open();
+  await tick();
+  const socket = FakeSocket.opened[0];
+  socket.serverFrame({ type: "welcome", node: "n", session: "s", epoch: "e", positions: { u: 1 } });
+  assert.equal(timers.length, 1);
+  assert.ok(timers[0].ms > 4000 && timers[0].ms <= 5000, `refresh scheduled after ${timers[0].ms} ms of a 10 s token`);
+  await timers[0].fn();
+  assert.deepEqual(socket.sent.at(-1), { type: "refresh", token: expiring("alice", 20) });
+  socket.serverFrame({ type: "refreshed", expires_at: now + 20000 });
+  assert.deepEqual(events.at(-1), { type: "refreshed", expiresAt: now + 20000 });
+  assert.equal(timers.length, 2, "the next refresh is scheduled from the new token");
+  assert.equal(FakeSocket.opened.length, 1, "no reconnect");
+  // A fixed token is never refreshed in-band.
+  const fixed = harness();
+  fixed.connection.open();
+  await tick();
+  FakeSocket.opened[0].serverFrame({ type: "welcome", node: "n", session: "s", epoch: "e", positions: {} });
+  assert.equal(fixed.timers.length, 0);
+});
+
+test("anonymous: no token in the URL; publish into a channel sends the channel and no sync", async () => {
+  const { connection } = harness({ token: undefined, anonymous: true, channels: ["video:1"] });
+  connection.open();
+  await tick();
+  const socket = FakeSocket.opened[0];
+  assert.equal(new URL(socket.url).searchParams.get("token"), null);
+  assert.equal(new URL(socket.url).searchParams.get("channels"), "video:1");
+  assert.ok(connection.publish({ comment: "hi" }, { channel: "video:1", id: "c-1" }));
+  assert.deepEqual(socket.sent.at(-1), { type: "publish", channel: "video:1", data: { comment: "hi" }, id: "c-1" });
+  assert.throws(() => new HeraldConnection("ws://x/v1/ws", {}), /needs a token/);
+});
+
+test("a channel message's publisher reaches the app as user", async () => {
+  const { connection, events } = harness({ token: undefined, anonymous: true, channels: ["video:1"] });
+  connection.open();
+  await tick();
+  const socket = FakeSocket.opened[0];
+  socket.serverFrame({ type: "welcome", node: "n", session: "s", epoch: "e", positions: { "c:video:1": 4 } });
+  socket.serverFrame({ type: "message", stream: "c:video:1", offset: 5, id: "c-1", user: "alice", data: { comment: "hi" } });
+  assert.deepEqual(events.filter((e) => e.type === "message"), [
+    { type: "message", stream: "c:video:1", offset: 5, id: "c-1", data: { comment: "hi" }, encoding: undefined, user: "alice" },
+  ]);
+});
