@@ -17,6 +17,8 @@ public struct APIError: HTTPResponseError, Sendable, CustomStringConvertible {
         public static let payloadTooLarge = Code(name: "payload-too-large", status: .contentTooLarge)
         public static let kafkaUnavailable = Code(name: "kafka-unavailable", status: .serviceUnavailable)
         public static let notReady = Code(name: "not-ready", status: .serviceUnavailable)
+        /// As many history reads as the node allows are under way (retry after Retry-After).
+        public static let busy = Code(name: "busy", status: .serviceUnavailable)
         /// An idempotency id used before, with this API key, for a different push.
         public static let idConflict = Code(name: "id-conflict", status: .conflict)
         /// An idempotency id whose first push is still waiting for Kafka (retry after Retry-After).

@@ -25,6 +25,8 @@ public final class ResumingConnection: Sendable {
         /// The publish sent with `id` failed; send it again with the same id.
         case publishFailed(id: String, code: String, message: String)
         /// The connection ended; `action` says what happens next.
+        /// The answer to a `history` request (`ServerEvent.history`).
+        case history(ServerEvent.History)
         case closed(code: UInt16?, action: CloseAction)
     }
 
@@ -157,6 +159,8 @@ public final class ResumingConnection: Sendable {
                 continuation.yield(.published(id: id, stream: stream, offset: offset))
             case .publishFailed(let id, let code, let message):
                 continuation.yield(.publishFailed(id: id, code: code, message: message))
+            case .history(let history):
+                continuation.yield(.history(history))
             case .closed(let code, _):
                 let action = ReconnectPolicy.action(forClose: code)
                 continuation.yield(.closed(code: code, action: action))

@@ -23,6 +23,7 @@ final class SessionServices: Sendable {
     let settings: Settings
     let registry: SessionRegistry
     let replay: ReplayService
+    let history: StreamHistory?
     let publishing: Publishing?
     let metrics: GatewayMetrics
     let clock: WallClock
@@ -31,13 +32,14 @@ final class SessionServices: Sendable {
 
     init(
         nodeID: String, epoch: String, settings: Settings, registry: SessionRegistry, replay: ReplayService,
-        publishing: Publishing?, metrics: GatewayMetrics, clock: WallClock, shards: [Shard]
+        history: StreamHistory? = nil, publishing: Publishing?, metrics: GatewayMetrics, clock: WallClock, shards: [Shard]
     ) {
         self.nodeID = nodeID
         self.epoch = epoch
         self.settings = settings
         self.registry = registry
         self.replay = replay
+        self.history = history
         self.publishing = publishing
         self.metrics = metrics
         self.clock = clock
