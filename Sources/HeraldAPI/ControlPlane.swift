@@ -203,8 +203,9 @@ public enum ControlPlane {
     /// The `{stream}` path segment, percent-decoded: `c:NAME` (a channel), `u:ID` (a user's stream) or `*`.
     static func streamName(_ context: some RequestContext) throws -> (HeraldStream, String) {
         let raw = try context.parameters.require("stream")
-        guard raw.utf8.count <= 3 * 260, let name = raw.removingPercentEncoding, name.utf8.count <= 258 else {
-            throw APIError.field("stream", "must be c:NAME, u:ID or *, at most 256 bytes of name, percent-encoded as a URL path segment")
+        // Counted in code points, as the document's maxLength counts them.
+        guard raw.utf8.count <= 12 * 258, let name = raw.removingPercentEncoding, name.unicodeScalars.count <= 258 else {
+            throw APIError.field("stream", "must be c:NAME, u:ID or *, at most 258 characters in all, percent-encoded as a URL path segment")
         }
         if name == "*" { return (.broadcast, name) }
         if name.hasPrefix("c:"), name.utf8.count > 2 { return (.channel(String(name.dropFirst(2))), name) }
