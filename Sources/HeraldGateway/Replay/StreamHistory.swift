@@ -17,8 +17,8 @@ public final class StreamHistory: Sendable {
         public var maxBytes = 512 * 1024
         /// Most records of the partition (every stream in it) one answer looks at.
         public var maxScannedRecords = 100_000
-        /// Reads at once on this node; more are refused as busy, so history cannot starve resumes of
-        /// the reader's handles.
+        /// Reads at once on this node, and never more than the reader has handles less one: more are
+        /// refused as busy, so that history leaves a handle to resumes.
         public var maxConcurrentReads = 8
 
         public init() {}
@@ -36,6 +36,7 @@ public final class StreamHistory: Sendable {
     public let bounds: Bounds
     private let clock: WallClock
     private let inFlight = Atomic<Int>(0)
+    private let maxReads: Int
     private let served = NodeCounter("herald_history_reads_total")
 
     public init(reader: KafkaReplayReader, partitionCount: Int32, bounds: Bounds, clock: WallClock = .system) {
@@ -43,17 +44,20 @@ public final class StreamHistory: Sendable {
         self.partitionCount = partitionCount
         self.bounds = bounds
         self.clock = clock
+        maxReads = max(1, min(bounds.maxConcurrentReads, reader.handleCount - 1))
     }
 
     /// History answers given by this node.
     public var readCount: Int { served.value }
+    /// History reads under way now.
+    public var readsInFlight: Int { inFlight.load(ordering: .relaxed) }
 
     /// The page of `stream` that `query` asks for; `name` is how the messages name the stream (`u` for
     /// a connection's own user, `u:ID` on the internal API).
     public func page(of stream: HeraldStream, named name: String, query: HistoryQuery) async -> Result<HistoryPage, Failure> {
         let running = inFlight.wrappingAdd(1, ordering: .relaxed).newValue
         defer { inFlight.subtract(1, ordering: .relaxed) }
-        guard running <= bounds.maxConcurrentReads else { return .failure(.busy(bounds.maxConcurrentReads)) }
+        guard running <= maxReads else { return .failure(.busy(maxReads)) }
         do {
             let page = try await read(stream, name: name, query: query)
             served.increment()
