@@ -18,6 +18,8 @@ public struct APIError: HTTPResponseError, Sendable, CustomStringConvertible {
         public static let kafkaUnavailable = Code(name: "kafka-unavailable", status: .serviceUnavailable)
         public static let notReady = Code(name: "not-ready", status: .serviceUnavailable)
         public static let deliveryBehind = Code(name: "delivery-behind", status: .serviceUnavailable)
+        /// As many history reads as the node allows are under way (retry after Retry-After).
+        public static let busy = Code(name: "busy", status: .serviceUnavailable)
         /// An idempotency id used before, with this API key, for a different push.
         public static let idConflict = Code(name: "id-conflict", status: .conflict)
         /// An idempotency id whose first push is still waiting for Kafka (retry after Retry-After).

@@ -24,13 +24,18 @@ public struct NodeHooks: Sendable {
     public var status: @Sendable () -> NodeStatus
     /// The Prometheus text exposition for `GET /metrics`; nil when metrics are off.
     public var metrics: (@Sendable () -> [UInt8])?
+    /// A page of a stream's history (`GET /v1/streams/{stream}/history`), named as the request named
+    /// it; nil when the node reads no history.
+    public var history: (@Sendable (_ stream: HeraldStream, _ name: String, _ query: HistoryQuery) async throws -> HistoryPage)?
 
     public init(
         nodeID: String, sessions: @escaping @Sendable (String) -> [(session: String, device: String?, openedAt: Int64)],
         notReadyReason: @escaping @Sendable () async -> String?, status: @escaping @Sendable () -> NodeStatus,
         metrics: (@Sendable () -> [UInt8])? = nil, localNotReadyReason: @escaping @Sendable () -> String? = { nil },
-        revoke: @escaping @Sendable (String, Int64) -> Void = { _, _ in }
+        revoke: @escaping @Sendable (String, Int64) -> Void = { _, _ in },
+        history: (@Sendable (HeraldStream, String, HistoryQuery) async throws -> HistoryPage)? = nil
     ) {
+        self.history = history
         self.localNotReadyReason = localNotReadyReason
         self.revoke = revoke
         self.metrics = metrics
@@ -135,6 +140,23 @@ public enum ControlPlane {
         v1.get("node") { _, _ -> Response in
             Responses.json(.ok, node.status())
         }
+        v1.get("streams/:stream/history") { request, context -> Response in
+            let (stream, name) = try streamName(context)
+            guard let history = node.history else { throw APIError(.notFound, "this node reads no history") }
+            if let unknown = request.uri.queryParameters.map({ String($0.key) }).sorted().first(where: { $0 != "limit" && $0 != "before" }) {
+                throw APIError.field(String(unknown.prefix(64)), "is not a parameter of history (limit, before)")
+            }
+            let query: HistoryQuery
+            do {
+                query = try HistoryQuery.parse(
+                    limit: request.uri.queryParameters.get("limit"), before: request.uri.queryParameters.get("before")
+                )
+            } catch let error as ClientMessageError {
+                throw APIError(.invalidField, error.message)
+            }
+            let page = try await history(stream, name, query)
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: page.json()))
+        }
         v1.get("users/:user/connections") { _, context -> Response in
             let user = try userID(context)
             let sessions = node.sessions(user).map {
@@ -176,6 +198,19 @@ public enum ControlPlane {
             throw APIError.field("id", "the user id in the path must be 1 to 256 bytes, percent-encoded as a URL path segment")
         }
         return user
+    }
+
+    /// The `{stream}` path segment, percent-decoded: `c:NAME` (a channel), `u:ID` (a user's stream) or `*`.
+    static func streamName(_ context: some RequestContext) throws -> (HeraldStream, String) {
+        let raw = try context.parameters.require("stream")
+        // Counted in code points, as the document's maxLength counts them.
+        guard raw.utf8.count <= 12 * 258, let name = raw.removingPercentEncoding, name.unicodeScalars.count <= 258 else {
+            throw APIError.field("stream", "must be c:NAME, u:ID or *, at most 258 characters in all, percent-encoded as a URL path segment")
+        }
+        if name == "*" { return (.broadcast, name) }
+        if name.hasPrefix("c:"), name.utf8.count > 2 { return (.channel(String(name.dropFirst(2))), name) }
+        if name.hasPrefix("u:"), name.utf8.count > 2 { return (.user(String(name.dropFirst(2))), name) }
+        throw APIError.field("stream", "must be c:NAME (a channel), u:ID (a user's stream) or * (broadcast), not \(name.prefix(64))")
     }
 
     /// The application; with `group`, it shares the node's event loops instead of starting its own.
@@ -233,6 +268,7 @@ struct ErrorShapeMiddleware<Context: RequestContext>: RouterMiddleware {
         case 2 where parts[0] == "v1" && parts[1] == "node": return ["GET"]
         case 3 where parts[0] == "v1" && parts[1] == "push" && parts[2] == "batch": return ["POST"]
         case 4 where parts[0] == "v1" && parts[1] == "users" && parts[3] == "connections": return ["GET", "DELETE"]
+        case 4 where parts[0] == "v1" && parts[1] == "streams" && parts[3] == "history": return ["GET"]
         default: return nil
         }
     }

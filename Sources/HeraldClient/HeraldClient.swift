@@ -146,6 +146,12 @@ public struct HeraldSession: Sendable {
         connection.send(text: ClientMessage.refresh(token: token).text)
     }
 
+    /// Asks for the newest `limit` messages of `stream` (`u`, `*`, `c:NAME`) before offset `before`;
+    /// the answer is `.history` with the same `id`.
+    public func history(id: String, stream: String, limit: Int = 50, before: Int64? = nil) {
+        connection.send(text: ClientMessage.history(id: id, stream: stream, query: HistoryQuery(limit: limit, before: before)).text)
+    }
+
     public func close() {
         connection.close()
     }

@@ -29,6 +29,8 @@ public final class ResumingConnection: Sendable {
         /// The node took a refreshed token: the connection now expires at `expiresAt` (Unix ms).
         case refreshed(expiresAt: Int64)
         /// The connection ended; `action` says what happens next.
+        /// The answer to a `history` request (`ServerEvent.history`).
+        case history(ServerEvent.History)
         case closed(code: UInt16?, action: CloseAction)
     }
 
@@ -202,6 +204,8 @@ public final class ResumingConnection: Sendable {
                 continuation.yield(.publishFailed(id: id, code: code, message: message))
             case .refreshed(let expiresAt):
                 continuation.yield(.refreshed(expiresAt: expiresAt))
+            case .history(let history):
+                continuation.yield(.history(history))
             case .closed(let code, _):
                 let action = ReconnectPolicy.action(forClose: code)
                 continuation.yield(.closed(code: code, action: action))

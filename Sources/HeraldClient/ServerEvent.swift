@@ -13,6 +13,9 @@ public enum ServerEvent: Sendable, Equatable {
     case publishFailed(id: String, code: String, message: String)
     /// The node accepted a `refresh`: the connection now expires at `expiresAt` (Unix milliseconds).
     case refreshed(expiresAt: Int64)
+    /// The answer to the `history` request sent with its `id` (an `error` about one is `.publishFailed`
+    /// with that id).
+    case history(History)
     /// The connection ended, with the server's close code if it sent one.
     case closed(code: UInt16?, reason: String)
 
@@ -38,6 +41,21 @@ public enum ServerEvent: Sendable, Equatable {
         public var user: String? = nil
     }
 
+    public struct History: Sendable, Equatable {
+        public var id: String
+        public var stream: String
+        /// Oldest first.
+        public var messages: [Message]
+        public var earliest: Int64
+        public var end: Int64
+        /// The `before` of the page before this one; nil when this one reached `earliest`.
+        public var next: Int64?
+        /// The bound that cut the answer (`count`, `bytes`, `scan`) and its value.
+        public var cut: String?
+        public var limit: Int64?
+        public var expired: Bool
+    }
+
     /// Parses one text frame; `nil` for a frame that is not a Herald server frame.
     public static func parse(_ text: String) -> ServerEvent? {
         guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
@@ -54,13 +72,16 @@ public enum ServerEvent: Sendable, Equatable {
                 recovered: object["recovered"] as? Bool, reason: object["reason"] as? String, source: object["source"] as? String
             ))
         case "message":
-            guard let stream = object["stream"] as? String, let offset = (object["offset"] as? NSNumber)?.int64Value,
-                  let value = object["data"],
-                  let data = try? JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed, .sortedKeys, .withoutEscapingSlashes])
+            return message(object).map { .message($0) }
+        case "history":
+            guard let id = object["id"] as? String, let stream = object["stream"] as? String, let list = object["messages"] as? [[String: Any]],
+                  let earliest = (object["earliest"] as? NSNumber)?.int64Value, let end = (object["end"] as? NSNumber)?.int64Value
             else { return nil }
-            return .message(Message(
-                stream: stream, offset: offset, id: object["id"] as? String, data: String(decoding: data, as: UTF8.self),
-                encoding: object["encoding"] as? String, user: object["user"] as? String
+            let messages = list.compactMap(message)
+            guard messages.count == list.count else { return nil }
+            return .history(History(
+                id: id, stream: stream, messages: messages, earliest: earliest, end: end, next: (object["next"] as? NSNumber)?.int64Value,
+                cut: object["cut"] as? String, limit: (object["limit"] as? NSNumber)?.int64Value, expired: object["expired"] as? Bool ?? false
             ))
         case "error":
             let code = object["code"] as? String ?? "", message = object["message"] as? String ?? ""
@@ -75,5 +96,17 @@ public enum ServerEvent: Sendable, Equatable {
         default:
             return nil
         }
+    }
+
+    /// A `message` object: a frame's, or one of a history answer's.
+    private static func message(_ object: [String: Any]) -> Message? {
+        guard let stream = object["stream"] as? String, let offset = (object["offset"] as? NSNumber)?.int64Value,
+              let value = object["data"],
+              let data = try? JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed, .sortedKeys, .withoutEscapingSlashes])
+        else { return nil }
+        return Message(
+            stream: stream, offset: offset, id: object["id"] as? String, data: String(decoding: data, as: UTF8.self),
+            encoding: object["encoding"] as? String, user: object["user"] as? String
+        )
     }
 }

@@ -18,6 +18,9 @@ public enum ClientMessage: Equatable, Sendable {
 
     /// The most bytes of a `refresh` token (a token is a few hundred bytes; the frame limit bounds it too).
     public static let maxTokenBytes = 8 * 1024
+    /// The newest messages of a stream the connection may read (`u`, `*` or `c:NAME`), answered by a
+    /// `history` frame (or an `error`) carrying `id`.
+    case history(id: String, stream: String, query: HistoryQuery)
 
     /// The most UTF-8 bytes of a publish `id`: it travels in every record's headers and frames.
     public static let maxPublishIDBytes = 128
@@ -80,6 +83,8 @@ public enum ClientMessage: Equatable, Sendable {
                 throw ClientMessageError("refresh needs a \"token\" string of 1 to \(maxTokenBytes) bytes")
             }
             return .refresh(token: token)
+        case "history":
+            return try history(object)
         default:
             throw ClientMessageError("unknown frame type \"\(type)\"")
         }
@@ -126,8 +131,37 @@ public enum ClientMessage: Equatable, Sendable {
             buffer.writeString(#"{"type":"refresh","token":"#)
             buffer.writeJSONString(token)
             buffer.writeString("}")
+        case .history(let id, let stream, let query):
+            buffer.writeString(#"{"type":"history","id":"#)
+            buffer.writeJSONString(id)
+            buffer.writeString(#","stream":"#)
+            buffer.writeJSONString(stream)
+            buffer.writeString(#","limit":\#(query.limit)"#)
+            if let before = query.before { buffer.writeString(#","before":\#(before)"#) }
+            buffer.writeString("}")
         }
         return String(buffer: buffer)
+    }
+
+    private static func history(_ object: [String: Any]) throws(ClientMessageError) -> ClientMessage {
+        guard let id = object["id"] as? String, !id.isEmpty, id.utf8.count <= maxPublishIDBytes else {
+            throw ClientMessageError("history needs an \"id\": a string of 1 to \(maxPublishIDBytes) bytes, which the answer carries")
+        }
+        guard let stream = object["stream"] as? String, !stream.isEmpty else {
+            throw ClientMessageError("history needs a \"stream\": u, * or c:NAME")
+        }
+        var query = HistoryQuery()
+        if let raw = object["limit"] {
+            // A count beyond what the node answers is allowed (the answer says it was cut); integer()
+            // takes only whole numbers it can hold exactly.
+            guard let limit = integer(raw), limit >= 1 else { throw ClientMessageError("history \"limit\" must be a whole number of 1 or more") }
+            query.limit = Int(limit)
+        }
+        if let raw = object["before"] {
+            guard let before = integer(raw), before >= 0 else { throw ClientMessageError("history \"before\" must be an offset: a whole number of 0 or more") }
+            query.before = before
+        }
+        return .history(id: id, stream: stream, query: query)
     }
 
     private static func channelName(_ object: [String: Any]) throws(ClientMessageError) -> String {

@@ -22,7 +22,7 @@ public struct ResumeCursor: Sendable, Equatable {
         case broadcast
 
         /// The stream a wire name (`u`, `*`, `c:NAME`) names, or nil.
-        init?<Name: StringProtocol>(wireName name: Name) {
+        public init?<Name: StringProtocol>(wireName name: Name) {
             if name == "u" {
                 self = .user
             } else if name == "*" {

@@ -15,32 +15,47 @@ public enum ServerMessage {
         let capacity = 64 + stream.utf8.count + (id?.utf8.count ?? 0) + (user?.utf8.count ?? 0)
             + payload.readableBytes * (representation == .base64 ? 2 : 1)
         return ServerFrame.build(.text, allocator: allocator, capacity: capacity) { buffer in
-            buffer.writeStaticString(#"{"type":"message","stream":"#)
-            buffer.writeJSONString(stream)
-            buffer.writeStaticString(#","offset":"#)
-            buffer.writeString(String(offset))
-            if let id {
-                buffer.writeStaticString(#","id":"#)
-                buffer.writeJSONString(id)
-            }
-            if let user {
-                buffer.writeStaticString(#","user":"#)
-                buffer.writeJSONString(user)
-            }
-            buffer.writeStaticString(#","data":"#)
-            switch representation {
-            case .json:
-                var payload = payload
-                buffer.writeBuffer(&payload)
-            case .text:
-                payload.withUnsafeReadableBytes { buffer.writeJSONString(utf8: $0) }
-            case .base64:
-                buffer.writeInteger(UInt8(ascii: "\""))
-                payload.withUnsafeReadableBytes { buffer.writeBase64($0) }
-                buffer.writeStaticString(#"","encoding":"base64""#)
-            }
-            buffer.writeInteger(UInt8(ascii: "}"))
+            writeMessage(into: &buffer, stream: stream, offset: offset, id: id, user: user, payload: payload, representation: representation)
         }
+    }
+
+    /// The JSON object of a `message` frame, as a live frame and as an element of a history answer.
+    public static func writeMessage(
+        into buffer: inout ByteBuffer, stream: String, offset: Int64, id: String?, payload: ByteBuffer, contentType: HeraldContentType?
+    ) {
+        writeMessage(into: &buffer, stream: stream, offset: offset, id: id, payload: payload,
+                     representation: Representation(payload: payload, declared: contentType))
+    }
+
+    private static func writeMessage(
+        into buffer: inout ByteBuffer, stream: String, offset: Int64, id: String?, user: String? = nil, payload: ByteBuffer,
+        representation: Representation
+    ) {
+        buffer.writeStaticString(#"{"type":"message","stream":"#)
+        buffer.writeJSONString(stream)
+        buffer.writeStaticString(#","offset":"#)
+        buffer.writeString(String(offset))
+        if let id {
+            buffer.writeStaticString(#","id":"#)
+            buffer.writeJSONString(id)
+        }
+        if let user {
+            buffer.writeStaticString(#","user":"#)
+            buffer.writeJSONString(user)
+        }
+        buffer.writeStaticString(#","data":"#)
+        switch representation {
+        case .json:
+            var payload = payload
+            buffer.writeBuffer(&payload)
+        case .text:
+            payload.withUnsafeReadableBytes { buffer.writeJSONString(utf8: $0) }
+        case .base64:
+            buffer.writeInteger(UInt8(ascii: "\""))
+            payload.withUnsafeReadableBytes { buffer.writeBase64($0) }
+            buffer.writeStaticString(#"","encoding":"base64""#)
+        }
+        buffer.writeInteger(UInt8(ascii: "}"))
     }
 
     enum Representation {
@@ -120,6 +135,17 @@ public enum ServerMessage {
         ServerFrame.build(.text) { buffer in
             buffer.writeStaticString(#"{"type":"refreshed","expires_at":"#)
             buffer.writeString(String(expiresAt))
+            buffer.writeInteger(UInt8(ascii: "}"))
+        }
+    }
+
+    /// A `history` frame: the answer to the client's `history` request named `id`.
+    public static func history(id: String, page: HistoryPage) -> ByteBuffer {
+        ServerFrame.build(.text, capacity: 160 + id.utf8.count + page.stream.utf8.count + page.messageBytes) { buffer in
+            buffer.writeStaticString(#"{"type":"history","id":"#)
+            buffer.writeJSONString(id)
+            buffer.writeInteger(UInt8(ascii: ","))
+            page.writeMembers(into: &buffer)
             buffer.writeInteger(UInt8(ascii: "}"))
         }
     }

@@ -19,6 +19,8 @@ public final class Gateway: Service, Sendable {
     public let anonymousAdmission: Admission
     public let counters = DispatchCounters()
     public let replayStats = ReplayStats()
+    /// History reads from Kafka; nil without a replay reader (then there is no history to read).
+    public let history: StreamHistory?
     public let outbound = OutboundStats()
     let metrics = GatewayMetrics()
 
@@ -70,13 +72,17 @@ public final class Gateway: Service, Sendable {
             window: window, reader: replayReader, limit: configuration.replayLimit, maxBytes: configuration.replayMaxBytes,
             stats: replayStats, clock: clock, repeats: RepeatedMessages(capacity: configuration.messageIDMemory)
         )
+        let history = replayReader.map {
+            StreamHistory(reader: $0, partitionCount: topology.partitionCount, bounds: configuration.history, clock: clock)
+        }
+        self.history = history
         sessions = SessionServices(
             nodeID: configuration.nodeID, epoch: topology.epoch,
             settings: .init(
                 maxMessageBytes: configuration.maxMessageBytes, replayDeadline: configuration.replayDeadline,
                 clientMessagesPerSecond: configuration.clientMessagesPerSecond, maxQueuedPublishes: configuration.maxQueuedPublishes
             ),
-            registry: registry, replay: replay,
+            registry: registry, replay: replay, history: history,
             publishing: upstream.map { publisher in
                 SessionServices.Publishing(publisher: publisher, limits: PublishLimiter(.init(
                     messagesPerSecond: configuration.publishesPerSecondPerUser, bytesPerSecond: configuration.publishBytesPerSecondPerUser,

@@ -43,6 +43,8 @@ public struct GatewayConfiguration: Sendable {
     public var replayMaxBytes = 4 * 1024 * 1024
     /// A replay not read by then is given up: `recovered:false` with reason `too-many`.
     public var replayDeadline: Duration = .seconds(10)
+    /// What one history answer may hold and read (`history` frames and `GET /v1/streams/{stream}/history`).
+    public var history = StreamHistory.Bounds()
     /// Publishes from one connection queued while earlier ones wait for Kafka; more are refused.
     public var maxQueuedPublishes = 32
     /// Publishes one user may make through this node per second, and their bytes (0: no limit); more

@@ -96,6 +96,9 @@ public final class KafkaReplayReader: Sendable {
         self.pool = ReaderPool(count: handles.count)
     }
 
+    /// How many reads may run at once (`readers`).
+    public var handleCount: Int { handles.count }
+
     /// Runs `body` on a free handle's thread.
     private func onFreeHandle<T: Sendable>(_ body: @escaping @Sendable (RDKafkaClient) throws(KafkaError) -> T) async throws(KafkaError) -> T {
         guard let index = await pool.acquire() else { throw KafkaError(.shutdown, "the replay reader is closed") }

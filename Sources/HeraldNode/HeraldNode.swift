@@ -112,7 +112,8 @@ public final class HeraldNode: Sendable {
             status: { gateway.status() },
             metrics: scrape,
             localNotReadyReason: { gateway.admission.isDraining ? "the node is draining" : nil },
-            revoke: { user, before in revocations.revoke(user: user, before: before, now: RevocationList.nowMillis()) }
+            revoke: { user, before in revocations.revoke(user: user, before: before, now: RevocationList.nowMillis()) },
+            history: gateway.history.map(Self.historyHook)
         )
         let configuredAPIPort = configuration.api.port
         let controlPlane = try ControlPlane.application(
@@ -153,6 +154,19 @@ public final class HeraldNode: Sendable {
                 logger: logger
             )
         )
+    }
+
+    /// `GET /v1/streams/{stream}/history` reads through the gateway's history, its refusals as the API's.
+    private static func historyHook(_ history: StreamHistory) -> @Sendable (HeraldStream, String, HistoryQuery) async throws -> HistoryPage {
+        { stream, name, query in
+            switch await history.page(of: stream, named: name, query: query) {
+            case .success(let page): return page
+            case .failure(.busy(let reads)):
+                throw APIError(.busy, "this node is answering \(reads) history requests already", retryAfter: 1)
+            case .failure(.unavailable(let message)):
+                throw APIError(.kafkaUnavailable, "the history could not be read: \(message)", retryAfter: 1)
+            }
+        }
     }
 
     /// Runs the node until its graceful shutdown (a signal, or `shutDown()`) has finished, or a part

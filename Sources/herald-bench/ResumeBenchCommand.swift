@@ -270,7 +270,7 @@ final class StormDevice: Sendable {
             case .message(let message):
                 s.positions[message.stream] = message.offset
                 if s.resuming { s.received[message.stream, default: []].append(message.offset) }
-            case .error, .closed, .published, .publishFailed, .refreshed:
+            case .error, .closed, .published, .publishFailed, .refreshed, .history:
                 return
             }
             if s.resuming, s.recovered == true, s.doneAt == nil,

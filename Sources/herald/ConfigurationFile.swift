@@ -23,6 +23,7 @@ struct ConfigurationFile {
         "node-id", "kafka-linger-ms", "metrics", "embedded-kafka", "production",
         "api-idle-timeout", "jwt-max-lifetime", "revocation-horizon", "max-push-records", "max-push-record-bytes", "push-rate", "push-max-delivery-delay",
         "outbound-hard-limit", "slow-consumer-seconds", "replay-deadline-seconds", "replay-max-bytes", "replay-readers",
+        "history-max-messages", "history-max-bytes",
         "source-handshakes-in-flight", "source-handshake-rate", "client-message-rate", "publish-rate", "publish-bytes-rate",
         "message-id-memory", "stored-cursors", "tls-cert-file", "tls-key-file", "api-tls-cert-file", "api-tls-key-file", "api-tls-client-ca-file",
         "namespaces", "anonymous-max-connections", "anonymous-accept-rate",

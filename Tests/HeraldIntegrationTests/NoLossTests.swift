@@ -58,7 +58,7 @@ final class SimulatedDevice {
             cursor[message.stream] = message.offset
         case .error(let code, let message), .publishFailed(_, let code, let message):
             throw TestFailure("\(user)/\(name) got an error frame: \(code) \(message)")
-        case .welcome, .closed, .published, .refreshed:
+        case .welcome, .closed, .published, .refreshed, .history:
             break
         }
     }

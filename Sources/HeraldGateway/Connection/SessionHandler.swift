@@ -39,6 +39,8 @@ final class SessionHandler: ChannelInboundHandler {
     private var acked: AckedPositions?
     /// A `refresh` is being verified: another waits for its answer.
     private var refreshing = false
+    /// A `history` request of this connection is being read: one at a time.
+    private var historyPending = false
 
     init(connection: Connection, services: SessionServices) {
         self.connection = connection
@@ -320,6 +322,38 @@ final class SessionHandler: ChannelInboundHandler {
                 return tell(code: "busy", "a refresh is still being verified; wait for its answer")
             }
             refresh(with: token)
+        case .history(let id, let stream, let query):
+            readHistory(id: id, stream: stream, query: query)
+        }
+    }
+
+    /// Answers a `history` request with a `history` frame, or an `error` naming its id.
+    private func readHistory(id: String, stream name: String, query: HistoryQuery) {
+        guard let history = services.history else {
+            return tell(code: "unsupported", "this node reads no history (it has no Kafka replay reader)", id: id)
+        }
+        guard let stream = HistoryAccess.stream(named: name, for: connection, namespaces: services.namespaces) else {
+            return tell(code: "channel-not-allowed", "this connection may not read \(name); it may read u, * and the channels it may follow", id: id)
+        }
+        guard !historyPending else {
+            return tell(code: "busy", "this connection's previous history request is still being read; ask again after its answer", id: id)
+        }
+        historyPending = true
+        let connection = self.connection
+        let promise = connection.channel.eventLoop.makePromise(of: Result<HistoryPage, StreamHistory.Failure>.self)
+        promise.completeWithTask { await history.page(of: stream, named: name, query: query) }
+        promise.futureResult.assumeIsolated().whenSuccess { [self] result in
+            historyPending = false
+            guard connection.channel.isActive, !connection.isClosing else { return }
+            switch result {
+            case .success(let page):
+                connection.send(ServerMessage.history(id: id, page: page), now: now)
+            case .failure(.busy(let reads)):
+                tell(code: "busy", "this node is answering \(reads) history requests already; ask again shortly", id: id)
+            case .failure(.unavailable):
+                // Kafka's own words name brokers and topics: not for clients.
+                tell(code: "unavailable", "the history could not be read from Kafka; ask again", id: id)
+            }
         }
     }
 

@@ -23,6 +23,7 @@ final class SessionServices: Sendable {
     let settings: Settings
     let registry: SessionRegistry
     let replay: ReplayService
+    let history: StreamHistory?
     let publishing: Publishing?
     let metrics: GatewayMetrics
     let clock: WallClock
@@ -39,8 +40,8 @@ final class SessionServices: Sendable {
 
     init(
         nodeID: String, epoch: String, settings: Settings, registry: SessionRegistry, replay: ReplayService,
-        publishing: Publishing?, metrics: GatewayMetrics, clock: WallClock, shards: [Shard], namespaces: ChannelNamespaces,
-        tokens: TokenVerifier, cursors: DeviceCursors? = nil
+        history: StreamHistory? = nil, publishing: Publishing?, metrics: GatewayMetrics, clock: WallClock, shards: [Shard],
+        namespaces: ChannelNamespaces, tokens: TokenVerifier, cursors: DeviceCursors? = nil
     ) {
         self.cursors = cursors
         self.namespaces = namespaces
@@ -50,6 +51,7 @@ final class SessionServices: Sendable {
         self.settings = settings
         self.registry = registry
         self.replay = replay
+        self.history = history
         self.publishing = publishing
         self.metrics = metrics
         self.clock = clock
