@@ -67,6 +67,8 @@ public struct SessionView: Sendable {
     private var runs: [(node: String, run: String)] = []
     private var runIndex: [String: [String: Int32]] = [:]
     private(set) public var entryCount = 0
+    /// Users last reported online: presence changes are the differences from it.
+    private var reportedOnline = Set<String>()
 
     public init(leaseMillis: Int64) {
         precondition(leaseMillis > 0)
@@ -81,7 +83,6 @@ public struct SessionView: Sendable {
                 // Of a run that ended, or older than the node's current one: it can never count.
                 return []
             }
-            let wasOnline = isOnline(user, now: now)
             let index = intern(node: node, run: run)
             var list = byUser[user] ?? []
             if let existing = list.firstIndex(where: { $0.session == session }) {
@@ -94,22 +95,23 @@ public struct SessionView: Sendable {
             list.insert(entry, at: position)
             entryCount += 1
             byUser[user] = list
-            return change(user, wasOnline: wasOnline, node: node, now: now)
+            return report(user, node: node, now: now, lost: false)
         case .closed(let user, let session, let node, let run):
             guard var list = byUser[user],
                   let existing = list.firstIndex(where: { $0.session == session && runs[Int($0.run)] == (node, run) }) else { return [] }
-            let wasOnline = isOnline(user, now: now)
             list.remove(at: existing)
             entryCount -= 1
             byUser[user] = list.isEmpty ? nil : list
-            return change(user, wasOnline: wasOnline, node: node, now: now)
+            return report(user, node: node, now: now, lost: false)
         case .heartbeat(let node, let run, let sentAt):
             guard let previous = leases[node] else {
                 return relet(node, to: Lease(run: run, sentAt: sentAt, ended: false), now: now, lost: false)
             }
             if previous.run == run {
                 // A run's end is final: its connections were forgotten, and its node starts a new run.
-                guard !previous.ended, previous.sentAt + leaseMillis > now else { return [] }
+                // A lease that ran out but is not swept yet is renewed: a node rebuilding the view
+                // reads a live node's old heartbeats before its latest.
+                guard !previous.ended else { return [] }
                 leases[node]?.sentAt = max(previous.sentAt, sentAt)
                 return []
             }
@@ -134,8 +136,7 @@ public struct SessionView: Sendable {
         var changes: [PresenceChange] = []
         for (node, lease) in leases.sorted(by: { $0.key < $1.key }) where !lease.ended && lease.sentAt + leaseMillis <= now {
             expired.append(node)
-            // Reported against the time the lease ran out, so each user who was online goes offline.
-            changes += relet(node, to: Lease(run: lease.run, sentAt: lease.sentAt, ended: true), now: lease.sentAt + leaseMillis - 1, lost: true)
+            changes += relet(node, to: Lease(run: lease.run, sentAt: lease.sentAt, ended: true), now: now, lost: true)
         }
         return (expired, changes)
     }
@@ -173,9 +174,14 @@ public struct SessionView: Sendable {
         return lease.sentAt + leaseMillis > now
     }
 
-    private func change(_ user: String, wasOnline: Bool, node: String, now: Int64) -> [PresenceChange] {
+    /// The user's presence change since it was last reported, if any. Judged against what was
+    /// reported, not against a moment before: a lease that ran out by time and a close read before
+    /// the sweep make one offline, not two.
+    private mutating func report(_ user: String, node: String, now: Int64, lost: Bool) -> [PresenceChange] {
         let online = isOnline(user, now: now)
-        return online == wasOnline ? [] : [PresenceChange(user: user, online: online, node: node, nodeLost: false)]
+        guard online != reportedOnline.contains(user) else { return [] }
+        if online { reportedOnline.insert(user) } else { reportedOnline.remove(user) }
+        return [PresenceChange(user: user, online: online, node: node, nodeLost: lost)]
     }
 
     /// Replaces a node's lease, reports the users whose presence that changed and forgets the
@@ -183,13 +189,9 @@ public struct SessionView: Sendable {
     /// starts, stops or is lost, not per heartbeat.
     private mutating func relet(_ node: String, to lease: Lease, now: Int64, lost: Bool) -> [PresenceChange] {
         let users = usersOf(node: node)
-        let before = users.map { isOnline($0, now: now) }
         leases[node] = lease
         var changes: [PresenceChange] = []
-        for (user, wasOnline) in zip(users, before) {
-            let online = isOnline(user, now: now)
-            if online != wasOnline { changes.append(PresenceChange(user: user, online: online, node: node, nodeLost: lost)) }
-        }
+        for user in users { changes += report(user, node: node, now: now, lost: lost) }
         purge(node: node)
         return changes
     }

@@ -14,6 +14,9 @@ public final class Gateway: Service, Sendable {
     public let configuration: GatewayConfiguration
     public let topology: TopicTopology
     public let registry: SessionRegistry
+    /// The cluster's view of sessions (presence, the per-user limit across nodes); nil when the node
+    /// has no sessions topic. A service of its own, run by the node.
+    public let clusterSessions: ClusterSessions?
     public let admission: Admission
     public let counters = DispatchCounters()
     public let replayStats = ReplayStats()
@@ -37,7 +40,7 @@ public final class Gateway: Service, Sendable {
         configuration: GatewayConfiguration, topology: TopicTopology, consumer: KafkaLiveConsumer, admin: KafkaAdmin,
         tokens: TokenVerifier, group: any EventLoopGroup, logger: Logger,
         replayReader: KafkaReplayReader? = nil, upstream: UpstreamPublisher? = nil, developmentTools: DevelopmentTools? = nil,
-        clock: WallClock = .system
+        clock: WallClock = .system, cluster: ClusterSessions.Parts? = nil
     ) {
         self.configuration = configuration
         self.clock = clock
@@ -47,7 +50,16 @@ public final class Gateway: Service, Sendable {
         self.tokens = tokens
         self.group = group
         self.logger = logger
-        self.registry = SessionRegistry(perUserLimit: configuration.perUserConnectionLimit)
+        // With the cluster's view, the limit is the cluster's, applied to the oldest anywhere; the node
+        // keeps a bound of its own at twice it, for when the sessions topic cannot be read.
+        let registry = SessionRegistry(perUserLimit: configuration.perUserConnectionLimit * (cluster == nil ? 1 : 2))
+        self.registry = registry
+        self.clusterSessions = cluster.map {
+            ClusterSessions(
+                parts: $0, nodeID: configuration.nodeID, registry: registry, perUserLimit: configuration.perUserConnectionLimit,
+                clock: clock, logger: logger
+            )
+        }
         self.admission = Admission(maxConnections: configuration.maxConnections, acceptsPerSecond: configuration.acceptsPerSecond)
         let metrics = self.metrics
         let shards = group.makeIterator().map { loop in
@@ -75,9 +87,8 @@ public final class Gateway: Service, Sendable {
                     maxMessageBytes: configuration.maxMessageBytes
                 )))
             },
-            metrics: metrics, clock: clock, shards: shards
+            metrics: metrics, clock: clock, shards: shards, cluster: clusterSessions
         )
-        let registry = self.registry
         site = PublicSite(
             allowedOrigins: configuration.allowedOrigins, developmentTools: developmentTools,
             closeConnections: { user, disconnect in registry.closeConnections(of: user, disconnect) }
@@ -120,6 +131,12 @@ public final class Gateway: Service, Sendable {
         metrics.hotWindowRecords.record(window.records)
         metrics.resumesInFlight.record(replayStats.resumesInFlight)
         metrics.recordLag(consumer.lag())
+        if let clusterSessions {
+            let size = clusterSessions.viewSize
+            metrics.sessionViewConnections.record(size.connections)
+            metrics.sessionViewUsers.record(size.users)
+            metrics.sessionViewNodes.record(size.nodes)
+        }
     }
 
     /// This node's state for `GET /v1/node`, read from the same counters `/metrics` exports.
@@ -208,6 +225,7 @@ public final class Gateway: Service, Sendable {
     private func drain(server: any Channel, shards: [Shard]) async {
         admission.startDraining()
         let start = ContinuousClock.now
+        await clusterSessions?.sayGoodbye(within: .seconds(2))
         logger.notice("draining", metadata: ["connections": "\(admission.openConnections)", "window": "\(configuration.drainDuration)"])
         try? await Task.sleep(for: configuration.drainDelay)
         try? await server.close()

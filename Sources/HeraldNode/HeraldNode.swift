@@ -48,16 +48,45 @@ public final class HeraldNode: Sendable {
         let producer = try KafkaProducer(configuration: configuration.producer, logger: logger)
         let consumer = try KafkaLiveConsumer(configuration: consumerConfiguration, logger: logger)
         let replayReader = try KafkaReplayReader(configuration: configuration.replayReader, logger: logger)
+        let cluster = await clusterSessionsParts(configuration, admin: admin, producer: producer, logger: logger)
         return try await HeraldNode(
             configuration: configuration, topology: topology, tokens: tokens, admin: admin, producer: producer,
-            consumer: consumer, replayReader: replayReader, metrics: metrics, logger: logger
+            consumer: consumer, replayReader: replayReader, cluster: cluster, metrics: metrics, logger: logger
         )
+    }
+
+    /// The cluster's view of sessions when the sessions topic exists; nil (presence and the per-user
+    /// limit of this node alone, said in the log) when it does not or cannot be read.
+    private static func clusterSessionsParts(
+        _ configuration: NodeConfiguration, admin: KafkaAdmin, producer: KafkaProducer, logger: Logger
+    ) async -> ClusterSessions.Parts? {
+        let topic = configuration.sessions.topic
+        do {
+            guard let count = try await admin.partitionCount(topic: topic), count > 0 else {
+                logger.warning("no sessions topic: presence and the per-user connection limit cover this node only", metadata: ["kafka.topic": "\(topic)"])
+                return nil
+            }
+            let low = try await admin.startOffsets(topic: topic, partitionCount: count, start: .beginning)
+            let high = try await admin.startOffsets(topic: topic, partitionCount: count, start: .end)
+            var consumer = KafkaLiveConsumerConfiguration(kafka: configuration.consumer.kafka, topic: topic)
+            consumer.start = .beginning
+            return ClusterSessions.Parts(
+                configuration: configuration.sessions, producer: producer,
+                consumer: try KafkaLiveConsumer(configuration: consumer, logger: logger), partitionCount: count,
+                endOffsets: high.filter { $0.value > (low[$0.key] ?? 0) }, upstreamTopic: configuration.upstreamTopic
+            )
+        } catch {
+            logger.error("the sessions topic cannot be read: presence and the per-user connection limit cover this node only", metadata: [
+                "kafka.topic": "\(topic)", "error": "\(error)",
+            ])
+            return nil
+        }
     }
 
     private init(
         configuration: NodeConfiguration, topology: TopicTopology, tokens: TokenVerifier, admin: KafkaAdmin,
         producer: KafkaProducer, consumer: KafkaLiveConsumer, replayReader: KafkaReplayReader,
-        metrics: NodeMetrics?, logger: Logger
+        cluster: ClusterSessions.Parts?, metrics: NodeMetrics?, logger: Logger
     ) async throws {
         self.configuration = configuration
         self.tokens = tokens
@@ -76,7 +105,7 @@ public final class HeraldNode: Sendable {
                 producer: producer, upstreamTopic: configuration.upstreamTopic, eventsTopic: configuration.eventsTopic,
                 nodeID: configuration.nodeID
             ),
-            developmentTools: developmentTools, clock: configuration.clock
+            developmentTools: developmentTools, clock: configuration.clock, cluster: cluster
         )
         self.gateway = gateway
         let apiPort = AnnouncedPort()
@@ -93,7 +122,15 @@ public final class HeraldNode: Sendable {
             status: { gateway.status() },
             metrics: scrape,
             localNotReadyReason: { gateway.admission.isDraining ? "the node is draining" : nil },
-            revoke: { user, before in revocations.revoke(user: user, before: before, now: RevocationList.nowMillis()) }
+            revoke: { user, before in revocations.revoke(user: user, before: before, now: RevocationList.nowMillis()) },
+            cluster: gateway.clusterSessions.map { cluster in
+                NodeHooks.Cluster(
+                    connections: { user in
+                        cluster.connections(of: user).map { ($0.node, $0.session, $0.device, $0.openedAt) }
+                    },
+                    isOnline: { user in cluster.isOnline(user) }
+                )
+            }
         )
         let configuredAPIPort = configuration.api.port
         let controlPlane = try ControlPlane.application(
@@ -109,6 +146,11 @@ public final class HeraldNode: Sendable {
                     // the group).
                     .init(service: consumer, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "kafka-live-consumer"),
                     .init(service: controlPlane, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "control-plane"),
+                ] + (gateway.clusterSessions.map {
+                    // Stops after the gateway, so the view stays current while the node drains (the
+                    // gateway says the node is gone as its drain begins).
+                    [.init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "cluster-sessions")]
+                } ?? []) + [
                     .init(service: gateway, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "gateway"),
                 ],
                 gracefulShutdownSignals: configuration.gracefulShutdownSignals,

@@ -19,6 +19,9 @@ struct CommonOptions: ParsableArguments {
     @Option(help: "The upstream topic (client publishes). Env: HERALD_UPSTREAM_TOPIC. Default: herald.upstream.")
     var upstreamTopic: String?
 
+    @Option(help: "The compacted sessions topic (the cluster's view of connections: presence, the per-user limit across nodes); a node without it sees its own connections only. Env: HERALD_SESSIONS_TOPIC. Default: herald.sessions.")
+    var sessionsTopic: String?
+
     @Option(help: "Extra librdkafka properties, key=value,key=value (e.g. security.protocol=SSL). Env: HERALD_KAFKA_PROPERTIES.")
     var kafkaProperties: String?
 
@@ -57,6 +60,7 @@ struct CommonOptions: ParsableArguments {
             kafkaBrokers: value(kafkaBrokers, "HERALD_KAFKA_BROKERS"),
             eventsTopic: value(eventsTopic, "HERALD_EVENTS_TOPIC") ?? "herald.events",
             upstreamTopic: value(upstreamTopic, "HERALD_UPSTREAM_TOPIC") ?? "herald.upstream",
+            sessionsTopic: value(sessionsTopic, "HERALD_SESSIONS_TOPIC") ?? "herald.sessions",
             kafkaProperties: properties,
             logLevel: level,
             environment: environment
@@ -108,6 +112,7 @@ struct ResolvedOptions {
     var kafkaBrokers: String?
     var eventsTopic: String
     var upstreamTopic: String
+    var sessionsTopic: String
     var kafkaProperties: [String: String]
     var logLevel: Logger.Level
     /// The `HERALD_*` settings every other option reads: the process environment over the

@@ -25,6 +25,7 @@ struct ConfigurationFile {
         "outbound-hard-limit", "slow-consumer-seconds", "replay-deadline-seconds", "replay-max-bytes", "replay-readers",
         "source-handshakes-in-flight", "source-handshake-rate", "client-message-rate", "publish-rate", "publish-bytes-rate",
         "tls-cert-file", "tls-key-file", "api-tls-cert-file", "api-tls-key-file", "api-tls-client-ca-file",
+        "sessions-topic", "session-lease-seconds", "session-heartbeat-seconds",
     ]
 
     /// The switches: JSON true or false.

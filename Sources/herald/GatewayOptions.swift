@@ -92,6 +92,12 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "Seconds between SIGTERM (readiness fails at once) and closing the listener. Env: HERALD_DRAIN_DELAY_SECONDS. Default: 3.")
     var drainDelaySeconds: Double?
 
+    @Option(help: "Seconds after its last heartbeat that a node is forgotten with its connections by the cluster's view. Env: HERALD_SESSION_LEASE_SECONDS. Default: 15.")
+    var sessionLeaseSeconds: Double?
+
+    @Option(help: "Seconds between a node's heartbeats on the sessions topic (less than the lease). Env: HERALD_SESSION_HEARTBEAT_SECONDS. Default: 5.")
+    var sessionHeartbeatSeconds: Double?
+
     @Option(help: "PEM certificate chain for TLS on the public port (wss:// and https://); reloaded when the file changes. Needs --tls-key-file. Env: HERALD_TLS_CERT_FILE. Default: plain TCP.")
     var tlsCertFile: String?
 
@@ -148,6 +154,21 @@ struct GatewayOptions: ParsableArguments {
         )
         guard configuration.replayLimit >= 1 else { throw ValidationError("the replay limit must be at least 1") }
         guard configuration.perUserConnectionLimit >= 1 else { throw ValidationError("the per-user connection limit must be at least 1") }
+        return configuration
+    }
+
+    /// The node's part in the cluster's view of sessions.
+    func sessionsConfiguration(topic: String, environment: [String: String]) throws -> ClusterSessionsConfiguration {
+        let settings = Settings(environment: environment)
+        var configuration = ClusterSessionsConfiguration()
+        configuration.topic = topic
+        configuration.lease = try Self.duration(settings.number(sessionLeaseSeconds, "HERALD_SESSION_LEASE_SECONDS") ?? 15, "the session lease")
+        configuration.heartbeatInterval = try Self.duration(
+            settings.number(sessionHeartbeatSeconds, "HERALD_SESSION_HEARTBEAT_SECONDS") ?? 5, "the session heartbeat"
+        )
+        guard configuration.heartbeatInterval < configuration.lease else {
+            throw ValidationError("the session heartbeat must be shorter than the session lease, or every node's lease runs out between its heartbeats")
+        }
         return configuration
     }
 

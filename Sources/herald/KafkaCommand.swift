@@ -17,7 +17,7 @@ struct KafkaCommand: AsyncParsableCommand {
     func run() async throws {
         let options = try common.resolve()
         let logger = options.logger("herald.kafka")
-        let cluster = try embedded.start(topics: [options.eventsTopic, options.upstreamTopic], logger: logger, environment: options.environment)
+        let cluster = try embedded.start(topics: [options.eventsTopic, options.upstreamTopic, options.sessionsTopic], logger: logger, environment: options.environment)
         defer { cluster.shutdown() }
         // The first line on stdout is the bootstrap address, for scripts.
         FileHandle.standardOutput.write(Data((cluster.bootstrapServers + "\n").utf8))

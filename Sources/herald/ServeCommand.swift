@@ -73,7 +73,9 @@ struct ServeCommand: AsyncParsableCommand {
         if let brokers = options.kafkaBrokers {
             bootstrap = brokers
         } else {
-            let started = try embedded.start(topics: [options.eventsTopic, options.upstreamTopic], logger: logger, environment: environment)
+            let started = try embedded.start(
+                topics: [options.eventsTopic, options.upstreamTopic, options.sessionsTopic], logger: logger, environment: environment
+            )
             cluster = started
             bootstrap = started.bootstrapServers
         }
@@ -85,6 +87,7 @@ struct ServeCommand: AsyncParsableCommand {
         )
         configuration.useEventsTopic(options.eventsTopic)
         configuration.upstreamTopic = options.upstreamTopic
+        configuration.sessions = try gateway.sessionsConfiguration(topic: options.sessionsTopic, environment: environment)
         configuration.producer.lingerMilliseconds = try settings.number(kafkaLingerMs, "HERALD_KAFKA_LINGER_MS") ?? 1
         configuration.replayReader.readers = try gateway.replayReaderCount(environment: environment)
         configuration.gateway = gatewayConfiguration

@@ -17,7 +17,7 @@ struct TopicsShowCommand: AsyncParsableCommand {
         }
         let admin = try KafkaAdmin(kafka: options.kafka(bootstrapServers: brokers, clientID: "herald-topics"), logger: options.logger("herald.topics"))
         print("cluster \(try await admin.clusterID())")
-        for topic in [options.eventsTopic, options.upstreamTopic] {
+        for topic in [options.eventsTopic, options.upstreamTopic, options.sessionsTopic] {
             guard let count = try await admin.partitionCount(topic: topic) else {
                 print("\(topic): does not exist")
                 continue

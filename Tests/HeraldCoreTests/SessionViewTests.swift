@@ -64,6 +64,32 @@ struct SessionViewTests {
         #expect(view.entryCount == 0)
     }
 
+    @Test("a node rebuilding the view reads a live node's old heartbeats first: its connections still count once its latest is read")
+    func rebuildReadsOldHeartbeatsFirst() {
+        var view = SessionView(leaseMillis: lease)
+        let now: Int64 = 100_000
+        _ = view.apply(.heartbeat(node: "a", run: "r1", sentAt: 1_000), offset: 0, now: now)
+        _ = view.apply(open("alice", "s1", on: "a"), offset: 0, now: now)
+        #expect(!view.isOnline("alice", now: now), "that heartbeat is older than the lease")
+        let renewed = view.apply(.heartbeat(node: "a", run: "r1", sentAt: 99_000), offset: 1, now: now)
+        #expect(renewed.isEmpty || renewed == [.init(user: "alice", online: true, node: "a", nodeLost: false)])
+        #expect(view.connections(of: "alice", now: now).map(\.session) == ["s1"])
+    }
+
+    @Test("a user whose other node's lease ran out by time, and whose last connection closes before the sweep, goes offline once")
+    func offlineOnceAcrossCloseAndSweep() {
+        var view = SessionView(leaseMillis: lease)
+        _ = view.apply(.heartbeat(node: "a", run: "r1", sentAt: 0), offset: 0, now: 0)
+        _ = view.apply(.heartbeat(node: "b", run: "r1", sentAt: 0), offset: 1, now: 0)
+        _ = view.apply(open("roamer", "s1", on: "a"), offset: 0, now: 0)
+        _ = view.apply(open("roamer", "s2", on: "b"), offset: 1, now: 0)
+        _ = view.apply(.heartbeat(node: "a", run: "r1", sentAt: 14_000), offset: 2, now: 14_000)
+        let closed = view.apply(.closed(user: "roamer", session: "s1", node: "a", run: "r1"), offset: 2, now: 15_500)
+        #expect(closed == [.init(user: "roamer", online: false, node: "a", nodeLost: false)], "b's lease already ran out")
+        let swept = view.sweep(now: 16_000)
+        #expect(swept.expired == ["b"] && swept.changes.isEmpty, "offline was already said: \(swept.changes)")
+    }
+
     @Test("a node restarted under its id does not revive its last run's connections")
     func newRunReplacesOld() {
         var view = SessionView(leaseMillis: lease)

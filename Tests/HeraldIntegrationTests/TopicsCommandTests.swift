@@ -18,6 +18,7 @@ struct TopicsCommandTests {
         #expect(same.status == 0, "\(same.output)")
         #expect(same.output.contains("herald.events: exists with 4 partitions, left as it is"), "\(same.output)")
         #expect(same.output.contains("herald.upstream: exists with 4 partitions, left as it is"), "\(same.output)")
+        #expect(same.output.contains("herald.sessions: exists with 4 partitions, left as it is"), "\(same.output)")
 
         let other = try run(herald, ["topics", "create", "--kafka-brokers", bootstrap, "--partitions", "8", "--replication-factor", "1"])
         #expect(other.status != 0)
@@ -48,6 +49,7 @@ struct TopicsCommandTests {
         let shown = try run(herald, ["topics", "--kafka-brokers", bootstrap])
         #expect(shown.status == 0)
         #expect(shown.output.contains("herald.events: 4 partitions"), "\(shown.output)")
+        #expect(shown.output.contains("herald.sessions: 4 partitions"), "\(shown.output)")
         let shownExplicitly = try run(herald, ["topics", "show", "--kafka-brokers", bootstrap])
         #expect(shownExplicitly.output.contains("herald.events: 4 partitions"), "\(shownExplicitly.output)")
     }

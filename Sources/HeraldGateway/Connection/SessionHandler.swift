@@ -52,6 +52,7 @@ final class SessionHandler: ChannelInboundHandler {
         for replaced in services.registry.add(connection) {
             replaced.channel.eventLoop.execute { replaced.close(.replaced) }
         }
+        services.cluster?.opened(connection)
         var following = initialChannels
         if case .cursor(let cursor) = resume {
             following += cursor.channels.filter { !following.contains($0) }
@@ -336,6 +337,7 @@ final class SessionHandler: ChannelInboundHandler {
         )
         services.shard(for: context.eventLoop).assumeIsolated { $0.unregister(connection) }
         services.registry.remove(connection)
+        services.cluster?.closed(connection)
         context.fireChannelInactive()
     }
 

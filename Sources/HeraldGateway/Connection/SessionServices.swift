@@ -26,13 +26,16 @@ final class SessionServices: Sendable {
     let publishing: Publishing?
     let metrics: GatewayMetrics
     let clock: WallClock
+    /// The cluster's view of sessions, told of each open and close; nil without the sessions topic.
+    let cluster: ClusterSessions?
     private let acks = NodeCounter("herald_acks_total")
     private let shards: [ObjectIdentifier: Shard]
 
     init(
         nodeID: String, epoch: String, settings: Settings, registry: SessionRegistry, replay: ReplayService,
-        publishing: Publishing?, metrics: GatewayMetrics, clock: WallClock, shards: [Shard]
+        publishing: Publishing?, metrics: GatewayMetrics, clock: WallClock, shards: [Shard], cluster: ClusterSessions? = nil
     ) {
+        self.cluster = cluster
         self.nodeID = nodeID
         self.epoch = epoch
         self.settings = settings
