@@ -84,6 +84,22 @@ struct ClusterSessionsTests {
         throw TestFailure("\(node.name): \(what) not within \(limit); it lists \(last)")
     }
 
+    /// Every record of a topic of the embedded Kafka (4 partitions), partition by partition.
+    static func records(of topic: String, bootstrap: String) async throws -> [KafkaRecord] {
+        let kafka = KafkaConfiguration(bootstrapServers: bootstrap)
+        let admin = try KafkaAdmin(kafka: kafka, logger: testLogger, timeout: .seconds(5))
+        let reader = try KafkaReplayReader(configuration: KafkaReplayReaderConfiguration(kafka: kafka, topic: topic), logger: testLogger)
+        var found: [KafkaRecord] = []
+        for partition in Int32(0)..<4 {
+            let marks = try await admin.watermarks(topic: topic, partition: partition)
+            guard marks.high > marks.low else { continue }
+            found += try await reader.read(partition: partition, from: marks.low, until: marks.high).records
+        }
+        await reader.close()
+        await admin.close()
+        return found
+    }
+
     /// The presence records on the upstream topic, in order: (user, online, cause, the node that wrote it).
     static func presenceRecords(bootstrap: String) async throws -> [(user: String, online: Bool, cause: String, node: String)] {
         let kafka = KafkaConfiguration(bootstrapServers: bootstrap)
@@ -218,6 +234,36 @@ struct ClusterSessionsTests {
         try await Self.waitFor("heavy", on: d, "the same ten") { Set($0.map(\.session)) == sessions }
         #expect(try await Self.connections("heavy", on: d).map(\.session) == (try await Self.connections("heavy", on: a)).map(\.session),
                 "the same view, in the same order")
+    }
+
+    @Test("Kafka records per connect and per disconnect, counted: one sessions record each, one presence record per user going online or offline")
+    func recordsPerConnection() async throws {
+        let processes = try await NodeProcesses.start(environment: Self.environment)
+        defer { processes.stop() }
+        let apiPort = Int(try await processes.node.waitFor(#"(?:Server started and listening on|listening on) [^:]*:(\d+)"#))!
+        let node = ClusterNode(name: "proc-node", process: processes.node, port: processes.port, apiPort: apiPort)
+        let users = (0..<25).map { "counted\($0)" }
+        var devices: [SessionDevice] = []
+        for user in users {
+            for device in ["phone", "laptop"] {
+                devices.append(try await SessionDevice(port: processes.port, token: try await Self.token(user, device)))
+            }
+        }
+        try await Self.waitFor(users[24], on: node, "the last user's two connections") { $0.count == 2 }
+        for device in devices { device.connection.close() }
+        try await Self.waitFor(users[24], on: node, "the last user offline") { $0.isEmpty }
+        try await Task.sleep(for: .seconds(1))
+        func kind(_ record: KafkaRecord) -> String {
+            record.headers.first { $0.name == HeraldHeader.kind }?.value.map { String(decoding: $0, as: UTF8.self) } ?? "?"
+        }
+        let sessions = try await Self.records(of: "herald.sessions", bootstrap: processes.bootstrap)
+        let byKind = Dictionary(grouping: sessions, by: kind).mapValues(\.count)
+        #expect(byKind["session-opened"] == devices.count && byKind["session-closed"] == devices.count, "\(byKind)")
+        let presence = try await Self.records(of: "herald.upstream", bootstrap: processes.bootstrap).filter { kind($0) == "presence" }
+        #expect(presence.count == 2 * users.count, "one online and one offline per user: \(presence.count)")
+        let opened = sessions.filter { kind($0) == "session-opened" }
+        let bytes = opened.map { record in (record.key?.count ?? 0) + record.headers.reduce(0) { $0 + $1.name.utf8.count + ($1.value?.count ?? 0) } }
+        print("sessions records: \(byKind); presence records: \(presence.count) for \(users.count) users; a session-opened record carries \(bytes.min() ?? 0)-\(bytes.max() ?? 0) bytes of key and headers")
     }
 
     @Test("presence asks about a bounded list: none, more than 100, an empty id or another parameter is 400 naming the problem")
