@@ -27,15 +27,33 @@ public struct NodeHooks: Sendable {
     /// A page of a stream's history (`GET /v1/streams/{stream}/history`), named as the request named
     /// it; nil when the node reads no history.
     public var history: (@Sendable (_ stream: HeraldStream, _ name: String, _ query: HistoryQuery) async throws -> HistoryPage)?
+    /// The cluster's view of sessions; nil when the node has none (presence answers for this node).
+    public var cluster: Cluster?
+
+    /// Presence across the cluster, from the view every node reads from the sessions topic.
+    public struct Cluster: Sendable {
+        /// The user's connections on every node, oldest first.
+        public var connections: @Sendable (String) -> [(node: String, session: String, device: String?, openedAt: Int64)]
+        public var isOnline: @Sendable (String) -> Bool
+
+        public init(
+            connections: @escaping @Sendable (String) -> [(node: String, session: String, device: String?, openedAt: Int64)],
+            isOnline: @escaping @Sendable (String) -> Bool
+        ) {
+            self.connections = connections
+            self.isOnline = isOnline
+        }
+    }
 
     public init(
         nodeID: String, sessions: @escaping @Sendable (String) -> [(session: String, device: String?, openedAt: Int64)],
         notReadyReason: @escaping @Sendable () async -> String?, status: @escaping @Sendable () -> NodeStatus,
         metrics: (@Sendable () -> [UInt8])? = nil, localNotReadyReason: @escaping @Sendable () -> String? = { nil },
         revoke: @escaping @Sendable (String, Int64) -> Void = { _, _ in },
-        history: (@Sendable (HeraldStream, String, HistoryQuery) async throws -> HistoryPage)? = nil
+        history: (@Sendable (HeraldStream, String, HistoryQuery) async throws -> HistoryPage)? = nil, cluster: Cluster? = nil
     ) {
         self.history = history
+        self.cluster = cluster
         self.localNotReadyReason = localNotReadyReason
         self.revoke = revoke
         self.metrics = metrics
@@ -159,10 +177,11 @@ public enum ControlPlane {
         }
         v1.get("users/:user/connections") { _, context -> Response in
             let user = try userID(context)
-            let sessions = node.sessions(user).map {
-                Responses.UserConnections.Session(node: node.nodeID, session: $0.session, device: $0.device, openedAt: $0.openedAt)
-            }
-            return Responses.json(.ok, Responses.UserConnections(node: node.nodeID, user: user, connections: sessions))
+            return Responses.json(.ok, Responses.UserConnections(node: node.nodeID, user: user, connections: Presence.connections(of: user, node: node)))
+        }
+        v1.get("presence") { request, _ -> Response in
+            let users = try Presence.users(inQuery: request.uri.query)
+            return Responses.json(.ok, Presence.answer(users, node: node))
         }
         v1.delete("users/:user/connections") { request, context -> Response in
             let user = try userID(context)
@@ -265,7 +284,7 @@ struct ErrorShapeMiddleware<Context: RequestContext>: RouterMiddleware {
         switch parts.count {
         case 1 where parts[0] == "healthz" || parts[0] == "readyz" || parts[0] == "metrics": return ["GET"]
         case 2 where parts[0] == "v1" && parts[1] == "push": return ["POST"]
-        case 2 where parts[0] == "v1" && parts[1] == "node": return ["GET"]
+        case 2 where parts[0] == "v1" && (parts[1] == "node" || parts[1] == "presence"): return ["GET"]
         case 3 where parts[0] == "v1" && parts[1] == "push" && parts[2] == "batch": return ["POST"]
         case 4 where parts[0] == "v1" && parts[1] == "users" && parts[3] == "connections": return ["GET", "DELETE"]
         case 4 where parts[0] == "v1" && parts[1] == "streams" && parts[3] == "history": return ["GET"]

@@ -14,6 +14,19 @@ enum Responses {
         var results: [PushOutcome]
     }
 
+    /// `GET /v1/presence`: each user asked about, online or not; `scope` says whether the answer is
+    /// the cluster's (`cluster`) or this node's alone (`node`: it has no sessions topic).
+    struct PresenceAnswer: Encodable {
+        var node: String
+        var scope: String
+        var users: [User]
+
+        struct User: Encodable {
+            var user: String
+            var online: Bool
+        }
+    }
+
     struct UserConnections: Encodable {
         var node: String
         var user: String

@@ -14,6 +14,9 @@ public final class Gateway: Service, Sendable {
     public let configuration: GatewayConfiguration
     public let topology: TopicTopology
     public let registry: SessionRegistry
+    /// The cluster's view of sessions (presence, the per-user limit across nodes); nil when the node
+    /// has no sessions topic. A service of its own, run by the node.
+    public let clusterSessions: ClusterSessions?
     public let admission: Admission
     /// Connections without a token: their own cap and accept rate (`anonymousMaxConnections`).
     public let anonymousAdmission: Admission
@@ -43,7 +46,7 @@ public final class Gateway: Service, Sendable {
         configuration: GatewayConfiguration, topology: TopicTopology, consumer: KafkaLiveConsumer, admin: KafkaAdmin,
         tokens: TokenVerifier, group: any EventLoopGroup, logger: Logger,
         replayReader: KafkaReplayReader? = nil, upstream: UpstreamPublisher? = nil, developmentTools: DevelopmentTools? = nil,
-        backlog: DeliveryBacklog? = nil, clock: WallClock = .system, cursors: DeviceCursors? = nil
+        backlog: DeliveryBacklog? = nil, clock: WallClock = .system, cursors: DeviceCursors? = nil, cluster: ClusterSessions.Parts? = nil
     ) {
         self.backlog = backlog
         self.configuration = configuration
@@ -54,7 +57,16 @@ public final class Gateway: Service, Sendable {
         self.tokens = tokens
         self.group = group
         self.logger = logger
-        self.registry = SessionRegistry(perUserLimit: configuration.perUserConnectionLimit)
+        // With the cluster's view, the limit is the cluster's, applied to the oldest anywhere; the node
+        // keeps a bound of its own at twice it, for when the sessions topic cannot be read.
+        let registry = SessionRegistry(perUserLimit: configuration.perUserConnectionLimit * (cluster == nil ? 1 : 2))
+        self.registry = registry
+        self.clusterSessions = cluster.map {
+            ClusterSessions(
+                parts: $0, nodeID: configuration.nodeID, registry: registry, perUserLimit: configuration.perUserConnectionLimit,
+                clock: clock, logger: logger
+            )
+        }
         self.admission = Admission(maxConnections: configuration.maxConnections, acceptsPerSecond: configuration.acceptsPerSecond)
         self.anonymousAdmission = Admission(
             maxConnections: configuration.anonymousMaxConnections, acceptsPerSecond: configuration.anonymousAcceptsPerSecond
@@ -89,9 +101,8 @@ public final class Gateway: Service, Sendable {
                     maxMessageBytes: configuration.maxMessageBytes
                 )))
             },
-            metrics: metrics, clock: clock, shards: shards, namespaces: configuration.namespaces, tokens: tokens, cursors: cursors
+            metrics: metrics, clock: clock, shards: shards, namespaces: configuration.namespaces, tokens: tokens, cursors: cursors, cluster: clusterSessions
         )
-        let registry = self.registry
         site = PublicSite(
             allowedOrigins: configuration.allowedOrigins, developmentTools: developmentTools,
             closeConnections: { user, disconnect in registry.closeConnections(of: user, disconnect) }
@@ -139,6 +150,12 @@ public final class Gateway: Service, Sendable {
         metrics.hotWindowRecords.record(window.records)
         metrics.resumesInFlight.record(replayStats.resumesInFlight)
         metrics.recordLag(consumer.lag())
+        if let clusterSessions {
+            let size = clusterSessions.viewSize
+            metrics.sessionViewConnections.record(size.connections)
+            metrics.sessionViewUsers.record(size.users)
+            metrics.sessionViewNodes.record(size.nodes)
+        }
     }
 
     /// This node's state for `GET /v1/node`, read from the same counters `/metrics` exports.
@@ -233,6 +250,7 @@ public final class Gateway: Service, Sendable {
         admission.startDraining()
         anonymousAdmission.startDraining()
         let start = ContinuousClock.now
+        await clusterSessions?.sayGoodbye(within: .seconds(2))
         logger.notice("draining", metadata: ["connections": "\(admission.openConnections)", "window": "\(configuration.drainDuration)"])
         try? await Task.sleep(for: configuration.drainDelay)
         try? await server.close()

@@ -62,16 +62,45 @@ public final class HeraldNode: Sendable {
             cursors.start = .beginning
             cursorsConsumer = try KafkaLiveConsumer(configuration: cursors, logger: logger)
         }
+        let cluster = await clusterSessionsParts(configuration, admin: admin, producer: producer, logger: logger)
         return try await HeraldNode(
             configuration: configuration, topology: topology, tokens: tokens, admin: admin, producer: producer,
-            consumer: consumer, cursorsConsumer: cursorsConsumer, replayReader: replayReader, metrics: metrics, logger: logger
+            consumer: consumer, cursorsConsumer: cursorsConsumer, replayReader: replayReader, cluster: cluster, metrics: metrics, logger: logger
         )
+    }
+
+    /// The cluster's view of sessions when the sessions topic exists; nil (presence and the per-user
+    /// limit of this node alone, said in the log) when it does not or cannot be read.
+    private static func clusterSessionsParts(
+        _ configuration: NodeConfiguration, admin: KafkaAdmin, producer: KafkaProducer, logger: Logger
+    ) async -> ClusterSessions.Parts? {
+        let topic = configuration.sessions.topic
+        do {
+            guard let count = try await admin.partitionCount(topic: topic), count > 0 else {
+                logger.warning("no sessions topic: presence and the per-user connection limit cover this node only", metadata: ["kafka.topic": "\(topic)"])
+                return nil
+            }
+            let low = try await admin.startOffsets(topic: topic, partitionCount: count, start: .beginning)
+            let high = try await admin.startOffsets(topic: topic, partitionCount: count, start: .end)
+            var consumer = KafkaLiveConsumerConfiguration(kafka: configuration.consumer.kafka, topic: topic)
+            consumer.start = .beginning
+            return ClusterSessions.Parts(
+                configuration: configuration.sessions, producer: producer,
+                consumer: try KafkaLiveConsumer(configuration: consumer, logger: logger), partitionCount: count,
+                endOffsets: high.filter { $0.value > (low[$0.key] ?? 0) }, upstreamTopic: configuration.upstreamTopic
+            )
+        } catch {
+            logger.error("the sessions topic cannot be read: presence and the per-user connection limit cover this node only", metadata: [
+                "kafka.topic": "\(topic)", "error": "\(error)",
+            ])
+            return nil
+        }
     }
 
     private init(
         configuration: NodeConfiguration, topology: TopicTopology, tokens: TokenVerifier, admin: KafkaAdmin,
         producer: KafkaProducer, consumer: KafkaLiveConsumer, cursorsConsumer: KafkaLiveConsumer?, replayReader: KafkaReplayReader,
-        metrics: NodeMetrics?, logger: Logger
+        cluster: ClusterSessions.Parts?, metrics: NodeMetrics?, logger: Logger
     ) async throws {
         self.cursorsConsumer = cursorsConsumer
         self.configuration = configuration
@@ -95,7 +124,7 @@ public final class HeraldNode: Sendable {
                 producer: producer, upstreamTopic: configuration.upstreamTopic, eventsTopic: configuration.eventsTopic,
                 nodeID: configuration.nodeID
             ),
-            developmentTools: developmentTools, backlog: backlog, clock: configuration.clock, cursors: cursors
+            developmentTools: developmentTools, backlog: backlog, clock: configuration.clock, cursors: cursors, cluster: cluster
         )
         self.gateway = gateway
         let apiPort = AnnouncedPort()
@@ -113,7 +142,15 @@ public final class HeraldNode: Sendable {
             metrics: scrape,
             localNotReadyReason: { gateway.admission.isDraining ? "the node is draining" : nil },
             revoke: { user, before in revocations.revoke(user: user, before: before, now: RevocationList.nowMillis()) },
-            history: gateway.history.map(Self.historyHook)
+            history: gateway.history.map(Self.historyHook),
+            cluster: gateway.clusterSessions.map { cluster in
+                NodeHooks.Cluster(
+                    connections: { user in
+                        cluster.connections(of: user).map { ($0.node, $0.session, $0.device, $0.openedAt) }
+                    },
+                    isOnline: { user in cluster.isOnline(user) }
+                )
+            }
         )
         let configuredAPIPort = configuration.api.port
         let controlPlane = try ControlPlane.application(
@@ -138,18 +175,22 @@ public final class HeraldNode: Sendable {
                 .init(service: cursorsConsumer, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "kafka-cursors-consumer"),
             ]
         }
+        // The shutdown order is the reverse of this list.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: producer, serviceName: "kafka-producer")]
+        services += cursorServices
+        // The consumer stops reading when the data plane stops taking batches at the end of its drain,
+        // and ends in its own turn (a service that ended out of order would fail the group).
+        services.append(.init(service: consumer, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "kafka-live-consumer"))
+        services.append(.init(service: controlPlane, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "control-plane"))
+        if let clusterSessions = gateway.clusterSessions {
+            // Stops after the gateway, so the view stays current while the node drains (the gateway
+            // says the node is gone as its drain begins).
+            services.append(.init(service: clusterSessions, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "cluster-sessions"))
+        }
+        services.append(.init(service: gateway, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "gateway"))
         serviceGroup = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [
-                    .init(service: producer, serviceName: "kafka-producer"),
-                ] + cursorServices + [
-                    // The consumer stops reading when the data plane stops taking batches at the end of
-                    // its drain, and ends in its own turn (a service that ended out of order would fail
-                    // the group).
-                    .init(service: consumer, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "kafka-live-consumer"),
-                    .init(service: controlPlane, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "control-plane"),
-                    .init(service: gateway, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "gateway"),
-                ],
+                services: services,
                 gracefulShutdownSignals: configuration.gracefulShutdownSignals,
                 logger: logger
             )

@@ -15,6 +15,9 @@ public struct NodeConfiguration: Sendable {
     public var cursorsTopic: String? = nil
     /// Devices whose committed cursor the node keeps (`StoredCursors`).
     public var storedCursors = StoredCursors.defaultCapacity
+    /// The cluster's view of sessions: its topic (`sessions.topic`), lease and heartbeat. A node whose
+    /// sessions topic does not exist at start runs without it (presence and the limit per node).
+    public var sessions = ClusterSessionsConfiguration()
     public var producer: KafkaProducerConfiguration
     /// The live consumer; its start position decides where the node's topology begins each partition.
     public var consumer: KafkaLiveConsumerConfiguration

@@ -22,6 +22,9 @@ struct CommonOptions: ParsableArguments {
     @Option(help: "The compacted topic of devices' committed cursors (acks); none: no device cursors (acks only counted). Env: HERALD_CURSORS_TOPIC. Default: herald.cursors.")
     var cursorsTopic: String?
 
+    @Option(help: "The compacted sessions topic (the cluster's view of connections: presence, the per-user limit across nodes); a node without it sees its own connections only. Env: HERALD_SESSIONS_TOPIC. Default: herald.sessions.")
+    var sessionsTopic: String?
+
     @Option(help: "Extra librdkafka properties, key=value,key=value (e.g. security.protocol=SSL). Env: HERALD_KAFKA_PROPERTIES.")
     var kafkaProperties: String?
 
@@ -61,6 +64,7 @@ struct CommonOptions: ParsableArguments {
             eventsTopic: value(eventsTopic, "HERALD_EVENTS_TOPIC") ?? "herald.events",
             upstreamTopic: value(upstreamTopic, "HERALD_UPSTREAM_TOPIC") ?? "herald.upstream",
             cursorsTopic: (value(cursorsTopic, "HERALD_CURSORS_TOPIC") ?? "herald.cursors").unlessNone,
+            sessionsTopic: value(sessionsTopic, "HERALD_SESSIONS_TOPIC") ?? "herald.sessions",
             kafkaProperties: properties,
             logLevel: level,
             environment: environment
@@ -114,6 +118,7 @@ struct ResolvedOptions {
     var upstreamTopic: String
     /// nil: the node keeps no device cursors.
     var cursorsTopic: String?
+    var sessionsTopic: String
     var kafkaProperties: [String: String]
     var logLevel: Logger.Level
     /// The `HERALD_*` settings every other option reads: the process environment over the
@@ -121,7 +126,7 @@ struct ResolvedOptions {
     var environment: [String: String]
 
     /// Every topic Herald uses: what the embedded Kafka creates and `herald topics` shows.
-    var topics: [String] { [eventsTopic, upstreamTopic] + (cursorsTopic.map { [$0] } ?? []) }
+    var topics: [String] { [eventsTopic, upstreamTopic] + (cursorsTopic.map { [$0] } ?? []) + [sessionsTopic] }
 
     func kafka(bootstrapServers: String, clientID: String) -> KafkaConfiguration {
         KafkaConfiguration(bootstrapServers: bootstrapServers, clientID: clientID, extraProperties: kafkaProperties)

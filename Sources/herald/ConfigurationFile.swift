@@ -27,6 +27,7 @@ struct ConfigurationFile {
         "source-handshakes-in-flight", "source-handshake-rate", "client-message-rate", "publish-rate", "publish-bytes-rate",
         "message-id-memory", "stored-cursors", "tls-cert-file", "tls-key-file", "api-tls-cert-file", "api-tls-key-file", "api-tls-client-ca-file",
         "namespaces", "anonymous-max-connections", "anonymous-accept-rate",
+        "sessions-topic", "session-lease-seconds", "session-heartbeat-seconds",
     ]
 
     /// The switches: JSON true or false.

@@ -114,6 +114,12 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "Handshakes without a token accepted per second. Env: HERALD_ANONYMOUS_ACCEPT_RATE. Default: 200.")
     var anonymousAcceptRate: Double?
 
+    @Option(help: "Seconds after its last heartbeat that a node is forgotten with its connections by the cluster's view. Env: HERALD_SESSION_LEASE_SECONDS. Default: 15.")
+    var sessionLeaseSeconds: Double?
+
+    @Option(help: "Seconds between a node's heartbeats on the sessions topic (less than the lease). Env: HERALD_SESSION_HEARTBEAT_SECONDS. Default: 5.")
+    var sessionHeartbeatSeconds: Double?
+
     @Option(help: "PEM certificate chain for TLS on the public port (wss:// and https://); reloaded when the file changes. Needs --tls-key-file. Env: HERALD_TLS_CERT_FILE. Default: plain TCP.")
     var tlsCertFile: String?
 
@@ -201,6 +207,22 @@ struct GatewayOptions: ParsableArguments {
         let count = try Settings(environment: environment).number(storedCursors, "HERALD_STORED_CURSORS") ?? StoredCursors.defaultCapacity
         guard (1...100_000_000).contains(count) else { throw ValidationError("the stored cursors must be 1 to 100000000 devices, not \(count)") }
         return count
+
+    }
+
+    /// The node's part in the cluster's view of sessions.
+    func sessionsConfiguration(topic: String, environment: [String: String]) throws -> ClusterSessionsConfiguration {
+        let settings = Settings(environment: environment)
+        var configuration = ClusterSessionsConfiguration()
+        configuration.topic = topic
+        configuration.lease = try Self.duration(settings.number(sessionLeaseSeconds, "HERALD_SESSION_LEASE_SECONDS") ?? 15, "the session lease")
+        configuration.heartbeatInterval = try Self.duration(
+            settings.number(sessionHeartbeatSeconds, "HERALD_SESSION_HEARTBEAT_SECONDS") ?? 5, "the session heartbeat"
+        )
+        guard configuration.heartbeatInterval < configuration.lease else {
+            throw ValidationError("the session heartbeat must be shorter than the session lease, or every node's lease runs out between its heartbeats")
+        }
+        return configuration
     }
 
     /// How many partitions the replay reader reads at once.

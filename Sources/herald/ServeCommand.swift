@@ -87,6 +87,7 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.upstreamTopic = options.upstreamTopic
         configuration.cursorsTopic = options.cursorsTopic
         configuration.storedCursors = try gateway.storedCursorCount(environment: environment)
+        configuration.sessions = try gateway.sessionsConfiguration(topic: options.sessionsTopic, environment: environment)
         configuration.producer.lingerMilliseconds = try settings.number(kafkaLingerMs, "HERALD_KAFKA_LINGER_MS") ?? 1
         configuration.replayReader.readers = try gateway.replayReaderCount(environment: environment)
         configuration.gateway = gatewayConfiguration

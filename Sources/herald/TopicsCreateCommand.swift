@@ -1,7 +1,7 @@
 import ArgumentParser
 import HeraldKafka
 
-/// Creates the events and upstream topics (CreateTopics) with a partition count, a replication
+/// Creates the events, upstream and sessions topics (CreateTopics) with a partition count, a replication
 /// factor and a retention. A topic that exists is left as it is: with the partition count asked for
 /// that is success (the command can run at every deploy); with another count it is an error, since
 /// adding partitions moves users to other partitions and changes the resume epoch.
@@ -53,12 +53,21 @@ struct TopicsCreateCommand: AsyncParsableCommand {
         }
     }
 
+    /// The sessions topic: compacted, not deleted by age (a node rebuilds the view from it), with the
+    /// same partitions and copies as the others.
+    func sessionsSpec(topic: String) -> KafkaTopicSpec {
+        KafkaTopicSpec(
+            name: topic, partitions: Int32(partitions), replicationFactor: Int32(replicationFactor),
+            config: ["cleanup.policy": "compact", "min.insync.replicas": String(minInsyncReplicas ?? max(1, replicationFactor - 1))]
+        )
+    }
+
     func run() async throws {
         let options = try common.resolve()
         guard let brokers = options.kafkaBrokers else {
             throw ValidationError("--kafka-brokers (or HERALD_KAFKA_BROKERS) is required: the cluster to create the topics on")
         }
-        var specs = try specs(topics: options.topics)
+        var specs = try specs(topics: options.topics.filter { $0 != options.sessionsTopic }) + [sessionsSpec(topic: options.sessionsTopic)]
         if let cursors = options.cursorsTopic, let index = specs.firstIndex(where: { $0.name == cursors }) {
             // One record per device is kept (the last), for as long as the topic lives.
             specs[index].config["cleanup.policy"] = "compact"
@@ -89,8 +98,8 @@ struct TopicsCreateCommand: AsyncParsableCommand {
                     throw TopicsError("the cluster did not create \(missing.map(\.name).joined(separator: ", ")): \(error)")
                 }
                 for spec in missing {
-                    let retention = spec.config["retention.ms"] ?? "?"
-                    print("\(spec.name): created with \(spec.partitions) partitions, replication factor \(spec.replicationFactor), retention.ms \(retention)")
+                    let retention = spec.config["retention.ms"].map { "retention.ms \($0)" } ?? "cleanup.policy compact"
+                    print("\(spec.name): created with \(spec.partitions) partitions, replication factor \(spec.replicationFactor), \(retention)")
                 }
             }
         } catch {

@@ -19,6 +19,7 @@ struct TopicsCommandTests {
         #expect(same.output.contains("herald.events: exists with 4 partitions, left as it is"), "\(same.output)")
         #expect(same.output.contains("herald.upstream: exists with 4 partitions, left as it is"), "\(same.output)")
         #expect(same.output.contains("herald.cursors: exists with 4 partitions, left as it is"), "the embedded Kafka makes the cursors topic too: \(same.output)")
+        #expect(same.output.contains("herald.sessions: exists with 4 partitions, left as it is"), "\(same.output)")
 
         let other = try run(herald, ["topics", "create", "--kafka-brokers", bootstrap, "--partitions", "8", "--replication-factor", "1"])
         #expect(other.status != 0)
@@ -27,10 +28,11 @@ struct TopicsCommandTests {
         let started = ContinuousClock.now
         let new = try run(herald, [
             "topics", "create", "--kafka-brokers", bootstrap, "--events-topic", "fresh.events", "--upstream-topic", "fresh.upstream",
-            "--cursors-topic", "fresh.cursors", "--partitions", "6", "--replication-factor", "1", "--timeout-seconds", "3",
+            "--cursors-topic", "fresh.cursors", "--sessions-topic", "fresh.sessions",
+            "--partitions", "6", "--replication-factor", "1", "--timeout-seconds", "3",
         ])
         #expect(new.status != 0, "the mock cluster has no CreateTopics, yet: \(new.output)")
-        #expect(new.output.contains("the cluster did not create fresh.events, fresh.upstream, fresh.cursors"), "\(new.output)")
+        #expect(new.output.contains("the cluster did not create fresh.events, fresh.upstream, fresh.cursors, fresh.sessions"), "\(new.output)")
         #expect(!new.output.contains("Usage:"), "a cluster's refusal is not a usage error: \(new.output)")
         #expect(ContinuousClock.now - started < .seconds(30), "an unanswered CreateTopics ends within its timeout")
 
@@ -49,6 +51,7 @@ struct TopicsCommandTests {
         let shown = try run(herald, ["topics", "--kafka-brokers", bootstrap])
         #expect(shown.status == 0)
         #expect(shown.output.contains("herald.events: 4 partitions"), "\(shown.output)")
+        #expect(shown.output.contains("herald.sessions: 4 partitions"), "\(shown.output)")
         let shownExplicitly = try run(herald, ["topics", "show", "--kafka-brokers", bootstrap])
         #expect(shownExplicitly.output.contains("herald.events: 4 partitions"), "\(shownExplicitly.output)")
         #expect(shownExplicitly.output.contains("herald.cursors: 4 partitions"), "\(shownExplicitly.output)")

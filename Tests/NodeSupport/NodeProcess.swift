@@ -164,6 +164,13 @@ package struct ClusterNode {
     package let port: Int
     package let apiPort: Int
 
+    package init(name: String, process: HeraldProcess, port: Int, apiPort: Int) {
+        self.name = name
+        self.process = process
+        self.port = port
+        self.apiPort = apiPort
+    }
+
     package static func start(_ name: String, bootstrap: String, environment: [String: String]) async throws -> ClusterNode {
         let process = try HeraldProcess(
             ["serve", "--kafka-brokers", bootstrap, "--port", "0", "--host", "127.0.0.1", "--api-port", "0", "--api-host", "127.0.0.1",

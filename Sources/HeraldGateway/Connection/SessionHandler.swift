@@ -66,6 +66,7 @@ final class SessionHandler: ChannelInboundHandler {
                 replaced.channel.eventLoop.execute { replaced.close(.replaced) }
             }
         }
+        services.cluster?.opened(connection)
         var following = initialChannels
         if case .cursor(let cursor, _) = resume {
             following += cursor.channels.filter { !following.contains($0) }
@@ -478,7 +479,10 @@ final class SessionHandler: ChannelInboundHandler {
             clientCode: !ended.byServer && ended.code != 0 ? ended.code : nil
         )
         services.shard(for: context.eventLoop).assumeIsolated { $0.unregister(connection) }
-        if !connection.isAnonymous { services.registry.remove(connection) }
+        if !connection.isAnonymous {
+            services.registry.remove(connection)
+            services.cluster?.closed(connection)
+        }
         commitCursor()
         context.fireChannelInactive()
     }

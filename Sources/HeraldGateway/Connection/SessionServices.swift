@@ -33,6 +33,8 @@ final class SessionServices: Sendable {
     let namespaces: ChannelNamespaces
     /// Verifies a `refresh`'s new token as a handshake's is verified.
     let tokens: TokenVerifier
+    /// The cluster's view of sessions, told of each open and close; nil without the sessions topic.
+    let cluster: ClusterSessions?
     private let acks = NodeCounter("herald_acks_total")
     /// The node's Server-Sent Events connections, for the dispatcher's encoding.
     let serverSentEvents = ServerSentEventsDemand()
@@ -41,11 +43,12 @@ final class SessionServices: Sendable {
     init(
         nodeID: String, epoch: String, settings: Settings, registry: SessionRegistry, replay: ReplayService,
         history: StreamHistory? = nil, publishing: Publishing?, metrics: GatewayMetrics, clock: WallClock, shards: [Shard],
-        namespaces: ChannelNamespaces, tokens: TokenVerifier, cursors: DeviceCursors? = nil
+        namespaces: ChannelNamespaces, tokens: TokenVerifier, cursors: DeviceCursors? = nil, cluster: ClusterSessions? = nil
     ) {
         self.cursors = cursors
         self.namespaces = namespaces
         self.tokens = tokens
+        self.cluster = cluster
         self.nodeID = nodeID
         self.epoch = epoch
         self.settings = settings

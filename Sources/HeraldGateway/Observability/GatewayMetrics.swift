@@ -17,6 +17,10 @@ final class GatewayMetrics: Sendable {
 
     let connections = Gauge(label: "herald_connections")
     let users = Gauge(label: "herald_users")
+    /// The cluster's view of sessions: connections and users it holds, nodes whose lease holds.
+    let sessionViewConnections = Gauge(label: "herald_session_view_connections")
+    let sessionViewUsers = Gauge(label: "herald_session_view_users")
+    let sessionViewNodes = Gauge(label: "herald_session_view_nodes")
     let hotWindowBytes = Gauge(label: "herald_hot_window_bytes")
     let hotWindowRecords = Gauge(label: "herald_hot_window_records")
     let resumesInFlight = Gauge(label: "herald_resumes_in_flight")
