@@ -27,8 +27,37 @@ func records(_ count: Int) -> [KafkaRecord] {
     }
 }
 
+/// Idle connections on one event loop, each dropping what it is written.
+func discardingChannels(_ count: Int, on loop: NIOAsyncTestingEventLoop) async throws -> [any Channel] {
+    var channels: [any Channel] = []
+    for _ in 0..<count {
+        let channel = NIOAsyncTestingChannel(loop: loop)
+        try await channel.pipeline.addHandler(DiscardingHandler())
+        channels.append(channel)
+    }
+    return channels
+}
+
+/// The committed thresholds are the p90 figures in `Thresholds/` (written by `thresholds update`);
+/// `swift package benchmark thresholds check` fails (exit 2) when a run's p90 is outside these
+/// tolerances of them. Allocation counts are deterministic, so they are checked exactly (a benchmark
+/// whose count varies between runs says by how much); time only by ±50%, because the machine is shared.
+/// A run better than the tolerance fails too (exit 4): the thresholds are then updated and committed.
+func tolerances(mallocs: Int = 0) -> [BenchmarkMetric: BenchmarkThresholds] {
+    [
+        .wallClock: .init(relative: [.p90: 50]),
+        .mallocCountTotal: .init(absolute: [.p90: mallocs]),
+    ]
+}
+
+/// A shard's batch on the testing event loop allocates 24 or 25 times between runs (measured): the one
+/// benchmark family whose count is not fixed.
+func fanOutTolerances() -> [BenchmarkMetric: BenchmarkThresholds] { tolerances(mallocs: 2) }
+
 let benchmarks: @Sendable () -> Void = {
-    Benchmark.defaultConfiguration = .init(metrics: [.wallClock, .throughput, .mallocCountTotal], maxDuration: .seconds(2))
+    Benchmark.defaultConfiguration = .init(
+        metrics: [.wallClock, .mallocCountTotal], maxDuration: .seconds(2), thresholds: tolerances()
+    )
 
     Benchmark("frame encoding: one message frame (JSON payload)") { benchmark in
         for _ in benchmark.scaledIterations {
@@ -56,14 +85,9 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     for connections in [1_000, 10_000] {
-        Benchmark("fan-out: one broadcast to \(connections) connections", configuration: .init(scalingFactor: .one)) { benchmark in
+        Benchmark("fan-out: one broadcast to \(connections) connections", configuration: .init(scalingFactor: .one, thresholds: fanOutTolerances())) { benchmark in
             let loop = NIOAsyncTestingEventLoop()
-            var channels: [any Channel] = []
-            for _ in 0..<connections {
-                let channel = NIOAsyncTestingChannel(loop: loop)
-                try await channel.pipeline.addHandler(DiscardingHandler())
-                channels.append(channel)
-            }
+            let channels = try await discardingChannels(connections, on: loop)
             let fanOut = await DeliveryBenchmarks.FanOut(eventLoop: loop, channels: channels)
             let frame = ServerMessage.message(stream: "*", offset: 0, id: nil, payload: payload, contentType: nil)
             var offset: Int64 = 0
@@ -75,5 +99,22 @@ let benchmarks: @Sendable () -> Void = {
             benchmark.stopMeasurement()
             await loop.shutdownGracefully()
         }
+    }
+
+    Benchmark(
+        "fan-out: a batch of 1,000 user records, each to a user with 10 connections",
+        configuration: .init(scalingFactor: .one, thresholds: fanOutTolerances())
+    ) { benchmark in
+        let loop = NIOAsyncTestingEventLoop()
+        let channels = try await discardingChannels(10_000, on: loop)
+        let fanOut = await DeliveryBenchmarks.FanOut(eventLoop: loop, channels: channels, connectionsPerUser: 10)
+        let frame = ServerMessage.message(stream: "u", offset: 0, id: nil, payload: payload, contentType: nil)
+        var offset: Int64 = 0
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations {
+            offset = await fanOut.deliverOneRecordToEachUser(frame, firstOffset: offset)
+        }
+        benchmark.stopMeasurement()
+        await loop.shutdownGracefully()
     }
 }
