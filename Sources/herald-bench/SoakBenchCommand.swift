@@ -154,7 +154,16 @@ struct SoakBenchCommand: AsyncParsableCommand {
                         let body = #"{"to":{"users":["soak-\#(device)"]},"id":"\#(id)","data":{"t":\#(DispatchTime.now().uptimeNanoseconds),"p":"\#(padding)"}}"#
                         let request = ByteBuffer(string: "POST /v1/push HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer \(key)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
                         do {
-                            let (status, _) = try await connection.send(request)
+                            var (status, _) = try await connection.send(request)
+                            // 503 (the node's fan-out is behind, or Kafka is): a well-behaved service waits
+                            // the Retry-After (1 s) and sends the same push again, with its id.
+                            var retries = 0
+                            while status == 503, retries < 10, ContinuousClock.now < deadline + .seconds(10) {
+                                retries += 1
+                                tally.add("push-retry.503")
+                                try? await Task.sleep(for: .seconds(1))
+                                (status, _) = try await connection.send(request)
+                            }
                             if status == 202 { ledger.acknowledged(device: device, id: id) } else { failures.add("push.\(status)") }
                         } catch {
                             failures.add("push.error")

@@ -96,7 +96,7 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "Most messages one history answer holds (more asked: cut \"count\"). Env: HERALD_HISTORY_MAX_MESSAGES. Default: 1000.")
     var historyMaxMessages: Int?
 
-    @Option(help: "Most bytes of messages one history answer holds, at most --outbound-cap (more: cut \"bytes\"). Env: HERALD_HISTORY_MAX_BYTES. Default: 524288.")
+    @Option(help: "Most bytes of messages one history answer holds, at most --outbound-cap (more: cut \"bytes\"). Env: HERALD_HISTORY_MAX_BYTES. Default: 524288, or --outbound-cap when that is smaller.")
     var historyMaxBytes: Int?
 
     @Option(help: "Seconds a graceful drain (SIGTERM) takes in all: connections are closed with 1012, spread over it. Env: HERALD_DRAIN_SECONDS. Default: 20.")
@@ -166,11 +166,13 @@ struct GatewayOptions: ParsableArguments {
         }
         guard configuration.replayMaxBytes >= 1 else { throw ValidationError("the replay byte limit must be at least 1") }
         configuration.history.maxMessages = try number(historyMaxMessages, "HERALD_HISTORY_MAX_MESSAGES") ?? 1_000
-        configuration.history.maxBytes = try number(historyMaxBytes, "HERALD_HISTORY_MAX_BYTES") ?? 512 * 1024
+        let historyBytes = try number(historyMaxBytes, "HERALD_HISTORY_MAX_BYTES")
+        // Unset, the bound follows a smaller outbound cap instead of refusing to start beside it.
+        configuration.history.maxBytes = historyBytes ?? min(512 * 1024, configuration.outboundCapBytes)
         guard (1...1_000_000).contains(configuration.history.maxMessages) else {
             throw ValidationError("the history message bound must be 1 to 1000000")
         }
-        guard (1_024...configuration.outboundCapBytes).contains(configuration.history.maxBytes) else {
+        guard historyBytes == nil || (1_024...max(1_024, configuration.outboundCapBytes)).contains(configuration.history.maxBytes) else {
             throw ValidationError("the history byte bound must be 1024 to the outbound cap (\(configuration.outboundCapBytes))")
         }
         configuration.hotWindowAge = .seconds(try number(hotWindowSeconds, "HERALD_HOT_WINDOW_SECONDS") ?? 120)

@@ -259,7 +259,17 @@ struct ClusterSessionsTests {
         let sessions = try await Self.records(of: "herald.sessions", bootstrap: processes.bootstrap)
         let byKind = Dictionary(grouping: sessions, by: kind).mapValues(\.count)
         #expect(byKind["session-opened"] == devices.count && byKind["session-closed"] == devices.count, "\(byKind)")
-        let presence = try await Self.records(of: "herald.upstream", bootstrap: processes.bootstrap).filter { kind($0) == "presence" }
+        // Each node publishes its presence changes in order, one send after the other: on a loaded
+        // machine the last ones land seconds after the view changed.
+        var presence: [KafkaRecord] = []
+        let patience = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < patience {
+            presence = try await Self.records(of: "herald.upstream", bootstrap: processes.bootstrap).filter { kind($0) == "presence" }
+            if presence.count >= 2 * users.count { break }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        presence = try await Self.records(of: "herald.upstream", bootstrap: processes.bootstrap).filter { kind($0) == "presence" }
         #expect(presence.count == 2 * users.count, "one online and one offline per user: \(presence.count)")
         let opened = sessions.filter { kind($0) == "session-opened" }
         let bytes = opened.map { record in (record.key?.count ?? 0) + record.headers.reduce(0) { $0 + $1.name.utf8.count + ($1.value?.count ?? 0) } }

@@ -130,6 +130,8 @@ final class SimulatedDevice {
     func ackAndClearStorage() {
         // An event stream cannot send frames: only WebSocket devices ack.
         guard let connection = connection as? TestConnection else { return }
+        // With nothing received there is nothing to ack, and so no stored cursor to come back to.
+        guard cursor.values.contains(where: { $0 >= 0 }) else { return }
         for (stream, offset) in cursor.sorted(by: { $0.key < $1.key }) { connection.session.ack(stream: stream, offset: offset) }
         ackedBeforeClearing = cursor
     }
