@@ -19,12 +19,14 @@ public struct ChannelNamespace: Sendable, Equatable {
     public var subscribers: Subscribers = .grant
     /// Whether a connection that may follow a channel of the namespace may publish into it.
     public var publish = false
-    /// How many of a channel's last messages its history keeps for pages that open (0: none).
-    public var historyLength = 0
+    /// The most messages one history answer holds for a connection reading a channel of the namespace
+    /// (0: connections read no history there); nil leaves it to the node's own bound. The internal
+    /// API's history, for business services, has only the node's bound.
+    public var historyLength: Int?
     /// Whether a publish into the namespace needs a user: anonymous connections may not publish there.
     public var publishNeedsUser = true
 
-    public init(name: String, subscribers: Subscribers = .grant, publish: Bool = false, historyLength: Int = 0, publishNeedsUser: Bool = true) {
+    public init(name: String, subscribers: Subscribers = .grant, publish: Bool = false, historyLength: Int? = nil, publishNeedsUser: Bool = true) {
         self.name = name
         self.subscribers = subscribers
         self.publish = publish
@@ -82,7 +84,7 @@ public struct ChannelNamespace: Sendable, Equatable {
 
     /// The text form `parse` reads.
     public var text: String {
-        "\(name) subscribe=\(subscribers.rawValue) publish=\(publish) history=\(historyLength) user=\(publishNeedsUser)"
+        "\(name) subscribe=\(subscribers.rawValue) publish=\(publish)" + (historyLength.map { " history=\($0)" } ?? "") + " user=\(publishNeedsUser)"
     }
 
     static func validate(name: String) throws(ChannelNamespaceError) {

@@ -12,7 +12,7 @@ public struct ChannelNamespaces: Sendable, Equatable {
         for namespace in namespaces {
             try ChannelNamespace.validate(name: namespace.name)
             guard byName[namespace.name] == nil else { throw ChannelNamespaceError("namespace \(namespace.name) is configured twice") }
-            guard (0...ChannelNamespace.maxHistoryLength).contains(namespace.historyLength) else {
+            if let length = namespace.historyLength, !(0...ChannelNamespace.maxHistoryLength).contains(length) {
                 throw ChannelNamespaceError("namespace \(namespace.name): history must be 0 to \(ChannelNamespace.maxHistoryLength)")
             }
             byName[namespace.name] = namespace

@@ -250,4 +250,66 @@ struct HistoryTests {
             #expect(await alice.pending().isEmpty, "nothing of payroll or bob, ever")
         }
     }
+
+    @Test("a history frame gives a channel at most its namespace's history length, says so and pages on; history=0 offers none; the internal API keeps the node's bound")
+    func namespaceHistoryLength() async throws {
+        try await GatewayHarness.run(configure: {
+            $0.namespaces = try! ChannelNamespaces.parse("video subscribe=anonymous history=3; quiet subscribe=anonymous history=0")
+        }) { node in
+            let viewer = try await node.anonymous(channels: ["video:1", "quiet:1"])
+            for n in 0..<5 { try await node.produce(HeraldRecord(stream: .channel("video:1"), id: "v\(n)"), #"{"n":\#(n)}"#) }
+            try await node.produce(HeraldRecord(stream: .channel("quiet:1")), #"{"n":0}"#)
+            for _ in 0..<6 { _ = try await viewer.nextMessage(within: .seconds(30)) }
+            func history(_ id: String, _ stream: String, before: Int64? = nil) async throws -> ServerEvent {
+                viewer.session.history(id: id, stream: stream, limit: 50, before: before)
+                return try await viewer.next(within: .seconds(30))
+            }
+            let first = try await history("h1", "c:video:1")
+            guard case .history(let newest) = first else { throw TestFailure("no history for c:video:1: \(first)") }
+            #expect(newest.messages.map(\.id) == ["v2", "v3", "v4"], "the newest 3, oldest first")
+            #expect(newest.cut == "count" && newest.limit == 3, "the namespace's bound, named")
+            guard case .history(let older) = try await history("h2", "c:video:1", before: newest.next) else { throw TestFailure("no second page") }
+            #expect(older.messages.map(\.id) == ["v0", "v1"] && older.next == nil)
+            guard case .publishFailed(let answered, let code, let message) = try await history("h3", "c:quiet:1") else {
+                throw TestFailure("history=0 answered")
+            }
+            #expect(answered == "h3" && code == "history-not-offered" && message.contains("quiet:1"), "\(message)")
+            #expect(Self.messages(try await Self.page(node, "c:video:1")).map(\.n) == Array(0..<5), "business services read past the namespace's bound")
+            #expect(Self.messages(try await Self.page(node, "c:quiet:1")).map(\.n) == [0])
+        }
+    }
+
+    @Test("history reads past the node's concurrent bound are refused busy: 503 with Retry-After over HTTP, busy with the id in a frame; a connection's second request while its first is read is busy")
+    func busyBounds() async throws {
+        // Two replay readers leave one history read at a time (one handle stays with resumes).
+        try await GatewayHarness.run(replay: { $0.readers = 2 }) { node in
+            for n in 0..<3 { try await node.produce(HeraldRecord(stream: .channel("news")), #"{"n":\#(n)}"#) }
+            let alice = try await node.connect("alice", channels: ["news"], subscribe: ["news"])
+            for _ in 0..<3 { _ = try await alice.nextMessage(within: .seconds(30)) }
+            // Slow brokers keep a read under way long enough for the next request to meet it.
+            for broker in node.cluster.brokerIDs { try node.cluster.setBrokerRoundTrip(broker, milliseconds: 800) }
+
+            async let first = api(node.apiPort, "GET", "/v1/streams/c:news/history")
+            try await Task.sleep(for: .milliseconds(300))
+            let second = try await api(node.apiPort, "GET", "/v1/streams/c:news/history")
+            #expect(second.status == 503 && (second.json["error"] as? [String: Any])?["code"] as? String == "busy", "\(second.status) \(second.body)")
+            #expect(second.headers["retry-after"] == "1")
+            alice.session.history(id: "f1", stream: "c:news")
+            guard case .publishFailed(let id, let code, let message) = try await alice.next(within: .seconds(30)) else {
+                throw TestFailure("a frame met no node bound")
+            }
+            #expect(id == "f1" && code == "busy" && message.contains("history requests already"), "\(message)")
+            #expect(try await first.status == 200)
+
+            alice.session.history(id: "f2", stream: "c:news")
+            alice.session.history(id: "f3", stream: "c:news")
+            guard case .publishFailed(let secondID, let secondCode, let secondMessage) = try await alice.next(within: .seconds(30)) else {
+                throw TestFailure("the second request of one connection was not refused")
+            }
+            #expect(secondID == "f3" && secondCode == "busy" && secondMessage.contains("previous history request"), "\(secondMessage)")
+            guard case .history(let answered) = try await alice.next(within: .seconds(30)) else { throw TestFailure("f2 unanswered") }
+            #expect(answered.id == "f2" && answered.messages.count == 3)
+            for broker in node.cluster.brokerIDs { try node.cluster.setBrokerRoundTrip(broker, milliseconds: 0) }
+        }
+    }
 }

@@ -78,6 +78,28 @@ export interface HeraldMessage {
   user?: string;
 }
 
+/** A `history` answer (docs/protocol.md §7): the newest messages before `end`, oldest first. */
+export interface HeraldHistory {
+  stream: string;
+  messages: HeraldMessage[];
+  /** The oldest offset the stream's partition still holds. */
+  earliest: number;
+  /** The exclusive bound that was read. */
+  end: number;
+  /** The `before` of the page before this one; null once the read reached `earliest`. */
+  next: number | null;
+  /** Older messages may have been removed by retention. */
+  expired: boolean;
+  /** The bound that cut the answer, and its value (null when none did). */
+  cut: "count" | "bytes" | "scan" | null;
+  limit: number | null;
+}
+
+/** Why `history()` rejected: the node's error code, or `not-connected` / `closed`. */
+export interface HeraldHistoryError extends Error {
+  code: "channel-not-allowed" | "history-not-offered" | "busy" | "unavailable" | "bad-request" | "unsupported" | "not-connected" | "closed" | string;
+}
+
 export interface HeraldWelcome {
   type: "welcome";
   node: string;
@@ -121,6 +143,8 @@ export class HeraldConnection extends EventTarget {
   subscribe(channel: string, options?: { offset?: number }): boolean;
   unsubscribe(channel: string): boolean;
   ack(stream: string, offset: number): boolean;
+  /** The last `limit` (50) messages of `u`, `*` or `c:NAME` before `before`; rejects with a HeraldHistoryError. */
+  history(stream: string, options?: { limit?: number; before?: number }): Promise<HeraldHistory>;
   connectionURL(token: string): string;
   addEventListener<K extends keyof HeraldEventMap>(type: K, listener: (event: HeraldEventMap[K]) => void, options?: boolean | AddEventListenerOptions): void;
   /** `message:STREAM`: the messages of one stream, e.g. `message:u` or `message:c:news`. */

@@ -336,13 +336,21 @@ final class SessionHandler: ChannelInboundHandler {
         guard let stream = HistoryAccess.stream(named: name, for: connection, namespaces: services.namespaces) else {
             return tell(code: "channel-not-allowed", "this connection may not read \(name); it may read u, * and the channels it may follow", id: id)
         }
+        // A channel's namespace may bound what connections read of its history below the node's bound.
+        let maxMessages: Int? = switch stream {
+        case .channel(let channel): services.namespaces.namespace(of: channel).historyLength
+        case .user, .broadcast: nil
+        }
+        guard maxMessages != 0 else {
+            return tell(code: "history-not-offered", "the namespace of \(name) offers connections no history (history=0)", id: id)
+        }
         guard !historyPending else {
             return tell(code: "busy", "this connection's previous history request is still being read; ask again after its answer", id: id)
         }
         historyPending = true
         let connection = self.connection
         let promise = connection.channel.eventLoop.makePromise(of: Result<HistoryPage, StreamHistory.Failure>.self)
-        promise.completeWithTask { await history.page(of: stream, named: name, query: query) }
+        promise.completeWithTask { await history.page(of: stream, named: name, query: query, maxMessages: maxMessages) }
         promise.futureResult.assumeIsolated().whenSuccess { [self] result in
             historyPending = false
             guard connection.channel.isActive, !connection.isClosing else { return }

@@ -53,13 +53,14 @@ public final class StreamHistory: Sendable {
     public var readsInFlight: Int { inFlight.load(ordering: .relaxed) }
 
     /// The page of `stream` that `query` asks for; `name` is how the messages name the stream (`u` for
-    /// a connection's own user, `u:ID` on the internal API).
-    public func page(of stream: HeraldStream, named name: String, query: HistoryQuery) async -> Result<HistoryPage, Failure> {
+    /// a connection's own user, `u:ID` on the internal API). `maxMessages`, a channel namespace's own
+    /// count bound, applies when it is below the node's.
+    public func page(of stream: HeraldStream, named name: String, query: HistoryQuery, maxMessages: Int? = nil) async -> Result<HistoryPage, Failure> {
         let running = inFlight.wrappingAdd(1, ordering: .relaxed).newValue
         defer { inFlight.subtract(1, ordering: .relaxed) }
         guard running <= maxReads else { return .failure(.busy(maxReads)) }
         do {
-            let page = try await read(stream, name: name, query: query)
+            let page = try await read(stream, name: name, query: query, maxMessages: min(bounds.maxMessages, maxMessages ?? .max))
             served.increment()
             return .success(page)
         } catch {
@@ -67,10 +68,10 @@ public final class StreamHistory: Sendable {
         }
     }
 
-    private func read(_ stream: HeraldStream, name: String, query: HistoryQuery) async throws(KafkaError) -> HistoryPage {
+    private func read(_ stream: HeraldStream, name: String, query: HistoryQuery, maxMessages: Int) async throws(KafkaError) -> HistoryPage {
         let partition = stream.partition(partitionCount: partitionCount)
         let key = Array(stream.kafkaKey.utf8)
-        let wanted = min(query.limit, bounds.maxMessages)
+        let wanted = min(query.limit, maxMessages)
         var (low, high) = try await reader.watermarks(partition: partition)
         let end = min(query.before ?? high, high)
         // Newest first while collecting.
@@ -131,7 +132,7 @@ public final class StreamHistory: Sendable {
         case .count, nil: next = kept.count == wanted ? oldestKept.flatMap { $0 > low ? $0 : nil } : nil
         }
         let limit: Int? = switch cut {
-        case .count: bounds.maxMessages
+        case .count: maxMessages
         case .bytes: bounds.maxBytes
         case .scan: bounds.maxScannedRecords
         case nil: nil

@@ -396,3 +396,44 @@ test("a channel message's publisher reaches the app as user", async () => {
     { type: "message", stream: "c:video:1", offset: 5, id: "c-1", data: { comment: "hi" }, encoding: undefined, user: "alice" },
   ]);
 });
+
+test("history: the frame carries its own id; the answer resolves it, an error with its id rejects it, and neither moves the cursor", async () => {
+  const { connection, events } = harness({ token: undefined, anonymous: true, channels: ["video:1"] });
+  connection.open();
+  await tick();
+  const socket = FakeSocket.opened[0];
+  socket.serverFrame({ type: "welcome", node: "n", session: "s", epoch: "e", positions: { "c:video:1": 9 } });
+  const page = connection.history("c:video:1", { limit: 2, before: 9 });
+  const asked = socket.sent.at(-1);
+  assert.equal(asked.type, "history");
+  assert.deepEqual({ ...asked, id: undefined }, { type: "history", id: undefined, stream: "c:video:1", limit: 2, before: 9 });
+  const refused = connection.history("c:secret");
+  const second = socket.sent.at(-1);
+  assert.notEqual(second.id, asked.id, "each request has its own id");
+  socket.serverFrame({ type: "error", code: "channel-not-allowed", id: second.id, message: "this connection may not read c:secret" });
+  await assert.rejects(refused, (error) => error.code === "channel-not-allowed" && /c:secret/.test(error.message));
+  socket.serverFrame({
+    type: "history", id: asked.id, stream: "c:video:1", partition: 1, earliest: 0, end: 9, next: 7, expired: false,
+    messages: [
+      { type: "message", stream: "c:video:1", offset: 7, id: "c-7", user: "ana", data: { comment: "first" } },
+      { type: "message", stream: "c:video:1", offset: 8, id: "c-8", data: { comment: "second" } },
+    ],
+  });
+  const answer = await page;
+  assert.deepEqual(answer.messages.map((m) => [m.offset, m.user, m.data.comment]), [[7, "ana", "first"], [8, undefined, "second"]]);
+  assert.equal(answer.next, 7);
+  assert.equal(answer.cut, null);
+  assert.equal(events.filter((e) => e.type === "error").length, 0, "a history refusal is the promise's, not an error event");
+  assert.equal(connection.positions["c:video:1"], 9, "history does not move the cursor");
+});
+
+test("history: rejected as not-connected without an open WebSocket, and as closed when the socket drops first", async () => {
+  const { connection } = harness({ token: undefined, anonymous: true, channels: ["video:1"] });
+  await assert.rejects(connection.history("c:video:1"), (error) => error.code === "not-connected");
+  connection.open();
+  await tick();
+  const socket = FakeSocket.opened[0];
+  const page = connection.history("c:video:1");
+  socket.serverClose(1012, "restarting");
+  await assert.rejects(page, (error) => error.code === "closed");
+});
