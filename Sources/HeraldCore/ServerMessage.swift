@@ -21,9 +21,10 @@ public enum ServerMessage {
 
     /// The JSON object of a `message` frame, as a live frame and as an element of a history answer.
     public static func writeMessage(
-        into buffer: inout ByteBuffer, stream: String, offset: Int64, id: String?, payload: ByteBuffer, contentType: HeraldContentType?
+        into buffer: inout ByteBuffer, stream: String, offset: Int64, id: String?, user: String? = nil, payload: ByteBuffer,
+        contentType: HeraldContentType?
     ) {
-        writeMessage(into: &buffer, stream: stream, offset: offset, id: id, payload: payload,
+        writeMessage(into: &buffer, stream: stream, offset: offset, id: id, user: user, payload: payload,
                      representation: Representation(payload: payload, declared: contentType))
     }
 

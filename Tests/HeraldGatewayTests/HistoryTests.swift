@@ -312,4 +312,22 @@ struct HistoryTests {
             for broker in node.cluster.brokerIDs { try node.cluster.setBrokerRoundTrip(broker, milliseconds: 0) }
         }
     }
+
+    @Test("a comment published into a channel names its publisher in history as it does live: the same message object, user included, in the frame and over HTTP")
+    func historyNamesThePublisher() async throws {
+        try await GatewayHarness.run(configure: {
+            $0.namespaces = try! ChannelNamespaces.parse("video subscribe=anonymous publish history=50")
+        }) { node in
+            let viewer = try await node.anonymous(channels: ["video:7"])
+            let ana = try await node.connect("ana", channels: ["video:7"], subscribe: ["video:7"])
+            ana.session.publish(json: #"{"text":"first!"}"#, toChannel: "video:7", id: "c-1")
+            let live = try await viewer.nextMessage(within: .seconds(30))
+            #expect(live.user == "ana")
+            viewer.session.history(id: "h1", stream: "c:video:7")
+            guard case .history(let page) = try await viewer.next(within: .seconds(30)) else { throw TestFailure("no history") }
+            #expect(page.messages == [live], "history's message is live delivery's, with the publisher")
+            let overHTTP = try await Self.page(node, "c:video:7")
+            #expect((overHTTP["messages"] as? [[String: Any]])?.first?["user"] as? String == "ana")
+        }
+    }
 }

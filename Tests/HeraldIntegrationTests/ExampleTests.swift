@@ -39,7 +39,7 @@ struct ExampleTests {
             let apiPort = try freePort()
             let process = try HeraldProcess(
                 ["serve", "--dev", "--port", String(port), "--host", "127.0.0.1", "--api-port", String(apiPort), "--api-host", "127.0.0.1",
-                 "--node-id", "example"]
+                 "--node-id", "example"] + (try documentedArguments())
             )
             _ = try await process.waitFor(#"HERALD_API_KEYS=(\S+)"#, within: .seconds(60))
             _ = try await process.waitFor(#"port=(\d+) \[\w+\] WebSocket listener open"#, within: .seconds(60))
@@ -50,6 +50,33 @@ struct ExampleTests {
         func stop() {
             process.stop()
             try? FileManager.default.removeItem(at: folder)
+        }
+
+        /// What docs/examples.md's `scripts/run … > herald.log &` passes on to `herald serve --dev`.
+        static func documentedArguments() throws -> [String] {
+            let command = try ExampleTests.command(startingWith: "scripts/run")
+            guard let redirect = command.range(of: " > herald.log &") else {
+                throw TestFailure("docs/examples.md should start the node as scripts/run … > herald.log &, not \(command)")
+            }
+            return try shellWords(String(command[command.index(command.startIndex, offsetBy: "scripts/run".count)..<redirect.lowerBound]))
+        }
+
+        /// Words as `sh` splits them, for the quoting docs use: spaces, and '…' around a word with spaces.
+        static func shellWords(_ text: String) throws -> [String] {
+            var words: [String] = []
+            var word: String? = nil
+            var quoted = false
+            for character in text {
+                switch character {
+                case "'": quoted.toggle(); word = word ?? ""
+                case " " where !quoted: if let done = word { words.append(done) }; word = nil
+                case "\"", "\\", "$", "`": throw TestFailure("docs/examples.md's scripts/run line uses \(character); only '…' quoting is read here")
+                default: word = (word ?? "") + String(character)
+                }
+            }
+            guard !quoted else { throw TestFailure("an unclosed ' in: \(text)") }
+            if let done = word { words.append(done) }
+            return words
         }
 
         /// A connection to the node as `user`, with a token signed by the node's random secret.
@@ -222,6 +249,126 @@ struct ExampleTests {
         let source = try #require(try await browser.evaluate("return document.getElementById('result').src") as? String)
         #expect(try example.python(Self.checkResult, [source]) == "160x120 sepia=True")
         try await browser.screenshot(to: repositoryRoot().appendingPathComponent("docs/images/image-filter.png"))
+    }
+}
+
+extension ExampleTests {
+    /// The live-comments server started with the documented command against a dev node's log.
+    struct LiveComments {
+        let node: DevNode
+        let server: HeraldProcess
+        let url: String
+
+        static func start() async throws -> LiveComments {
+            let command = try ExampleTests.command(startingWith: "python3 examples/live-comments/server.py")
+            let node = try await DevNode.start()
+            let arguments = command.replacingOccurrences(of: "herald.log", with: node.log.path)
+                .split(separator: " ").dropFirst().map(String.init)
+                + ["--port", "0", "--herald-public", "http://127.0.0.1:\(node.port)"]
+            let server = try HeraldProcess(executable: try requiredPython(for: "the live-comments example"), arguments.map {
+                $0.hasPrefix("examples/") ? repositoryRoot().appendingPathComponent($0).path : $0
+            })
+            let url = try await server.waitFor(#"live-comments example on (http://127\.0\.0\.1:\d+)/"#, within: .seconds(30))
+            return LiveComments(node: node, server: server, url: url)
+        }
+
+        var port: Int { Int(url.split(separator: ":").last!)! }
+
+        func stop() {
+            server.kill()
+            node.stop()
+        }
+    }
+
+    @Test("live-comments: the demo sign-in signs a token the node accepts, refuses a bad name, and the node it runs against serves the video namespace to anonymous viewers as configured")
+    func liveCommentsServer() async throws {
+        let example = try await LiveComments.start()
+        defer { example.stop() }
+        let signIn = try await api(example.port, "GET", "/token?name=ana", key: nil)
+        #expect(signIn.status == 200 && signIn.json["user"] as? String == "ana")
+        let token = try #require(signIn.json["token"] as? String)
+        for bad in ["", "a%20b", String(repeating: "x", count: 33), "%3Cscript%3E"] {
+            let refused = try await api(example.port, "GET", "/token?name=\(bad)", key: nil)
+            #expect(refused.status == 400 && refused.body.contains("a name is"), "\(bad): \(refused.status)")
+        }
+        #expect(try await api(example.port, "GET", "/?video=%3Cx%3E", key: nil).status == 400)
+        let page = try await api(example.port, "GET", "/?video=trailer", key: nil)
+        #expect(page.body.contains("http://127.0.0.1:\(example.node.port)/herald.js") && page.body.contains(#"const channel = "video:trailer""#))
+
+        let client = HeraldClient(host: "127.0.0.1", port: example.node.port, group: MultiThreadedEventLoopGroup.singleton)
+        let viewer = try await TestConnection.open(try await client.connectAnonymously(channels: ["video:trailer"]))
+        defer { viewer.session.close() }
+        let ana = try await TestConnection.open(try await client.connect(token: token, channels: ["video:trailer"]))
+        defer { ana.session.close() }
+        ana.session.publish(json: #"{"text":"hello"}"#, toChannel: "video:trailer", id: "c-1")
+        let comment = try await viewer.nextMessage(within: .seconds(30))
+        #expect(comment.stream == "c:video:trailer" && comment.user == "ana" && comment.data == #"{"text":"hello"}"#)
+        viewer.session.publish(json: #"{"text":"anonymous"}"#, toChannel: "video:trailer", id: "c-2")
+        guard case .publishFailed(let id, let code, _) = try await viewer.next(within: .seconds(30)) else {
+            throw TestFailure("an anonymous viewer's comment was not refused")
+        }
+        #expect(id == "c-2" && code == "publish-not-allowed", "the namespace needs a user to post")
+    }
+
+    @Test("live-comments in headless Chromium: a signed-in page posts, an anonymous page shows it live under the poster's name, and a page opened later shows it from history; the screenshot goes to docs/images/")
+    func liveCommentsInBrowser() async throws {
+        let example = try await LiveComments.start()
+        defer { example.stop() }
+        let writer = try await Browser.start()
+        defer { Task { await writer.quit() } }
+        let reader = try await Browser.start()
+        defer { Task { await reader.quit() } }
+
+        func text(_ browser: Browser, _ id: String) async throws -> String {
+            (try await browser.evaluate("return document.getElementById('\(id)').textContent") as? String) ?? ""
+        }
+        /// The comments a page shows, in its order: user, text, and how it arrived (history or live).
+        func comments(_ browser: Browser) async throws -> [[String]] {
+            let rows = try await browser.evaluate("""
+                return [...document.querySelectorAll('#comments li[data-offset]')].map((li) =>
+                  [li.querySelector('.user').textContent, li.querySelector('.text').textContent, li.dataset.from])
+                """)
+            return (rows as? [[String]]) ?? []
+        }
+        func waitUntil(_ what: String, _ condition: () async throws -> Bool) async throws {
+            let deadline = ContinuousClock.now + .seconds(60)
+            while try await !condition() {
+                guard ContinuousClock.now < deadline else {
+                    throw TestFailure("the pages did not reach: \(what); writer \((try? await comments(writer)) ?? []), reader \((try? await comments(reader)) ?? []), problem \((try? await text(writer, "problem")) ?? ""), writer state \((try? await text(writer, "state")) ?? "") \((try? await text(writer, "loaded")) ?? ""), reader state \((try? await text(reader, "state")) ?? "") \((try? await text(reader, "loaded")) ?? "")")
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+
+        try await reader.open(example.url + "/")
+        try await writer.open(example.url + "/")
+        for page in [reader, writer] {
+            try await waitUntil("connected without a token, history read") {
+                let state = try await text(page, "state")
+                let loaded = try await text(page, "loaded")
+                return state == "open" && loaded == "0 from history"
+            }
+        }
+        #expect(try await reader.evaluate("return document.getElementById('post').hidden") as? Bool == true, "no posting without signing in")
+
+        _ = try await writer.evaluate("document.getElementById('name').value = 'ana'; document.getElementById('sign-in').requestSubmit()")
+        try await waitUntil("signed in") {
+            let who = try await text(writer, "who")
+            let state = try await text(writer, "state")
+            let postHidden = try await writer.evaluate("return document.getElementById('post').hidden") as? Bool
+            return who == "signed in as ana" && state == "open" && postHidden == false
+        }
+        _ = try await writer.evaluate("document.getElementById('text').value = 'first!'; document.getElementById('post').requestSubmit()")
+        try await waitUntil("the comment shown live on the anonymous page") { try await comments(reader) == [["ana", "first!", "live"]] }
+        try await waitUntil("the comment shown on the writer's page") { try await comments(writer).map { Array($0.prefix(2)) } == [["ana", "first!"]] }
+
+        try await reader.open(example.url + "/")
+        try await waitUntil("a page opened later shows the comment from history") {
+            let loaded = try await text(reader, "loaded")
+            let shown = try await comments(reader)
+            return loaded == "1 from history" && shown == [["ana", "first!", "history"]]
+        }
+        try await reader.screenshot(to: repositoryRoot().appendingPathComponent("docs/images/live-comments.png"))
     }
 }
 

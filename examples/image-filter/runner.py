@@ -10,13 +10,9 @@ the moment it arrives, without polling.
 then open http://127.0.0.1:8090/. Standard library only (see pngfile.py for the PNG codec).
 """
 import argparse
-import base64
-import hashlib
-import hmac
 import json
 import os
 import queue
-import re
 import secrets
 import sys
 import threading
@@ -26,33 +22,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pngfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from herald_example import development_credentials, issue_token, token_user  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 MAX_UPLOAD = 8 * 1024 * 1024
-
-
-def b64url(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def issue_token(secret, user, ttl=3600):
-    """An HS256 JWT for `user`, as the app's backend would issue one (docs/protocol.md §2)."""
-    header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    claims = b64url(json.dumps({"sub": user, "exp": int(time.time()) + ttl}).encode())
-    signature = hmac.new(secret.encode(), f"{header}.{claims}".encode(), hashlib.sha256).digest()
-    return f"{header}.{claims}.{b64url(signature)}"
-
-
-def token_user(secret, token):
-    """The `sub` of a token this runner issued and that has not expired; None otherwise."""
-    try:
-        header, claims, signature = token.split(".")
-        expected = hmac.new(secret.encode(), f"{header}.{claims}".encode(), hashlib.sha256).digest()
-        if not hmac.compare_digest(b64url(expected), signature):
-            return None
-        payload = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))
-        return payload["sub"] if payload.get("exp", 0) > time.time() else None
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 def sepia(rows):
@@ -159,23 +133,6 @@ def handler(runner):
             pass
 
     return Handler
-
-
-def development_credentials(path, patience=900):
-    """The secret and API key a --dev node printed (scripts/run builds first: that may take minutes)."""
-    deadline = time.time() + patience
-    while True:
-        try:
-            text = open(path, encoding="utf-8", errors="replace").read()
-        except FileNotFoundError:
-            text = ""
-        secret = re.search(r"HERALD_JWT_SECRET=(\S+)", text)
-        key = re.search(r"HERALD_API_KEYS=(\S+)", text)
-        if secret and key:
-            return secret.group(1), key.group(1)
-        if time.time() > deadline:
-            sys.exit(f"{path} shows no HERALD_JWT_SECRET= and HERALD_API_KEYS= lines: is scripts/run writing to it?")
-        time.sleep(0.2)
 
 
 def main():

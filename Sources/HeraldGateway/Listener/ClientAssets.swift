@@ -169,6 +169,9 @@ export class HeraldConnection extends EventTarget {
     this.ackInterval = options.ackInterval ?? 1000;
     this.unacked = {};
     this.ackTimer = false;
+    // History requests waiting for their answer, by the id this client gave them.
+    this.histories = new Map();
+    this.historyCount = 0;
   }
 
   /** Opens the connection (once); `connect()` calls it. */
@@ -208,6 +211,37 @@ export class HeraldConnection extends EventTarget {
   unsubscribe(channel) {
     this.channels = this.channels.filter((c) => c !== channel);
     return this.#send({ type: "unsubscribe", channel });
+  }
+
+  /**
+   * The newest `limit` messages of `stream` (`u`, `*` or `c:NAME`) before the offset `before`, oldest
+   * first (docs/protocol.md §7): resolves with `{stream, messages, earliest, end, next, expired, cut,
+   * limit}`, each message shaped as a `message` event's detail; page back with `before: page.next`.
+   * Rejects with an Error whose `code` is the node's (`channel-not-allowed`, `history-not-offered`,
+   * `busy`, `unavailable`, `bad-request`), or `not-connected` (no open WebSocket: over SSE the
+   * connection only receives), or `closed` (the connection dropped before the answer). History is not
+   * part of the cursor: the messages it returns are not acked, and live ones still arrive as events.
+   */
+  history(stream, { limit = 50, before } = {}) {
+    const id = `herald-history-${++this.historyCount}`;
+    const frame = { type: "history", id, stream, limit };
+    if (before !== undefined && before !== null) frame.before = before;
+    return new Promise((resolve, reject) => {
+      this.histories.set(id, { resolve, reject, socket: this.socket });
+      if (!this.#send(frame)) {
+        this.histories.delete(id);
+        reject(Object.assign(new Error("history needs an open WebSocket connection"), { code: "not-connected" }));
+      }
+    });
+  }
+
+  /** Fails the history requests sent on `socket`, which closed before answering them. */
+  #dropHistories(socket) {
+    for (const [id, pending] of this.histories) {
+      if (pending.socket !== socket) continue;
+      this.histories.delete(id);
+      pending.reject(Object.assign(new Error("the connection closed before the history answer"), { code: "closed" }));
+    }
   }
 
   /** Tells the node the device has the messages of `stream` up to `offset` (sent for you, throttled, unless `ackInterval` is 0). */
@@ -299,6 +333,7 @@ export class HeraldConnection extends EventTarget {
       this.#frame(event.data, socket);
     };
     socket.onclose = (event) => {
+      this.#dropHistories(socket);
       if (this.socket !== socket) return;
       this.socket = null;
       // Never opened: no WebSocket gets through here; the event stream may.
@@ -458,10 +493,31 @@ export class HeraldConnection extends EventTarget {
         this.#emit(`message:${frame.stream}`, detail);
         break;
       }
+      case "history": {
+        const pending = this.histories.get(frame.id);
+        if (!pending) return;
+        this.histories.delete(frame.id);
+        const messages = (frame.messages ?? []).map((m) => {
+          const detail = { stream: m.stream, offset: m.offset, id: m.id, data: m.data, encoding: m.encoding };
+          if (m.user !== undefined) detail.user = m.user;
+          return detail;
+        });
+        pending.resolve({
+          stream: frame.stream, messages, earliest: frame.earliest, end: frame.end, next: frame.next ?? null,
+          expired: frame.expired === true, cut: frame.cut ?? null, limit: frame.limit ?? null,
+        });
+        break;
+      }
       case "published":
         this.#emit("published", { id: frame.id, stream: frame.stream, offset: frame.offset });
         break;
       case "error":
+        if (frame.id !== undefined && this.histories.has(frame.id)) {
+          const pending = this.histories.get(frame.id);
+          this.histories.delete(frame.id);
+          pending.reject(Object.assign(new Error(frame.message ?? frame.code), { code: frame.code }));
+          return;
+        }
         // With `id`: about the publish sent with that id.
         this.#emit("error", frame.id === undefined ? { code: frame.code, message: frame.message } : { code: frame.code, message: frame.message, id: frame.id });
         break;
@@ -573,6 +629,28 @@ export interface HeraldMessage {
   user?: string;
 }
 
+/** A `history` answer (docs/protocol.md §7): the newest messages before `end`, oldest first. */
+export interface HeraldHistory {
+  stream: string;
+  messages: HeraldMessage[];
+  /** The oldest offset the stream's partition still holds. */
+  earliest: number;
+  /** The exclusive bound that was read. */
+  end: number;
+  /** The `before` of the page before this one; null once the read reached `earliest`. */
+  next: number | null;
+  /** Older messages may have been removed by retention. */
+  expired: boolean;
+  /** The bound that cut the answer, and its value (null when none did). */
+  cut: "count" | "bytes" | "scan" | null;
+  limit: number | null;
+}
+
+/** Why `history()` rejected: the node's error code, or `not-connected` / `closed`. */
+export interface HeraldHistoryError extends Error {
+  code: "channel-not-allowed" | "history-not-offered" | "busy" | "unavailable" | "bad-request" | "unsupported" | "not-connected" | "closed" | string;
+}
+
 export interface HeraldWelcome {
   type: "welcome";
   node: string;
@@ -616,6 +694,8 @@ export class HeraldConnection extends EventTarget {
   subscribe(channel: string, options?: { offset?: number }): boolean;
   unsubscribe(channel: string): boolean;
   ack(stream: string, offset: number): boolean;
+  /** The last `limit` (50) messages of `u`, `*` or `c:NAME` before `before`; rejects with a HeraldHistoryError. */
+  history(stream: string, options?: { limit?: number; before?: number }): Promise<HeraldHistory>;
   connectionURL(token: string): string;
   addEventListener<K extends keyof HeraldEventMap>(type: K, listener: (event: HeraldEventMap[K]) => void, options?: boolean | AddEventListenerOptions): void;
   /** `message:STREAM`: the messages of one stream, e.g. `message:u` or `message:c:news`. */

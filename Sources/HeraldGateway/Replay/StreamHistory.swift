@@ -151,9 +151,10 @@ public final class StreamHistory: Sendable {
         guard let envelope = try? record.heraldEnvelope(), envelope.stream == stream, envelope.control == nil,
               !envelope.isExpired(atUnixMillis: now)
         else { return nil }
-        var json = allocator.buffer(capacity: 64 + name.utf8.count + record.value.readableBytes)
+        var json = allocator.buffer(capacity: 64 + name.utf8.count + (envelope.user?.utf8.count ?? 0) + record.value.readableBytes)
         ServerMessage.writeMessage(
-            into: &json, stream: name, offset: record.offset, id: envelope.id, payload: record.value, contentType: envelope.contentType
+            into: &json, stream: name, offset: record.offset, id: envelope.id, user: envelope.user, payload: record.value,
+            contentType: envelope.contentType
         )
         return HistoryPage.Message(offset: record.offset, json: json)
     }
