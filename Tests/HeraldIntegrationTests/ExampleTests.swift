@@ -349,14 +349,15 @@ extension ExampleTests {
                 return state == "open" && loaded == "0 from history"
             }
         }
-        #expect(try await reader.evaluate("return document.getElementById('post').hidden") as? Bool == true, "no posting without signing in")
+        #expect(try await reader.evaluate("return getComputedStyle(document.getElementById('post')).display") as? String == "none", "no posting without signing in")
 
         _ = try await writer.evaluate("document.getElementById('name').value = 'ana'; document.getElementById('sign-in').requestSubmit()")
         try await waitUntil("signed in") {
             let who = try await text(writer, "who")
             let state = try await text(writer, "state")
-            let postHidden = try await writer.evaluate("return document.getElementById('post').hidden") as? Bool
-            return who == "signed in as ana" && state == "open" && postHidden == false
+            let post = try await writer.evaluate("return getComputedStyle(document.getElementById('post')).display") as? String
+            let signIn = try await writer.evaluate("return getComputedStyle(document.getElementById('sign-in')).display") as? String
+            return who == "signed in as ana" && state == "open" && post != "none" && signIn == "none"
         }
         _ = try await writer.evaluate("document.getElementById('text').value = 'first!'; document.getElementById('post').requestSubmit()")
         try await waitUntil("the comment shown live on the anonymous page") { try await comments(reader) == [["ana", "first!", "live"]] }
