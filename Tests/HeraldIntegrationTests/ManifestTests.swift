@@ -116,8 +116,9 @@ struct ManifestTests {
                 assert config["HERALD_KAFKA_BROKERS"].endswith(":9093")
                 assert "HERALD_EMBEDDED_KAFKA" not in config
                 topics = {d["metadata"]["name"]: d for d in docs if d["kind"] == "KafkaTopic"}
-                assert set(topics) == {"herald.events", "herald.upstream", "herald.sessions"}, topics.keys()
+                assert set(topics) == {"herald.events", "herald.upstream", "herald.sessions", "herald.cursors"}, topics.keys()
                 assert topics["herald.sessions"]["spec"]["config"]["cleanup.policy"] == "compact", "the view is rebuilt from it"
+                assert topics["herald.cursors"]["spec"]["config"]["cleanup.policy"] == "compact", "a device's last commit is kept"
                 for topic in topics.values():
                     assert topic["apiVersion"] == "kafka.strimzi.io/v1beta2"
                     assert topic["metadata"]["labels"]["strimzi.io/cluster"] == "herald-kafka"

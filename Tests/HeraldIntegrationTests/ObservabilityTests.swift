@@ -30,7 +30,7 @@ struct ObservabilityTests {
         let testText = try String(contentsOf: Self.ops.appendingPathComponent("tests/herald.rules.test.yml"), encoding: .utf8)
         let runbooks = try String(contentsOf: repositoryRoot().appendingPathComponent("docs/operations.md"), encoding: .utf8)
         let alerts = ruleText.matches(of: /- alert: (\w+)/).map { String($0.1) }
-        #expect(alerts.count == 15)
+        #expect(alerts.count == 16)
         for alert in alerts {
             #expect(testText.contains("alertname: \(alert)"), "\(alert) has no promtool test")
             #expect(runbooks.contains("### \(alert)"), "\(alert) has no runbook section in docs/operations.md")
