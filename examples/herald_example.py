@@ -7,6 +7,7 @@ import json
 import re
 import sys
 import time
+from http.server import BaseHTTPRequestHandler
 
 
 def b64url(data):
@@ -49,3 +50,20 @@ def development_credentials(path, patience=900):
         if time.time() > deadline:
             sys.exit(f"{path} shows no HERALD_JWT_SECRET= and HERALD_API_KEYS= lines: is scripts/run writing to it?")
         time.sleep(0.2)
+
+
+class ExampleHandler(BaseHTTPRequestHandler):
+    """The examples' request handler: uncached answers, and no access log on the terminal."""
+
+    def send(self, status, body, content_type="application/json"):
+        if isinstance(body, str):
+            body = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):
+        pass

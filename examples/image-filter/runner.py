@@ -18,12 +18,12 @@ import sys
 import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pngfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from herald_example import development_credentials, issue_token, token_user  # noqa: E402
+from herald_example import ExampleHandler, development_credentials, issue_token, token_user  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MAX_UPLOAD = 8 * 1024 * 1024
@@ -86,17 +86,7 @@ class Runner:
 def handler(runner):
     page = open(os.path.join(HERE, "index.html"), encoding="utf-8").read()
 
-    class Handler(BaseHTTPRequestHandler):
-        def send(self, status, body, content_type="application/json"):
-            if isinstance(body, str):
-                body = body.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
-
+    class Handler(ExampleHandler):
         def do_GET(self):
             if self.path == "/":
                 html = page.replace("HERALD_PUBLIC_URL", runner.args.herald_public)
@@ -128,9 +118,6 @@ def handler(runner):
             except queue.Full:
                 return self.send(503, json.dumps({"error": "too many jobs waiting; try again"}))
             self.send(202, json.dumps({"job": job}))
-
-        def log_message(self, format, *args):
-            pass
 
     return Handler
 

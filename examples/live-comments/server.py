@@ -16,10 +16,10 @@ import os
 import re
 import sys
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from herald_example import development_credentials, issue_token  # noqa: E402
+from herald_example import ExampleHandler, development_credentials, issue_token  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # A viewer's name is their user id in this demo: what the page shows next to their comments.
@@ -30,16 +30,7 @@ VIDEO = re.compile(r"[A-Za-z0-9_-]{1,64}")
 def handler(args):
     page = open(os.path.join(HERE, "index.html"), encoding="utf-8").read()
 
-    class Handler(BaseHTTPRequestHandler):
-        def send(self, status, body, content_type="application/json"):
-            body = body.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
-
+    class Handler(ExampleHandler):
         def do_GET(self):
             url = urllib.parse.urlsplit(self.path)
             query = urllib.parse.parse_qs(url.query)
@@ -57,9 +48,6 @@ def handler(args):
                     return self.send(400, json.dumps({"error": "a name is 1 to 32 letters, digits, - or _"}))
                 return self.send(200, json.dumps({"user": name, "token": issue_token(args.jwt_secret, name, ttl=args.token_seconds)}))
             self.send(404, json.dumps({"error": "not found"}))
-
-        def log_message(self, format, *args):
-            pass
 
     return Handler
 
