@@ -3,6 +3,7 @@ import HeraldCore
 import NIOCore
 import NIOEmbedded
 import NIOWebSocket
+import Synchronization
 import Testing
 
 /// What a server frame written to an EmbeddedChannel says.
@@ -154,6 +155,44 @@ struct ShardTests {
         await loop.shutdownGracefully()
     }
 
+    @Test("a batch's last delivery flushes each socket as it writes it, so a broadcast's first socket does not wait for the others; earlier frames of a batch share one flush per socket")
+    func flushAsWritten() async throws {
+        let loop = NIOAsyncTestingEventLoop()
+        let shard = Shard(eventLoop: loop, startOffsets: [0: 0], partitionCount: 1, metrics: GatewayMetrics())
+        let log = OutboundLog.Entries()
+        var channels: [NIOAsyncTestingChannel] = []
+        for (id, user) in [(UInt64(1), "alice"), (2, "bob"), (3, "carol")] {
+            let channel = NIOAsyncTestingChannel(loop: loop)
+            try await channel.pipeline.addHandler(OutboundLog(name: user, log: log))
+            let connection = Connection(
+                id: id, identity: Identity(userID: user, deviceID: nil, channels: [], expiresAt: .max), channel: channel, openedAt: 0,
+                limits: .init(budgetBytes: 1 << 20, hardLimitBytes: 8 << 20, slowWindowMillis: 5_000), accounts: ConnectionAccounts(outbound: OutboundStats(), admission: nil)
+            )
+            _ = await shard.register(connection, channels: [])
+            channels.append(channel)
+        }
+        let frame = ServerMessage.message(stream: "b", offset: 0, id: nil, payload: ByteBuffer(string: "{}"), contentType: nil)
+        func delivery(_ stream: HeraldStream, _ offset: Int64) -> Delivery {
+            Delivery(stream: stream, partition: 0, offset: offset, action: .frame(frame), exclude: nil, expiresAt: nil)
+        }
+
+        await shard.deliver(DeliveryBatch(deliveries: [delivery(.broadcast, 0)], nextOffsets: [0: 1], now: 0))
+        let broadcast = log.entries.withLock { $0 }
+        #expect(broadcast.count == 6)
+        for pair in stride(from: 0, to: broadcast.count - 1, by: 2) {
+            let user = broadcast[pair].dropFirst("write ".count)
+            #expect(broadcast[pair].hasPrefix("write ") && broadcast[pair + 1] == "flush \(user)", "each socket is flushed right after its write: \(broadcast)")
+        }
+
+        log.entries.withLock { $0 = [] }
+        await shard.deliver(DeliveryBatch(deliveries: [delivery(.user("alice"), 1), delivery(.user("alice"), 2), delivery(.user("bob"), 3)], nextOffsets: [0: 4], now: 0))
+        let events = log.entries.withLock { $0 }
+        #expect(events.filter { $0.hasSuffix(" alice") } == ["write alice", "write alice", "flush alice"], "\(events)")
+        #expect(events.filter { $0.hasSuffix(" bob") } == ["write bob", "flush bob"], "\(events)")
+        for channel in channels { _ = try? await channel.finish() }
+        await loop.shutdownGracefully()
+    }
+
     @Test("a connection whose token expired gets 4009 instead of the message")
     func nothingAfterExpiry() async throws {
         let loop = NIOAsyncTestingEventLoop()
@@ -172,5 +211,27 @@ struct ShardTests {
         #expect(try await channel.readOutbound(as: ByteBuffer.self) == nil, "the message was not written")
         _ = try? await channel.finish()
         await loop.shutdownGracefully()
+    }
+}
+
+/// Records each write and flush that reaches a testing channel, in one log shared by several channels.
+private final class OutboundLog: ChannelOutboundHandler, Sendable {
+    typealias OutboundIn = ByteBuffer
+    final class Entries: Sendable {
+        let entries = Mutex<[String]>([])
+    }
+    let name: String
+    let log: Entries
+    init(name: String, log: Entries) {
+        self.name = name
+        self.log = log
+    }
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        log.entries.withLock { $0.append("write \(name)") }
+        context.write(data, promise: promise)
+    }
+    func flush(context: ChannelHandlerContext) {
+        log.entries.withLock { $0.append("flush \(name)") }
+        context.flush()
     }
 }

@@ -26,6 +26,8 @@ public actor Shard {
     private var bytesWritten = 0
     private var recipientsOfDelivery = 0
     private var touched: [Connection] = []
+    /// Set while `deliver` writes its batch's last delivery.
+    private var flushAsWritten = false
     /// Most bytes written to one socket before a flush within a batch.
     static let flushSlice = 64 * 1024
     private var sweeps = 0
@@ -105,10 +107,15 @@ public actor Shard {
         Murmur2.partition(forKey: stream.kafkaKey, partitionCount: partitionCount)
     }
 
-    /// Writes each delivery's shared frame to its local recipients, then flushes each touched socket once.
+    /// Writes each delivery's shared frame to its local recipients and flushes each touched socket once.
+    /// The batch's last delivery flushes each recipient as it writes: nothing later in the batch can join
+    /// that flush, and a broadcast's first socket then goes out before the rest are written rather than
+    /// after, in one pass over the connections instead of two.
     func deliver(_ batch: DeliveryBatch) {
         var reached: [Int64] = []  // timestamps of the deliveries that reached someone here
-        for delivery in batch.deliveries {
+        let last = batch.deliveries.count - 1
+        for (index, delivery) in batch.deliveries.enumerated() {
+            flushAsWritten = index == last
             if let expiresAt = delivery.expiresAt, batch.now >= expiresAt { continue }
             guard case .frame(let frame) = delivery.action else {
                 if case .user(let user) = delivery.stream { disconnect(user) }
@@ -196,6 +203,11 @@ public actor Shard {
         deliveredCounts[kind] += 1
         recipientsOfDelivery += 1
         bytesWritten += frame.readableBytes
+        if flushAsWritten {
+            connection.unflushedBytes = 0
+            connection.channel.writeAndFlush(frame, promise: nil)
+            return
+        }
         if connection.unflushedBytes == 0 { touched.append(connection) }
         connection.channel.write(frame, promise: nil)
         connection.unflushedBytes += frame.readableBytes
