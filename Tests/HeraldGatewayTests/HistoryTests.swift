@@ -283,8 +283,10 @@ struct HistoryTests {
     func busyBounds() async throws {
         // Two replay readers leave one history read at a time (one handle stays with resumes).
         try await GatewayHarness.run(replay: { $0.readers = 2 }) { node in
-            for n in 0..<3 { try await node.produce(HeraldRecord(stream: .channel("news")), #"{"n":\#(n)}"#) }
+            // Connected first: a connection without a cursor starts live, so records the node consumed
+            // before it registered would never reach it.
             let alice = try await node.connect("alice", channels: ["news"], subscribe: ["news"])
+            for n in 0..<3 { try await node.produce(HeraldRecord(stream: .channel("news")), #"{"n":\#(n)}"#) }
             for _ in 0..<3 { _ = try await alice.nextMessage(within: .seconds(30)) }
             // Slow brokers keep a read under way long enough for the next request to meet it.
             for broker in node.cluster.brokerIDs { try node.cluster.setBrokerRoundTrip(broker, milliseconds: 800) }
